@@ -1,0 +1,44 @@
+"""The built-in parts, registered by lazy "module:attr" targets (nothing heavy imported here)."""
+
+from aether import registry as r
+from aether.config import schema as s
+
+# dataset adapters: detect(path) -> bool and load(path, options) -> DatasetIndex
+r.adapters.register("folder", "aether.data.adapters:FolderAdapter", config=s.NoOptions,
+                    help="class sub-folders (nested trees, pre-split train/val/test respected)")
+r.adapters.register("manifest", "aether.data.adapters:ManifestAdapter", config=s.ManifestCfg,
+                    help="CSV or JSONL manifest with path,label columns")
+r.adapters.register("digits", "aether.data.adapters:DigitsAdapter", config=s.NoOptions,
+                    help="embedded sample: scikit-learn's 1,797 real 8x8 handwritten digits")
+
+r.backbones.register("timm", "aether.models.timm_provider:TimmProvider", config=s.NoOptions,
+                     help="any timm model name; local weights via model.weights=FILE")
+
+r.strategies.register("full", "aether.strategies.basic:Full", config=s.FullCfg,
+                      help="every parameter trains")
+r.strategies.register("linear_probe", "aether.strategies.basic:LinearProbe", config=s.LinearProbeCfg,
+                      help="backbone frozen (BatchNorm statistics too), only the head trains")
+
+r.optimizers.register("adamw", "aether.training.optim:build_adamw", config=s.AdamWCfg,
+                      help="AdamW, decoupled weight decay (no decay on norms and biases)")
+r.optimizers.register("adam", "aether.training.optim:build_adam", config=s.AdamCfg, help="Adam")
+r.optimizers.register("sgd", "aether.training.optim:build_sgd", config=s.SGDCfg,
+                      help="SGD with (Nesterov) momentum")
+
+r.schedulers.register("cosine", "aether.training.optim:build_cosine", config=s.CosineCfg,
+                      help="linear warm-up then cosine decay, stepped per batch")
+r.schedulers.register("step", "aether.training.optim:build_step", config=s.StepCfg,
+                      help="multiply the LR by gamma every step_size epochs")
+r.schedulers.register("plateau", "aether.training.optim:build_plateau", config=s.PlateauCfg,
+                      help="reduce the LR when a validation metric stops improving")
+r.schedulers.register("onecycle", "aether.training.optim:build_onecycle", config=s.OneCycleCfg,
+                      help="one-cycle policy (peak = optimizer.lr), stepped per batch")
+r.schedulers.register("none", "aether.training.optim:build_constant", config=s.NoOptions,
+                      help="constant learning rate")
+
+r.loggers.register("csv", "aether.training.loggers:build_csv", config=s.NoOptions,
+                   help="metrics.csv in the run directory (default)")
+r.loggers.register("wandb", "aether.training.loggers:build_wandb", config=s.WandbCfg,
+                   help="Weights & Biases; offline automatically without an API key")
+r.loggers.register("tensorboard", "aether.training.loggers:build_tensorboard", config=s.NoOptions,
+                   help="TensorBoard event files in the run directory")

@@ -1,0 +1,1 @@
+"""Config schema and validation (pure Python: no torch import)."""

@@ -1,0 +1,237 @@
+"""Typed schema of a run's config.
+
+Each section is a pydantic model with ``extra="forbid"``, so an unknown key is an error that
+names the valid keys. Sections that select a registered part (strategy, optimizer, scheduler,
+logger, data adapter, backbone provider) carry a ``name`` and are checked against the options
+model that the part registered with (see aether.registry / aether.catalog).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class NoOptions(Strict):
+    """A part without options of its own."""
+
+
+# ---------------------------------------------------------------- data
+
+
+class AugmentCfg(Strict):
+    """Training-time augmentation, handed to timm's transform factory.
+
+    The defaults are deliberately light: small datasets are hurt by heavy augmentation.
+    """
+
+    scale: Tuple[float, float] = (0.8, 1.0)
+    ratio: Tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = Field(0.5, ge=0, le=1)
+    vflip: float = Field(0.0, ge=0, le=1)
+    color_jitter: float = Field(0.0, ge=0)
+    auto_augment: Optional[str] = None  # timm string, e.g. "rand-m9-mstd0.5"
+    re_prob: float = Field(0.0, ge=0, le=1)  # random erasing
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: Tuple[float, float]) -> Tuple[float, float]:
+        if not 0 < v[0] <= v[1] <= 1:
+            raise ValueError("expected 0 < min <= max <= 1")
+        return v
+
+
+class DataCfg(Strict):
+    path: Optional[str] = None  # folder, manifest file; null = the embedded digits sample
+    format: str = "auto"  # a registered adapter, or auto-detect
+    options: Dict[str, Any] = Field(default_factory=dict)  # the adapter's own options
+    val_fraction: float = Field(0.15, ge=0, lt=1)
+    test_fraction: float = Field(0.15, ge=0, lt=1)
+    image_size: Optional[int] = Field(None, ge=8, le=4096)  # null = the backbone's pretrained_cfg
+    crop_pct: Optional[float] = Field(None, gt=0, le=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: Optional[int] = Field(None, ge=1)
+    num_workers: Union[int, Literal["auto"]] = "auto"
+    augment: AugmentCfg = Field(default_factory=AugmentCfg)
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers(cls, v: Union[int, str]) -> Union[int, str]:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("expected 'auto' or an integer >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "DataCfg":
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves too "
+                "little to train on; expected a sum below 0.9"
+            )
+        return self
+
+
+# ---------------------------------------------------------------- model
+
+
+class ModelCfg(Strict):
+    provider: str = "timm"  # a registered backbone provider
+    name: str
+    pretrained: bool = False
+    weights: Optional[str] = None  # local .safetensors / state-dict file (loaded without pickle)
+    drop_rate: float = Field(0.0, ge=0, lt=1)
+    drop_path_rate: float = Field(0.0, ge=0, lt=1)
+    kwargs: Dict[str, Any] = Field(default_factory=dict)  # passed to the provider's create call
+
+
+# ---------------------------------------------------------------- training
+
+
+class EarlyStoppingCfg(Strict):
+    enabled: bool = True
+    monitor: str = "val/loss"
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(5, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class CheckpointCfg(Strict):
+    monitor: str = "val/acc"
+    mode: Literal["min", "max"] = "max"
+
+
+PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "64-true")
+
+
+class TrainerCfg(Strict):
+    max_epochs: int = Field(10, ge=1)
+    precision: str = "32"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: Union[int, str, List[int]] = "auto"
+    strategy: str = "auto"  # Lightning's: auto | ddp | ddp_spawn | fsdp ...
+    num_nodes: int = Field(1, ge=1)
+    gradient_clip_val: Optional[float] = Field(None, ge=0)
+    accumulate_grad_batches: int = Field(1, ge=1)
+    limit_train_batches: Union[int, float] = 1.0
+    limit_val_batches: Union[int, float] = 1.0
+    limit_test_batches: Union[int, float] = 1.0
+    log_every_n_steps: int = Field(10, ge=1)
+    deterministic: bool = False
+    progress: Literal["auto", "rich", "plain", "none"] = "auto"
+    early_stopping: EarlyStoppingCfg = Field(default_factory=EarlyStoppingCfg)
+    checkpoint: CheckpointCfg = Field(default_factory=CheckpointCfg)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, v: Any) -> str:
+        v = str(v)
+        if v not in PRECISIONS:
+            raise ValueError(f"expected one of {', '.join(PRECISIONS)}")
+        return v
+
+
+class LossCfg(Strict):
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weights: Union[None, Literal["balanced"], List[float]] = None
+
+
+class CostCfg(Strict):
+    """Price of one device-hour, for the run's transparent cost estimate (edit to your cloud's)."""
+
+    cpu_per_hour: float = Field(0.10, ge=0)
+    gpu_per_hour: float = Field(2.50, ge=0)
+    currency: str = "USD"
+
+
+class PartCfg(Strict):
+    """A section that selects a registered part; its other keys are the part's options."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class RunCfg(Strict):
+    recipe: str = "default"  # set by each recipe, shown in reports
+    task: Literal["classification"] = "classification"
+    seed: int = 42
+    resume: Optional[str] = None  # a run directory to continue
+    data: DataCfg = Field(default_factory=DataCfg)
+    model: ModelCfg
+    strategy: PartCfg
+    optimizer: PartCfg
+    scheduler: PartCfg
+    trainer: TrainerCfg = Field(default_factory=TrainerCfg)
+    logger: PartCfg
+    loss: LossCfg = Field(default_factory=LossCfg)
+    cost: CostCfg = Field(default_factory=CostCfg)
+
+
+# ---------------------------------------------------------------- options of the built-in parts
+
+
+class FullCfg(Strict):
+    pass
+
+
+class LinearProbeCfg(Strict):
+    pass
+
+
+class AdamWCfg(Strict):
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+
+
+class AdamCfg(AdamWCfg):
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class SGDCfg(Strict):
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class CosineCfg(Strict):
+    warmup_epochs: float = Field(0.0, ge=0)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+
+
+class StepCfg(Strict):
+    step_size: int = Field(10, ge=1)  # epochs
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class PlateauCfg(Strict):
+    monitor: str = "val/loss"
+    mode: Literal["min", "max"] = "min"
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(2, ge=0)
+
+
+class OneCycleCfg(Strict):
+    pct_start: float = Field(0.25, gt=0, lt=1)
+    div_factor: float = Field(25.0, gt=1)
+    final_div_factor: float = Field(1e4, gt=1)
+
+
+class WandbCfg(Strict):
+    project: str = "aether"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = Field(default_factory=list)
+    mode: Optional[Literal["online", "offline", "disabled"]] = None  # null = offline without API key
+
+
+class ManifestCfg(Strict):
+    path_column: str = "path"
+    label_column: str = "label"
+    root: Optional[str] = None  # image paths are relative to this (default: the manifest's folder)

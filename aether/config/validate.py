@@ -1,0 +1,148 @@
+"""Validate a composed config once, reporting every problem at once.
+
+Each problem names the dotted key, the value found, what was expected and, for unknown keys
+and names, the closest valid spelling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
+
+from pydantic import BaseModel, ValidationError
+
+from aether import registry
+from aether.errors import AetherError
+from aether.config.schema import RunCfg
+from aether.suggest import did_you_mean
+
+# Sections that select a registered part by `name`.
+PART_SECTIONS = {
+    "strategy": registry.strategies,
+    "optimizer": registry.optimizers,
+    "scheduler": registry.schedulers,
+    "logger": registry.loggers,
+}
+
+
+@dataclass
+class Problem:
+    key: str
+    value: Any
+    expected: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        shown = repr(self.value) if self.value is not None else "(missing)"
+        if isinstance(self.value, (dict, list)) and len(shown) > 60:
+            shown = shown[:57] + "..."
+        return f"{self.key} = {shown}: {self.expected}{self.hint}"
+
+
+class ConfigError(AetherError):
+    """Every problem found in a config, in one exception."""
+
+    def __init__(self, problems: Sequence[Problem], header: str = "invalid config") -> None:
+        self.problems = list(problems)
+        lines = [f"{header} ({len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}):"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+def _fields_at(model: Type[BaseModel], loc: Tuple[Any, ...]) -> List[str]:
+    """Field names of the (nested) model that `loc` points into."""
+    cls: Any = model
+    for part in loc:
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            break
+        ann = field.annotation
+        cls = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if cls is None:
+            return []
+    return list(getattr(cls, "model_fields", {}) or [])
+
+
+def _problems_from(err: ValidationError, model: Type[BaseModel], prefix: str) -> List[Problem]:
+    out: List[Problem] = []
+    for e in err.errors():
+        loc = tuple(x for x in e["loc"] if not isinstance(x, int) or True)
+        # pydantic appends the union member / function name to loc for unions; keep real keys
+        keys = [str(x) for x in loc if not (isinstance(x, str) and ("[" in x or x in ("literal", "function-after")))]
+        dotted = ".".join(filter(None, [prefix] + keys))
+        if e["type"] == "extra_forbidden":
+            siblings = _fields_at(model, tuple(loc[:-1]))
+            out.append(Problem(dotted, e.get("input"), f"unknown key; valid keys: {', '.join(siblings)}",
+                               did_you_mean(str(loc[-1]), siblings)))
+        elif e["type"] == "missing":
+            out.append(Problem(dotted, None, "required key is missing"))
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            out.append(Problem(dotted, e.get("input"), msg))
+    # one union failure yields one error per member; keep the first per key
+    seen, unique = set(), []
+    for p in out:
+        if p.key not in seen:
+            seen.add(p.key)
+            unique.append(p)
+    return unique
+
+
+def validate(cfg: Dict[str, Any]) -> RunCfg:
+    """Validate a plain-dict config (the `hydra` node removed); raise ConfigError listing everything."""
+    cfg = {k: v for k, v in cfg.items() if k != "hydra"}
+    problems: List[Problem] = []
+    parsed: Optional[RunCfg] = None
+    try:
+        parsed = RunCfg.model_validate(cfg)
+    except ValidationError as err:
+        problems += _problems_from(err, RunCfg, "")
+
+    for section, reg in PART_SECTIONS.items():
+        node = cfg.get(section)
+        if not isinstance(node, dict) or "name" not in node:
+            continue  # already reported above
+        problems += _check_part(section, node, reg)
+
+    data = cfg.get("data") or {}
+    if isinstance(data, dict):
+        fmt = data.get("format", "auto")
+        if fmt != "auto":
+            problems += _check_part("data", {"name": fmt, **(data.get("options") or {})},
+                                    registry.adapters, name_key="format", options_key="options")
+    model = cfg.get("model") or {}
+    if isinstance(model, dict) and "provider" in model:
+        if model["provider"] not in registry.backbones:
+            problems.append(Problem("model.provider", model["provider"],
+                                    f"unknown backbone provider; choose one of: {', '.join(registry.backbones.names())}",
+                                    did_you_mean(model["provider"], registry.backbones.names())))
+    if problems:
+        raise ConfigError(problems)
+    assert parsed is not None
+    return parsed
+
+
+def _check_part(section: str, node: Dict[str, Any], reg: registry.Registry,
+                name_key: str = "name", options_key: Optional[str] = None) -> List[Problem]:
+    name = node["name"]
+    if name not in reg:
+        return [Problem(f"{section}.{name_key}", name,
+                        f"unknown {reg.kind}; choose one of: {', '.join(reg.names())}",
+                        did_you_mean(name, reg.names()))]
+    entry = reg.get(name)
+    if entry.config is None:
+        return []
+    options = {k: v for k, v in node.items() if k != "name"}
+    try:
+        entry.config.model_validate(options)
+    except ValidationError as err:
+        prefix = f"{section}.{options_key}" if options_key else section
+        return _problems_from(err, entry.config, prefix)
+    return []
+
+
+def part_options(section_cfg: Dict[str, Any], reg: registry.Registry) -> BaseModel:
+    """The typed options of the part a section selects (defaults filled in)."""
+    entry = reg.get(section_cfg["name"])
+    options = {k: v for k, v in section_cfg.items() if k != "name"}
+    return entry.config.model_validate(options) if entry.config else options  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""Data: adapters that index a dataset, image checks, splitting, transforms, the DataModule."""

@@ -1,0 +1,71 @@
+"""Torch datasets and the LightningDataModule over a DataBundle."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, List, Optional
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from aether.config.schema import DataCfg
+from aether.data.dataset import DataBundle
+from aether.data.images import load_rgb
+from aether.data.index import Sample
+from aether.data.transforms import eval_transform, train_transform
+
+
+class ImageDataset(Dataset):
+    def __init__(self, samples: List[Sample], transform: Callable) -> None:
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
+        s = self.samples[i]
+        try:
+            img = load_rgb(s.path)
+        except Exception as exc:  # the file changed after the up-front check: say which one
+            raise RuntimeError(f"cannot read {s.path}: {exc}") from exc
+        return self.transform(img), s.label
+
+
+def auto_workers(n_images: int) -> int:
+    """Worker processes for a loader: none for tiny sets (start-up costs more than it saves)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if n_images < 2000 or cpus < 2:
+        return 0
+    return min(8, cpus - 1)
+
+
+class ClassificationData(L.LightningDataModule):
+    def __init__(self, bundle: DataBundle, preprocessing: Dict[str, Any], cfg: DataCfg) -> None:
+        super().__init__()
+        self.bundle = bundle
+        self.cfg = cfg
+        self.preprocessing = preprocessing
+        self.train_tf = train_transform(preprocessing, cfg.augment)
+        self.eval_tf = eval_transform(preprocessing)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        samples = self.bundle.splits[split]
+        workers = auto_workers(len(samples)) if self.cfg.num_workers == "auto" else int(self.cfg.num_workers)
+        batch = self.cfg.batch_size if train else (self.cfg.eval_batch_size or 2 * self.cfg.batch_size)
+        return DataLoader(
+            ImageDataset(samples, self.train_tf if train else self.eval_tf),
+            batch_size=batch, shuffle=train, drop_last=train and len(samples) > batch,
+            num_workers=workers, persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)

@@ -1,0 +1,127 @@
+"""From `data.*` config to checked, split samples: adapter -> image checks -> split."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from aether import registry
+from aether.config.schema import DataCfg
+from aether.data.images import check_images
+from aether.data.index import SPLITS, DatasetIndex, Sample, Skipped
+from aether.data.split import stratified_split
+from aether.errors import AetherError
+
+log = logging.getLogger("aether")
+
+
+@dataclass
+class DataBundle:
+    index: DatasetIndex
+    splits: Dict[str, List[Sample]]
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def classes(self) -> List[str]:
+        return self.index.classes
+
+    @property
+    def skipped(self) -> List[Skipped]:
+        return self.index.skipped
+
+    def summary(self) -> Dict[str, object]:
+        return {
+            "task": "classification",
+            "source": self.index.source,
+            "format": self.index.format,
+            "classes": list(self.classes),
+            "class_counts": self.index.class_counts(),
+            "num_train": len(self.splits["train"]),
+            "num_val": len(self.splits["val"]),
+            "num_test": len(self.splits["test"]),
+            "presplit": self.index.presplit,
+            "skipped": [s.as_dict() for s in self.skipped],
+            "ignored": dict(self.index.ignored),
+            "notes": list(self.notes),
+        }
+
+
+def detect_format(path: Optional[str]) -> str:
+    if path is None:
+        return "digits"
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise AetherError(f"data.path={path}: no such file or folder")
+    for entry in registry.adapters:
+        detect = getattr(entry.load(), "detect", None)
+        if detect is not None and detect(p):
+            return entry.name
+    raise AetherError(
+        f"data.path={path}: cannot tell its format; expected a folder of class sub-folders or a "
+        f".csv/.jsonl manifest, or name the adapter with data.format=<{'|'.join(registry.adapters.names())}>"
+    )
+
+
+def build_data(cfg: DataCfg, seed: int) -> DataBundle:
+    fmt = cfg.format if cfg.format != "auto" else detect_format(cfg.path)
+    adapter_cls = registry.adapters.get(fmt).load()
+    path = Path(cfg.path).expanduser() if cfg.path else None
+    if path is not None and not path.exists():
+        raise AetherError(f"data.path={cfg.path}: no such file or folder")
+    index: DatasetIndex = adapter_cls().load(path, dict(cfg.options))
+
+    # Every file is decoded once up front: a bad file is skipped AND reported, never silently lost.
+    bad = dict(check_images(s.path for s in index.samples))
+    if bad:
+        index.skipped += [Skipped(p, r) for p, r in bad.items()]
+        index.samples = [s for s in index.samples if s.path not in bad]
+        for p, r in list(bad.items())[:10]:
+            log.warning("skipping %s: %s", p, r)
+        if len(bad) > 10:
+            log.warning("... and %d more unreadable files (all listed in metrics.json data.skipped)", len(bad) - 10)
+
+    counts = index.class_counts()
+    empty = [c for c, n in counts.items() if n == 0]
+    if empty:
+        log.warning("classes with no usable image (left out of training): %s", ", ".join(empty))
+        keep = [c for c in index.classes if counts[c] > 0]
+        remap = {index.classes.index(c): i for i, c in enumerate(keep)}
+        for s in index.samples:
+            s.label = remap[s.label]
+        index.classes = keep
+    if len(index.classes) < 2:
+        raise AetherError(
+            f"data.path={cfg.path or '(embedded sample)'}: found {len(index.classes)} usable class"
+            f"{'es' if len(index.classes) != 1 else ''} ({', '.join(index.classes) or 'none'}) in "
+            f"{len(index.samples)} images; classification needs at least 2 class folders (or labels) "
+            "with images in them"
+        )
+
+    notes = list(index.notes)
+    if index.presplit:
+        splits = {s: [x for x in index.samples if x.split == s] for s in SPLITS}
+        if not splits["val"] and not splits["test"]:
+            splits = stratified_split(splits["train"], cfg.val_fraction, cfg.test_fraction, seed)
+        elif not splits["val"]:
+            carved = stratified_split(splits["train"], cfg.val_fraction, 0.0, seed)
+            splits["train"], splits["val"] = carved["train"], carved["val"]
+            notes.append(f"no val split given: {len(splits['val'])} images carved from train")
+        elif not splits["test"]:
+            splits["test"] = list(splits["val"])
+            notes.append("no test split given: test metrics are computed on the val split")
+    else:
+        splits = stratified_split(index.samples, cfg.val_fraction, cfg.test_fraction, seed)
+    for name in ("val", "test"):
+        if not splits[name]:
+            raise AetherError(
+                f"the {name} split is empty ({len(index.samples)} usable images); add images or raise "
+                f"data.{name}_fraction"
+            )
+    small = [c for c, n in index.class_counts().items() if 0 < n < 3]
+    if small:
+        notes.append(f"classes with fewer than 3 images (not in every split): {', '.join(small)}")
+    for n in notes:
+        log.info("data: %s", n)
+    return DataBundle(index, splits, notes)

@@ -1,0 +1,49 @@
+"""Transforms derived from the backbone's timm data config plus the `data.augment` options.
+
+`preprocessing` is a plain dict (input_size, interpolation, mean, std, crop_pct, crop_mode)
+saved with every model, so evaluation, prediction and serving rebuild the exact eval
+transform from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional
+
+from aether.config.schema import AugmentCfg
+
+
+def resolve_preprocessing(model_data_config: Dict[str, Any], image_size: Optional[int],
+                          crop_pct: Optional[float]) -> Dict[str, Any]:
+    pre = {
+        "input_size": list(model_data_config.get("input_size", (3, 224, 224))),
+        "interpolation": model_data_config.get("interpolation", "bicubic"),
+        "mean": [float(x) for x in model_data_config.get("mean", (0.485, 0.456, 0.406))],
+        "std": [float(x) for x in model_data_config.get("std", (0.229, 0.224, 0.225))],
+        "crop_pct": float(model_data_config.get("crop_pct", 0.875)),
+        "crop_mode": model_data_config.get("crop_mode", "center"),
+    }
+    if image_size is not None:
+        pre["input_size"] = [pre["input_size"][0], image_size, image_size]
+    if crop_pct is not None:
+        pre["crop_pct"] = float(crop_pct)
+    return pre
+
+
+def eval_transform(pre: Dict[str, Any]) -> Callable:
+    from timm.data import create_transform
+
+    return create_transform(
+        input_size=tuple(pre["input_size"]), is_training=False, interpolation=pre["interpolation"],
+        mean=tuple(pre["mean"]), std=tuple(pre["std"]), crop_pct=pre["crop_pct"], crop_mode=pre["crop_mode"],
+    )
+
+
+def train_transform(pre: Dict[str, Any], aug: AugmentCfg) -> Callable:
+    from timm.data import create_transform
+
+    return create_transform(
+        input_size=tuple(pre["input_size"]), is_training=True, interpolation=pre["interpolation"],
+        mean=tuple(pre["mean"]), std=tuple(pre["std"]),
+        scale=tuple(aug.scale), ratio=tuple(aug.ratio), hflip=aug.hflip, vflip=aug.vflip,
+        color_jitter=aug.color_jitter or None, auto_augment=aug.auto_augment, re_prob=aug.re_prob,
+    )

@@ -1,0 +1,48 @@
+"""What a backbone provider returns, and reading weight files safely."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from aether.errors import AetherError
+
+
+@dataclass
+class Backbone:
+    model: nn.Module  # image batch -> class logits
+    head: nn.Module  # the classifier layer(s), re-initialised for this dataset's classes
+    data_config: Dict[str, Any]  # timm-style: input_size, mean, std, interpolation, crop_pct
+    info: Dict[str, Any] = field(default_factory=dict)  # provider, name, kwargs: enough to rebuild
+
+
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """Read weights from .safetensors or a torch state-dict file without executing pickle code."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise AetherError(f"model.weights={path}: no such file")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd: Any = load_file(str(p))
+        else:
+            sd = torch.load(str(p), map_location="cpu", weights_only=True)  # no pickle execution
+    except Exception as exc:
+        raise AetherError(
+            f"model.weights={path}: cannot read it as safetensors or a plain state dict ({exc}); "
+            "files that need pickle to load are refused - convert them to .safetensors"
+        ) from None
+    for key in ("state_dict", "model", "module"):  # common wrappers (Lightning, DeiT, DDP)
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise AetherError(f"model.weights={path}: expected a mapping of parameter names to tensors")
+    for prefix in ("model.", "module."):  # Lightning module attribute / DDP wrapper
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd

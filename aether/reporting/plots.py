@@ -1,0 +1,56 @@
+"""Confusion matrix and training curves as PNG (matplotlib, headless, no font downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def confusion_matrix_png(matrix: List[List[int]], classes: List[str], path: Path) -> None:
+    k = len(classes)
+    size = min(14, 3 + 0.45 * k)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    rows = [sum(r) or 1 for r in matrix]
+    norm = [[v / rows[i] for v in r] for i, r in enumerate(matrix)]
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), labels=classes, rotation=45 if k > 6 else 0, ha="right" if k > 6 else "center")
+    ax.set_yticks(range(k), labels=classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix (test split; colour = share of the true class)")
+    if k <= 25:
+        for i in range(k):
+            for j in range(k):
+                if matrix[i][j]:
+                    ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=8,
+                            color="white" if norm[i][j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curves_png(history: List[Dict[str, Any]], path: Path) -> None:
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [r["epoch"] + 1 for r in history]
+    for key, ax, style in (("train/loss", ax_loss, "-o"), ("val/loss", ax_loss, "-s"),
+                           ("train/acc", ax_acc, "-o"), ("val/acc", ax_acc, "-s")):
+        xs = [e for e, r in zip(epochs, history) if key in r]
+        ys = [r[key] for r in history if key in r]
+        if ys:
+            ax.plot(xs, ys, style, label=key, markersize=3)
+    ax_loss.set_title("loss")
+    ax_acc.set_title("accuracy")
+    ax_acc.set_ylim(0, 1.02)
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

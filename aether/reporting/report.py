@@ -1,0 +1,76 @@
+"""report.md: the human summary of a run, with its pictures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def write_report(run_dir: Path, metrics: Dict[str, Any], cfg: Dict[str, Any]) -> Path:
+    t, d, p, tm = metrics["test"], metrics["data"], metrics["params"], metrics["time"]
+    lines = [
+        f"# Aether run: {cfg.get('recipe', 'default')}",
+        "",
+        f"- model: `{cfg['model']['name']}` ({cfg['model']['provider']}, pretrained={cfg['model']['pretrained']}"
+        + (f", weights={cfg['model']['weights']}" if cfg['model'].get('weights') else "") + ")",
+        f"- strategy: `{cfg['strategy']['name']}` - trainable parameters {p['trainable']:,} of {p['total']:,} "
+        f"({_pct(p['trainable'] / max(1, p['total']))})",
+        f"- optimizer: `{cfg['optimizer']['name']}` lr={cfg['optimizer'].get('lr')}, scheduler: `{cfg['scheduler']['name']}`, "
+        f"epochs run: {len(metrics['history'])} (max {cfg['trainer']['max_epochs']})",
+        f"- data: {d['source']} ({d['format']}), {len(d['classes'])} classes, train/val/test = "
+        f"{d['num_train']}/{d['num_val']}/{d['num_test']}",
+        "",
+        "## Test results (best checkpoint)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| accuracy (top-1) | {_pct(t['accuracy'])} |",
+        f"| accuracy (top-5) | {_pct(t['accuracy_top5'])} |",
+        f"| F1 (macro) | {t['f1_macro']:.4f} |",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    for c, r in t["per_class"].items():
+        lines.append(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
+    lines += [
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+        "## Training",
+        "",
+        "![curves](curves.png)",
+        "",
+        f"- wall time {tm['train_s']:.1f} s, {tm['images_per_s']:.1f} images/s, data wait "
+        f"{_pct(tm['data_wait_fraction'])} of step time",
+        f"- {tm['device_hours']:.5f} device-hours on {tm['device']} at {tm['price_per_device_hour']} "
+        f"{tm['currency']}/h = **{tm['est_cost']:.4f} {tm['currency']}** estimated",
+        "",
+        "## Data",
+        "",
+    ]
+    counts = d.get("class_counts", {})
+    if counts:
+        lines.append("| class | images |")
+        lines.append("|---|---|")
+        lines += [f"| {c} | {n} |" for c, n in counts.items()]
+        lines.append("")
+    for n in d.get("notes", []):
+        lines.append(f"- note: {n}")
+    ign = d.get("ignored") or {}
+    if any(ign.values()):
+        lines.append(f"- ignored (not images): {', '.join(f'{v} {k}' for k, v in ign.items() if v)}")
+    if d["skipped"]:
+        lines += ["", f"### Skipped files ({len(d['skipped'])})", "", "| file | reason |", "|---|---|"]
+        lines += [f"| {s['path']} | {s['reason']} |" for s in d["skipped"]]
+    else:
+        lines.append("- every indexed image decoded; none skipped")
+    lines += ["", "Files: `config.yaml` (resolved config), `metrics.json`, `checkpoints/` (best, last), "
+              "`model/` (safetensors weights, labels, preprocessing).", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

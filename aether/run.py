@@ -1,0 +1,195 @@
+"""One run, end to end: validate -> data -> backbone -> strategy -> Lightning -> test -> report.
+
+Every step is a plain call into the module that owns it; this file only wires them and
+writes the run directory (see README, "The run directory").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from aether import registry
+from aether.config.schema import RunCfg
+from aether.config.validate import part_options, validate
+from aether.errors import AetherError
+
+log = logging.getLogger("aether")
+
+# Lightning hints that do not apply to Aether's own choices (workers sized on purpose, resume
+# into an existing folder, small validation sets).
+for _pattern in (".*does not have many workers.*", ".*exists and is not empty.*",
+                 ".*number of training batches.*smaller than the logging interval.*",
+                 ".*that is not a floating point.*", ".*`isinstance\\(treespec, LeafSpec\\)`.*"):
+    warnings.filterwarnings("ignore", message=_pattern)
+
+
+def resume_config(resume: str, task_overrides: List[str]) -> Dict[str, Any]:
+    """The config of the run in `resume`, with this command line's value overrides applied."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    folder = Path(resume).expanduser()
+    if not (folder / "config.yaml").is_file() or not (folder / "checkpoints" / "last.ckpt").is_file():
+        raise AetherError(f"resume={resume}: expected a run folder with config.yaml and checkpoints/last.ckpt")
+    base = OmegaConf.load(folder / "config.yaml")
+    for o in OverridesParser.create().parse_overrides(task_overrides):
+        key = o.key_or_group
+        if key == "resume" or key.startswith("hydra"):
+            continue
+        if "." not in key and key not in ("seed", "recipe", "task"):
+            raise AetherError(f"resume: '{o.input_line}' would change the run's {key}; a resumed run takes "
+                              "value overrides only (e.g. trainer.max_epochs=20)")
+        OmegaConf.update(base, key, o.value(), merge=True)
+    out = OmegaConf.to_container(base, resolve=True)
+    assert isinstance(out, dict)
+    out["resume"] = str(folder)
+    return out
+
+
+def _class_weights(cfg: RunCfg, bundle: Any) -> Optional[Any]:
+    import torch
+
+    cw = cfg.loss.class_weights
+    k = len(bundle.classes)
+    if cw is None:
+        return None
+    if cw == "balanced":
+        counts = [0] * k
+        for s in bundle.splits["train"]:
+            counts[s.label] += 1
+        n = sum(counts)
+        return torch.tensor([n / (k * max(1, c)) for c in counts], dtype=torch.float32)
+    if len(cw) != k:
+        raise AetherError(f"loss.class_weights has {len(cw)} values; the data has {k} classes ({', '.join(bundle.classes)})")
+    return torch.tensor(cw, dtype=torch.float32)
+
+
+def train(cfg: DictConfig) -> float:
+    """Run one training job described by a composed Hydra config; return the best val accuracy."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(raw, dict)
+    raw.pop("hydra", None)
+    if raw.get("resume"):
+        raw = resume_config(str(raw["resume"]), list(hc.overrides.task))
+    rc = validate(raw)
+    return fit_and_report(rc, raw, run_dir, run_name=f"{rc.recipe}-{run_dir.name}")
+
+
+def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str) -> float:
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from aether.data.datamodule import ClassificationData
+    from aether.data.dataset import build_data
+    from aether.data.transforms import resolve_preprocessing
+    from aether.models.saved import save_model_dir
+    from aether.strategies.base import count_params
+    from aether.training.callbacks import History, Throughput, progress_callbacks
+    from aether.training.console import tame_lightning_logging
+    from aether.training.module import ClassificationModule
+
+    tame_lightning_logging()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
+    L.seed_everything(rc.seed, workers=True, verbose=False)
+
+    bundle = build_data(rc.data, rc.seed)
+    log.info("data: %s (%s) - %d classes, train/val/test %d/%d/%d, %d skipped", bundle.index.source,
+             bundle.index.format, len(bundle.classes), len(bundle.splits["train"]), len(bundle.splits["val"]),
+             len(bundle.splits["test"]), len(bundle.skipped))
+
+    backbone = registry.backbones.get(rc.model.provider).load()().create(rc.model, len(bundle.classes))
+    preprocessing = resolve_preprocessing(backbone.data_config, rc.data.image_size, rc.data.crop_pct)
+    strategy = registry.strategies.get(rc.strategy.name).load()(part_options(rc.strategy.model_dump(), registry.strategies))
+    model = strategy.apply(backbone)
+    params = count_params(model)
+    log.info("model: %s, strategy %s - trainable params %s of %s (%.2f%%)", rc.model.name, strategy.describe(),
+             f"{params['trainable']:,}", f"{params['total']:,}", 100 * params["trainable"] / max(1, params["total"]))
+
+    module = ClassificationModule(model, bundle.classes, strategy, rc.loss, _class_weights(rc, bundle),
+                                  rc.optimizer.model_dump(), rc.scheduler.model_dump())
+    datamodule = ClassificationData(bundle, preprocessing, rc.data)
+
+    throughput = Throughput()
+    history = History(throughput)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=rc.trainer.checkpoint.monitor,
+                                 mode=rc.trainer.checkpoint.mode, save_top_k=1, save_last=True,
+                                 auto_insert_metric_name=False, enable_version_counter=False)
+    callbacks: List[Any] = [throughput, history, checkpoint]
+    callbacks += progress_callbacks(rc.trainer.progress, throughput, history)
+    callbacks += strategy.callbacks()
+    es = rc.trainer.early_stopping
+    if es.enabled:
+        callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
+    logger = registry.loggers.get(rc.logger.name).load()(run_dir, part_options(rc.logger.model_dump(), registry.loggers),
+                                                         run_name)
+    t = rc.trainer
+    trainer = L.Trainer(
+        max_epochs=t.max_epochs, precision=t.precision, accelerator=t.accelerator, devices=t.devices,
+        strategy=t.strategy, num_nodes=t.num_nodes, gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches, limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches, limit_test_batches=t.limit_test_batches,
+        log_every_n_steps=t.log_every_n_steps, deterministic=t.deterministic, callbacks=callbacks, logger=logger,
+        default_root_dir=str(run_dir), enable_model_summary=False, num_sanity_val_steps=1,
+        enable_progress_bar=any(type(c).__name__ == "AetherProgressBar" for c in callbacks),
+    )
+
+    ckpt_path = None
+    if rc.resume:
+        ckpt_path = str(Path(rc.resume).expanduser() / "checkpoints" / "last.ckpt")
+        log.info("resuming from %s", ckpt_path)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    train_s = time.perf_counter() - t0
+
+    best = checkpoint.best_model_path or None
+    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    if not trainer.is_global_zero:
+        return float(checkpoint.best_model_score or 0.0)
+
+    device = "cuda" if trainer.accelerator.__class__.__name__.lower().startswith("cuda") else "cpu"
+    price = rc.cost.gpu_per_hour if device == "cuda" else rc.cost.cpu_per_hour
+    device_hours = train_s / 3600 * trainer.world_size
+    test = dict(module.test_results)
+    confusion = test.pop("confusion_matrix")
+    metrics = {
+        "test": test,
+        "history": history.rows,
+        "params": params,
+        "data": bundle.summary(),
+        "time": {
+            "train_s": round(train_s, 3),
+            "images_per_s": round(throughput.images / train_s, 2) if train_s else 0.0,
+            "data_wait_fraction": round(throughput.data_wait_fraction, 4),
+            "device_hours": round(device_hours, 6),
+            "device": device,
+            "num_devices": trainer.world_size,
+            "price_per_device_hour": price,
+            "currency": rc.cost.currency,
+            "est_cost": round(device_hours * price, 6),
+        },
+        "best_checkpoint": {"path": best, "monitor": rc.trainer.checkpoint.monitor,
+                            "score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None},
+        "confusion_matrix": confusion,
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+
+    from aether.reporting.plots import confusion_matrix_png, curves_png
+    from aether.reporting.report import write_report
+
+    confusion_matrix_png(confusion, bundle.classes, run_dir / "confusion_matrix.png")
+    curves_png(history.rows, run_dir / "curves.png")
+    save_model_dir(run_dir / "model", strategy.export_model(module.model), backbone.info, bundle.classes, preprocessing)
+    report = write_report(run_dir, metrics, raw)
+    log.info("test accuracy %.4f, macro F1 %.4f - report: %s", test["accuracy"], test["f1_macro"], report)
+    return float(checkpoint.best_model_score or 0.0)

@@ -1,0 +1,60 @@
+"""The strategy interface every fine-tune strategy implements (registered in aether.registry)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from torch import nn
+
+from aether.models.backbone import Backbone
+
+
+def count_params(model: nn.Module) -> Dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": int(total), "trainable": int(trainable)}
+
+
+def decay_groups(named_params, weight_decay: float, lr_scale: float = 1.0) -> List[Dict[str, Any]]:
+    """Split trainable parameters into decay / no-decay groups (biases and norm weights - 1-D
+    tensors - get no weight decay, as in timm)."""
+    decay, no_decay = [], []
+    for _, p in named_params:
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": weight_decay, "lr_scale": lr_scale})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lr_scale": lr_scale})
+    return groups
+
+
+class Strategy:
+    """Decides what trains. Subclasses override `apply` and, when needed, the other hooks."""
+
+    name = "base"
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+
+    def apply(self, backbone: Backbone) -> nn.Module:
+        """Freeze / wrap the backbone's model; return the module that trains."""
+        return backbone.model
+
+    def param_groups(self, model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+        return decay_groups(model.named_parameters(), weight_decay)
+
+    def on_train_mode(self, model: nn.Module) -> None:
+        """Called whenever the model is put in training mode (e.g. to keep frozen BatchNorm in eval)."""
+
+    def callbacks(self) -> List[Any]:
+        """Lightning callbacks the strategy needs (gradual unfreezing is one)."""
+        return []
+
+    def export_model(self, model: nn.Module) -> nn.Module:
+        """The plain module to save for inference (LoRA merges here)."""
+        return model
+
+    def describe(self) -> str:
+        return self.name

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, optimizers and schedulers, callbacks, loggers, the Trainer."""

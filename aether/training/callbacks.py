@@ -1,0 +1,125 @@
+"""Callbacks: per-epoch history (resumable), throughput and data-wait, progress display."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, Dict, List
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
+
+log = logging.getLogger("aether")
+
+
+class Throughput(L.Callback):
+    """Images per second over training steps, and the share of step time spent waiting on data."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.busy_s = 0.0
+        self.wait_s = 0.0
+        self.epoch_images = 0
+        self.epoch_start = 0.0
+        self.last_rate = 0.0
+        self._t0 = 0.0
+        self._last_end = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_images, self.epoch_start = 0, time.perf_counter()
+        self._last_end = self.epoch_start
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        self._t0 = time.perf_counter()
+        self.wait_s += self._t0 - self._last_end
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        now = time.perf_counter()
+        n = len(batch[1])
+        self.busy_s += now - self._t0
+        self.images += n
+        self.epoch_images += n
+        self._last_end = now
+        self.last_rate = self.epoch_images / max(1e-9, now - self.epoch_start)
+
+    @property
+    def data_wait_fraction(self) -> float:
+        total = self.busy_s + self.wait_s
+        return self.wait_s / total if total else 0.0
+
+
+class History(L.Callback):
+    """One row of metrics per epoch; saved in checkpoints so a resumed run keeps its history."""
+
+    def __init__(self, throughput: Throughput) -> None:
+        self.rows: List[Dict[str, Any]] = []
+        self.throughput = throughput
+        self._epoch_t0 = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        m = trainer.callback_metrics
+        row: Dict[str, Any] = {"epoch": trainer.current_epoch}
+        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+            if key in m:
+                row[key] = round(float(m[key]), 6)
+        row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None
+        row["time_s"] = round(time.perf_counter() - self._epoch_t0, 3)
+        row["images_per_s"] = round(self.throughput.last_rate, 1)
+        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+
+class EpochLine(L.Callback):
+    """One log line per epoch: the progress display for logs, CI and non-terminal output."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or not self.history.rows:
+            return
+        r = self.history.rows[-1]
+        parts = [f"epoch {r['epoch'] + 1}/{trainer.max_epochs}"]
+        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+            if key in r:
+                parts.append(f"{key} {r[key]:.4f}")
+        parts.append(f"{r['images_per_s']:.0f} img/s")
+        parts.append(f"{r['time_s']:.1f}s")
+        if torch.cuda.is_available():
+            parts.append(f"gpu mem {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+        log.info("  ".join(parts))
+
+
+class AetherProgressBar(RichProgressBar):
+    """Lightning's Rich bar (elapsed and ETA) with img/s and, on CUDA, GPU memory."""
+
+    def __init__(self, throughput: Throughput) -> None:
+        super().__init__(leave=True)
+        self.throughput = throughput
+
+    def get_metrics(self, trainer, pl_module):  # type: ignore[no-untyped-def]
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        if self.throughput.last_rate:
+            items["img/s"] = f"{self.throughput.last_rate:.0f}"
+        if torch.cuda.is_available():
+            items["mem"] = f"{torch.cuda.max_memory_allocated() / 2**30:.1f}G"
+        return items
+
+
+def progress_callbacks(mode: str, throughput: Throughput, history: History) -> List[L.Callback]:
+    if mode == "auto":
+        mode = "rich" if sys.stderr.isatty() else "plain"
+    if mode == "rich":
+        return [AetherProgressBar(throughput), EpochLine(history)]
+    return [EpochLine(history)] if mode == "plain" else []
