@@ -19,6 +19,9 @@ r.strategies.register("full", "aether.strategies.basic:Full", config=s.FullCfg,
 r.strategies.register("linear_probe", "aether.strategies.basic:LinearProbe", config=s.LinearProbeCfg,
                       help="backbone frozen (BatchNorm statistics too), only the head trains")
 
+r.strategies.register("lora", "aether.strategies.lora:Lora", config=s.LoraCfg,
+                      help="PEFT LoRA adapters on attention/MLP/pointwise layers; head trains; merge for export")
+
 r.optimizers.register("adamw", "aether.training.optim:build_adamw", config=s.AdamWCfg,
                       help="AdamW, decoupled weight decay (no decay on norms and biases)")
 r.optimizers.register("adam", "aether.training.optim:build_adam", config=s.AdamCfg, help="Adam")

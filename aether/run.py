@@ -10,8 +10,9 @@ import json
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -85,40 +86,76 @@ def train(cfg: DictConfig) -> float:
     return fit_and_report(rc, raw, run_dir, run_name=f"{rc.recipe}-{run_dir.name}")
 
 
-def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str) -> float:
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+@dataclass
+class Job:
+    """Everything one run trains and evaluates, built from a validated config."""
 
+    bundle: Any  # aether.data.dataset.DataBundle
+    backbone: Any  # aether.models.backbone.Backbone
+    preprocessing: Dict[str, Any]
+    strategy: Any  # aether.strategies.base.Strategy
+    params: Dict[str, int]
+    module: Any  # aether.training.module.ClassificationModule
+    datamodule: Any  # aether.data.datamodule.ClassificationData
+
+
+@dataclass
+class Monitors:
+    throughput: Any
+    history: Any
+    checkpoint: Any
+
+
+def prepare(rc: RunCfg) -> Job:
+    """Data, backbone, strategy, LightningModule and DataModule for a validated config."""
     from aether.data.datamodule import ClassificationData
     from aether.data.dataset import build_data
     from aether.data.transforms import resolve_preprocessing
-    from aether.models.saved import save_model_dir
     from aether.strategies.base import count_params
-    from aether.training.callbacks import History, Throughput, progress_callbacks
-    from aether.training.console import tame_lightning_logging
     from aether.training.module import ClassificationModule
-
-    tame_lightning_logging()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
-    L.seed_everything(rc.seed, workers=True, verbose=False)
 
     bundle = build_data(rc.data, rc.seed)
     log.info("data: %s (%s) - %d classes, train/val/test %d/%d/%d, %d skipped", bundle.index.source,
              bundle.index.format, len(bundle.classes), len(bundle.splits["train"]), len(bundle.splits["val"]),
              len(bundle.splits["test"]), len(bundle.skipped))
-
     backbone = registry.backbones.get(rc.model.provider).load()().create(rc.model, len(bundle.classes))
     preprocessing = resolve_preprocessing(backbone.data_config, rc.data.image_size, rc.data.crop_pct)
+    _check_input_size(backbone.model, preprocessing, rc.model.name)
     strategy = registry.strategies.get(rc.strategy.name).load()(part_options(rc.strategy.model_dump(), registry.strategies))
     model = strategy.apply(backbone)
     params = count_params(model)
     log.info("model: %s, strategy %s - trainable params %s of %s (%.2f%%)", rc.model.name, strategy.describe(),
              f"{params['trainable']:,}", f"{params['total']:,}", 100 * params["trainable"] / max(1, params["total"]))
-
     module = ClassificationModule(model, bundle.classes, strategy, rc.loss, _class_weights(rc, bundle),
                                   rc.optimizer.model_dump(), rc.scheduler.model_dump())
-    datamodule = ClassificationData(bundle, preprocessing, rc.data)
+    return Job(bundle, backbone, preprocessing, strategy, params, module,
+               ClassificationData(bundle, preprocessing, rc.data))
+
+
+def _check_input_size(model: Any, preprocessing: Dict[str, Any], name: str) -> None:
+    """One dummy forward pass: a too-small (or mis-sized) input fails here with a clear message
+    rather than as a shape error deep inside the first training step."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *preprocessing["input_size"]))
+    except RuntimeError as exc:
+        raise AetherError(f"data.image_size={preprocessing['input_size'][-1]} does not work with model '{name}' "
+                          f"({str(exc).splitlines()[0]}); use a larger image size (or the model's default, "
+                          "data.image_size=null)") from None
+    finally:
+        model.train(was_training)
+
+
+def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[Any, Monitors]:
+    """The Lightning Trainer with Aether's callbacks (checkpoints, history, throughput, progress)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from aether.training.callbacks import History, Throughput, progress_callbacks
 
     throughput = Throughput()
     history = History(throughput)
@@ -127,69 +164,64 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
                                  auto_insert_metric_name=False, enable_version_counter=False)
     callbacks: List[Any] = [throughput, history, checkpoint]
     callbacks += progress_callbacks(rc.trainer.progress, throughput, history)
-    callbacks += strategy.callbacks()
+    callbacks += job.strategy.callbacks()
     es = rc.trainer.early_stopping
     if es.enabled:
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
     logger = registry.loggers.get(rc.logger.name).load()(run_dir, part_options(rc.logger.model_dump(), registry.loggers),
                                                          run_name)
     t = rc.trainer
+    batches = max(1, len(job.bundle.splits["train"]) // rc.data.batch_size)
     trainer = L.Trainer(
         max_epochs=t.max_epochs, precision=t.precision, accelerator=t.accelerator, devices=t.devices,
         strategy=t.strategy, num_nodes=t.num_nodes, gradient_clip_val=t.gradient_clip_val,
         accumulate_grad_batches=t.accumulate_grad_batches, limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches, limit_test_batches=t.limit_test_batches,
-        log_every_n_steps=t.log_every_n_steps, deterministic=t.deterministic, callbacks=callbacks, logger=logger,
+        log_every_n_steps=min(t.log_every_n_steps, batches), deterministic=t.deterministic, callbacks=callbacks, logger=logger,
         default_root_dir=str(run_dir), enable_model_summary=False, num_sanity_val_steps=1,
         enable_progress_bar=any(type(c).__name__ == "AetherProgressBar" for c in callbacks),
     )
+    return trainer, Monitors(throughput, history, checkpoint)
+
+
+def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str) -> float:
+    import lightning as L
+
+    from aether.models.saved import save_model_dir
+    from aether.reporting.metrics import build_metrics
+    from aether.reporting.plots import confusion_matrix_png, curves_png
+    from aether.reporting.report import write_report
+    from aether.training.console import tame_lightning_logging
+
+    tame_lightning_logging()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
+    L.seed_everything(rc.seed, workers=True, verbose=False)
+    job = prepare(rc)
+    trainer, mon = build_trainer(rc, run_dir, job, run_name)
 
     ckpt_path = None
     if rc.resume:
         ckpt_path = str(Path(rc.resume).expanduser() / "checkpoints" / "last.ckpt")
         log.info("resuming from %s", ckpt_path)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=ckpt_path)
     train_s = time.perf_counter() - t0
+    history = list(mon.history.rows)  # testing the best checkpoint restores callback states from it
 
-    best = checkpoint.best_model_path or None
-    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    best = mon.checkpoint.best_model_path or None
+    trainer.test(job.module, datamodule=job.datamodule, ckpt_path=best, verbose=False)
+    score = float(mon.checkpoint.best_model_score or 0.0)
     if not trainer.is_global_zero:
-        return float(checkpoint.best_model_score or 0.0)
+        return score  # rank 0 alone writes the run directory
 
-    device = "cuda" if trainer.accelerator.__class__.__name__.lower().startswith("cuda") else "cpu"
-    price = rc.cost.gpu_per_hour if device == "cuda" else rc.cost.cpu_per_hour
-    device_hours = train_s / 3600 * trainer.world_size
-    test = dict(module.test_results)
-    confusion = test.pop("confusion_matrix")
-    metrics = {
-        "test": test,
-        "history": history.rows,
-        "params": params,
-        "data": bundle.summary(),
-        "time": {
-            "train_s": round(train_s, 3),
-            "images_per_s": round(throughput.images / train_s, 2) if train_s else 0.0,
-            "data_wait_fraction": round(throughput.data_wait_fraction, 4),
-            "device_hours": round(device_hours, 6),
-            "device": device,
-            "num_devices": trainer.world_size,
-            "price_per_device_hour": price,
-            "currency": rc.cost.currency,
-            "est_cost": round(device_hours * price, 6),
-        },
-        "best_checkpoint": {"path": best, "monitor": rc.trainer.checkpoint.monitor,
-                            "score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None},
-        "confusion_matrix": confusion,
-    }
+    metrics = build_metrics(rc, job, trainer, mon, train_s, history)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-
-    from aether.reporting.plots import confusion_matrix_png, curves_png
-    from aether.reporting.report import write_report
-
-    confusion_matrix_png(confusion, bundle.classes, run_dir / "confusion_matrix.png")
-    curves_png(history.rows, run_dir / "curves.png")
-    save_model_dir(run_dir / "model", strategy.export_model(module.model), backbone.info, bundle.classes, preprocessing)
+    confusion_matrix_png(metrics["confusion_matrix"], job.bundle.classes, run_dir / "confusion_matrix.png")
+    curves_png(history, run_dir / "curves.png")
+    save_model_dir(run_dir / "model", job.strategy.export_model(job.module.model), job.backbone.info,
+                   job.bundle.classes, job.preprocessing)
     report = write_report(run_dir, metrics, raw)
-    log.info("test accuracy %.4f, macro F1 %.4f - report: %s", test["accuracy"], test["f1_macro"], report)
-    return float(checkpoint.best_model_score or 0.0)
+    log.info("test accuracy %.4f, macro F1 %.4f - report: %s", metrics["test"]["accuracy"],
+             metrics["test"]["f1_macro"], report)
+    return score

@@ -88,11 +88,10 @@ def check(overrides: Sequence[str]) -> None:
                 problems.append(Problem(o.key_or_group, v,
                                         f"no such {o.key_or_group}; choose one of: {', '.join(options)}",
                                         did_you_mean(v, options)))
-        if values:
+        valid = [v for v in values if v in options]
+        if valid:  # keep checking the rest against a config composed from the valid choices
             prefix = "+" if o.is_add() else ""
-            first_choices.append(f"{prefix}{o.key_or_group}={values[0]}")
-    if problems:
-        raise ConfigError(problems)
+            first_choices.append(f"{prefix}{o.key_or_group}={valid[0]}")
 
     cfg = hydra_setup.compose(first_choices)
     base = OmegaConf.to_container(cfg, resolve=True)

@@ -182,6 +182,26 @@ class LinearProbeCfg(Strict):
     pass
 
 
+class LoraCfg(Strict):
+    r: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: Union[str, List[str]] = "auto"  # auto | [name suffixes] | "regex over module names"
+    merge: bool = True  # merge adapters into the weights of the exported model
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, v: Union[str, List[str]]) -> Union[str, List[str]]:
+        if isinstance(v, str) and v != "auto":
+            import re
+
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regex ({exc}); expected auto, a list of names or a regex") from None
+        return v
+
+
 class AdamWCfg(Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)

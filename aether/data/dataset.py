@@ -54,7 +54,8 @@ def detect_format(path: Optional[str]) -> str:
     p = Path(path).expanduser()
     if not p.exists():
         raise AetherError(f"data.path={path}: no such file or folder")
-    for entry in registry.adapters:
+    # built-in adapters first, so a plugin's broad detect() cannot take over plain folders
+    for entry in sorted(registry.adapters, key=lambda e: e.origin != "aether"):
         detect = getattr(entry.load(), "detect", None)
         if detect is not None and detect(p):
             return entry.name

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def confusion_matrix_png(matrix: List[List[int]], classes: List[str], path: Path) -> None:
@@ -48,6 +49,7 @@ def curves_png(history: List[Dict[str, Any]], path: Path) -> None:
     ax_acc.set_title("accuracy")
     ax_acc.set_ylim(0, 1.02)
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
