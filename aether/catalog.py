@@ -15,12 +15,17 @@ r.backbones.register("timm", "aether.models.timm_provider:TimmProvider", config=
                      help="any timm model name; local weights via model.weights=FILE")
 
 r.strategies.register("full", "aether.strategies.basic:Full", config=s.FullCfg,
-                      help="every parameter trains")
+                      help="every parameter trains; layer_decay enables layer-wise LR decay (LLRD)")
 r.strategies.register("linear_probe", "aether.strategies.basic:LinearProbe", config=s.LinearProbeCfg,
                       help="backbone frozen (BatchNorm statistics too), only the head trains")
 
 r.strategies.register("lora", "aether.strategies.lora:Lora", config=s.LoraCfg,
                       help="PEFT LoRA adapters on attention/MLP/pointwise layers; head trains; merge for export")
+
+r.strategies.register("qlora", "aether.strategies.lora:QLora", config=s.QLoraCfg,
+                      help="LoRA over a 4-bit (bitsandbytes NF4) base: CUDA only")
+r.strategies.register("gradual_unfreeze", "aether.strategies.gradual:GradualUnfreeze", config=s.GradualUnfreezeCfg,
+                      help="head first, then backbone block groups unfrozen top-down on a schedule")
 
 r.optimizers.register("adamw", "aether.training.optim:build_adamw", config=s.AdamWCfg,
                       help="AdamW, decoupled weight decay (no decay on norms and biases)")

@@ -10,21 +10,25 @@ from aether import registry
 from aether.suggest import did_you_mean
 
 GROUP_LISTS = {"recipes": "recipe", "models": "model"}
-WHATS = sorted(list(GROUP_LISTS) + list(registry.REGISTRIES) + ["groups"])
+WHATS = sorted(list(GROUP_LISTS) + list(registry.REGISTRIES) + ["groups", "lora-targets"])
 
 
 def _describe(path: Path) -> str:
-    """First comment line of a YAML file that is not a Hydra header."""
+    """The leading comment of a YAML file (Hydra header skipped), up to its 'Shines on' line."""
+    words: List[str] = []
     try:
         for line in path.read_text(encoding="utf-8").splitlines():
             text = line.strip()
-            if text.startswith("#") and "@package" not in text:
-                return text.lstrip("# ").strip()
-            if text and not text.startswith("#"):
+            if not text.startswith("#"):
                 break
+            text = text.lstrip("# ").strip()
+            if text.startswith("Shines on"):
+                break
+            if "@package" not in text:
+                words.append(text)
     except OSError:
         pass
-    return ""
+    return " ".join(words)
 
 
 def _group_rows(group: str) -> List[Tuple[str, str, str]]:
@@ -59,7 +63,45 @@ def rows_for(what: str) -> List[Tuple[str, str, str]]:
     return [(e.name, e.origin, e.help) for e in registry.REGISTRIES[what]]
 
 
+def lora_targets(args: List[str]) -> int:
+    """`aether list lora-targets model=NAME [strategy.target_modules=SPEC] [strategy.r=R]`."""
+    opts = dict(a.split("=", 1) for a in args if "=" in a)
+    if "model" not in opts:
+        print("aether: error: usage: aether list lora-targets model=<preset or timm name> "
+              "[strategy.target_modules=auto|regex] [strategy.r=4]", file=sys.stderr)
+        return 2
+    from aether.config import hydra_setup
+    from aether.config.schema import ModelCfg
+    from aether.models.timm_provider import TimmProvider
+    from aether.strategies.lora import family_of, resolve_targets
+
+    name = opts["model"]
+    if name in hydra_setup.group_options("model"):
+        name = hydra_setup.compose([f"model={name}"]).model.name
+    spec = opts.get("strategy.target_modules", "auto")
+    if spec.startswith("["):
+        spec = [t.strip() for t in spec.strip("[]").split(",") if t.strip()]
+    r = int(opts.get("strategy.r", 4))
+    bb = TimmProvider().create(ModelCfg(name=name), num_classes=10)
+    targets = resolve_targets(bb.model, bb.head, spec)
+    modules = dict(bb.model.named_modules())
+    lora_params = 0
+    for t in targets:
+        m = modules[t]
+        fan_in = getattr(m, "in_features", None) or getattr(m, "in_channels", 0)
+        fan_out = getattr(m, "out_features", None) or getattr(m, "out_channels", 0)
+        k = m.kernel_size[0] * m.kernel_size[1] if hasattr(m, "kernel_size") else 1
+        lora_params += r * (fan_in * k + fan_out)  # A: in x k x k -> r, B: r -> out
+        print(f"  {t:<40} {type(m).__name__}({fan_in} -> {fan_out})")
+    total = sum(p.numel() for p in bb.model.parameters())
+    print(f"{name} ({family_of(bb.model)} family): target_modules={spec!r} picks {len(targets)} layers; "
+          f"LoRA r={r} adds {lora_params:,} parameters ({100 * lora_params / total:.2f}% of {total:,})")
+    return 0
+
+
 def show(args: List[str]) -> int:
+    if args and args[0] == "lora-targets":
+        return lora_targets(args[1:])
     if len(args) != 1 or args[0] not in WHATS:
         got = args[0] if args else ""
         print(f"aether: error: usage: aether list {{{'|'.join(WHATS)}}}"

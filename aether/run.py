@@ -219,8 +219,10 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     confusion_matrix_png(metrics["confusion_matrix"], job.bundle.classes, run_dir / "confusion_matrix.png")
     curves_png(history, run_dir / "curves.png")
-    save_model_dir(run_dir / "model", job.strategy.export_model(job.module.model), job.backbone.info,
-                   job.bundle.classes, job.preprocessing)
+    (run_dir / "model").mkdir(parents=True, exist_ok=True)
+    exported, extra = job.strategy.export(job.module.model, run_dir / "model")
+    save_model_dir(run_dir / "model", exported, {**job.backbone.info, **extra}, job.bundle.classes,
+                   job.preprocessing)
     report = write_report(run_dir, metrics, raw)
     log.info("test accuracy %.4f, macro F1 %.4f - report: %s", metrics["test"]["accuracy"],
              metrics["test"]["f1_macro"], report)

@@ -110,3 +110,19 @@ def test_part_options_are_checked_against_the_registered_schema() -> None:
     msg = str(err.value)
     assert "scheduler.warmup_epoch" in msg and "did you mean 'warmup_epochs'" in msg
     assert "logger.mode" in msg
+
+
+def test_every_recipe_says_what_it_is_for_and_when_it_shines() -> None:
+    from aether.paths import builtin_recipes_dir
+
+    for f in builtin_recipes_dir().glob("*.yaml"):
+        head = f.read_text().split("defaults:")[0]
+        assert "Shines on" in head, f"{f.name} lacks a 'Shines on: ...' comment"
+
+
+def test_strategies_recipes_cover_families_and_strategies() -> None:
+    needed = {"vit_lora", "vit_linear_probe", "deit_lora", "swin_lora", "convnext_lora", "convnext_linear_probe",
+              "efficientnet_gradual", "resnet_full", "vit_full_llrd", "vit_qlora", "quickstart"}
+    assert needed <= set(RECIPES)
+    strategies = {validate(compose_raw([f"+recipe={r}"])).strategy.name for r in RECIPES}
+    assert strategies == {"full", "linear_probe", "lora", "qlora", "gradual_unfreeze"}

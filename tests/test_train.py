@@ -175,3 +175,13 @@ def test_lora_trains_adapters_and_exports_merged(image_folder: Path, tmp_path: P
     assert 0 < m["params"]["trainable"] < 0.5 * m["params"]["total"]
     model, _, _ = load_model_dir(run / "model")  # merged into a plain timm model
     assert not any("lora" in k for k in model.state_dict())
+
+
+def test_same_seed_same_result(image_folder: Path, tmp_path: Path) -> None:
+    args = [f"data={image_folder}", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "seed=3"]
+    run_in_process(tmp_path / "a", args)
+    run_in_process(tmp_path / "b", args)
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert a["history"][0]["train/loss"] == b["history"][0]["train/loss"]
+    assert a["test"] == b["test"]

@@ -175,7 +175,21 @@ class RunCfg(Strict):
 
 
 class FullCfg(Strict):
-    pass
+    layer_decay: Optional[float] = Field(None, gt=0, le=1)  # LLRD: e.g. 0.75; null = one LR for all
+
+
+class GradualUnfreezeCfg(Strict):
+    every_n_epochs: int = Field(1, ge=1)  # unfreeze the next block group every N epochs ...
+    milestones: Optional[List[int]] = None  # ... or at these epochs (e.g. [2, 4, 6])
+    groups_per_step: int = Field(1, ge=1)  # block groups unfrozen at each step, top-down
+    lr_scale: float = Field(0.1, gt=0, le=1)  # LR of newly unfrozen groups, relative to the head's
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, v: Optional[List[int]]) -> Optional[List[int]]:
+        if v is not None and (any(m < 1 for m in v) or sorted(set(v)) != list(v)):
+            raise ValueError("expected strictly increasing epochs >= 1")
+        return v
 
 
 class LinearProbeCfg(Strict):
@@ -183,8 +197,8 @@ class LinearProbeCfg(Strict):
 
 
 class LoraCfg(Strict):
-    r: int = Field(8, ge=1, le=1024)
-    alpha: float = Field(16.0, gt=0)
+    r: int = Field(4, ge=1, le=1024)
+    alpha: float = Field(8.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: Union[str, List[str]] = "auto"  # auto | [name suffixes] | "regex over module names"
     merge: bool = True  # merge adapters into the weights of the exported model
@@ -200,6 +214,11 @@ class LoraCfg(Strict):
             except re.error as exc:
                 raise ValueError(f"not a valid regex ({exc}); expected auto, a list of names or a regex") from None
         return v
+
+
+class QLoraCfg(LoraCfg):
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
 
 
 class AdamWCfg(Strict):

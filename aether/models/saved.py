@@ -5,6 +5,7 @@ model/
   model.json          provider, name, kwargs, num_classes - enough to rebuild the network
   labels.json         class names in logit order
   preprocessing.json  input size, mean/std, interpolation, crop (eval transform)
+  adapter/            LoRA strategies: the PEFT adapter (+ head); model.json says if it is merged
 """
 
 from __future__ import annotations
@@ -43,5 +44,10 @@ def load_model_dir(path: Path) -> Tuple[nn.Module, List[str], Dict[str, Any]]:
                    drop_rate=kwargs.pop("drop_rate", 0.0), drop_path_rate=kwargs.pop("drop_path_rate", 0.0),
                    kwargs=kwargs)
     backbone = registry.backbones.get(cfg.provider).load()().create(cfg, len(classes))
-    backbone.model.load_state_dict(load_file(str(path / "model.safetensors")))
-    return backbone.model.eval(), classes, pre
+    model = backbone.model
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    if info.get("adapter") and not info.get("merged", True):  # LoRA kept separate: apply it now
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(path / info["adapter"]))
+    return model.eval(), classes, pre

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
 
 from torch import nn
 
@@ -30,6 +31,26 @@ def decay_groups(named_params, weight_decay: float, lr_scale: float = 1.0) -> Li
     return groups
 
 
+def layer_map(model: nn.Module) -> Dict[str, int]:
+    """Parameter name -> depth index (0 = stem ... max = head), from timm's group_matcher when
+    the model has one; timm's fallback grouping otherwise."""
+    from timm.models import group_parameters
+    from timm.optim._param_groups import auto_group_layers
+
+    if hasattr(model, "group_matcher"):
+        return group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    return auto_group_layers(model)
+
+
+def eval_frozen_modules(model: nn.Module) -> None:
+    """Put modules whose own parameters are all frozen in eval mode, so frozen BatchNorm layers
+    keep their running statistics (a frozen layer must not drift)."""
+    for m in model.modules():
+        own = list(m.parameters(recurse=False))
+        if own and not any(p.requires_grad for p in own):
+            m.eval()
+
+
 class Strategy:
     """Decides what trains. Subclasses override `apply` and, when needed, the other hooks."""
 
@@ -52,9 +73,10 @@ class Strategy:
         """Lightning callbacks the strategy needs (gradual unfreezing is one)."""
         return []
 
-    def export_model(self, model: nn.Module) -> nn.Module:
-        """The plain module to save for inference (LoRA merges here)."""
-        return model
+    def export(self, model: nn.Module, model_dir: Path) -> Tuple[nn.Module, Dict[str, Any]]:
+        """The plain module to save as the run's model (LoRA merges here), plus entries for
+        model.json; may write extra files (an adapter) into `model_dir`."""
+        return model, {}
 
     def describe(self) -> str:
         return self.name

@@ -1,6 +1,8 @@
-"""`full` and `linear_probe`."""
+"""`full` (optionally with layer-wise LR decay) and `linear_probe`."""
 
 from __future__ import annotations
+
+from typing import Any, Dict, List
 
 from torch import nn
 
@@ -9,7 +11,23 @@ from aether.strategies.base import Strategy
 
 
 class Full(Strategy):
+    """Every parameter trains. With `layer_decay`, deeper-to-shallower layers get geometrically
+    smaller learning rates (LLRD, timm/BEiT grouping): the head at the full LR, the stem at
+    `layer_decay ** depth` of it."""
+
     name = "full"
+
+    def param_groups(self, model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+        if not self.options.layer_decay:
+            return super().param_groups(model, weight_decay)
+        from timm.optim import param_groups_layer_decay
+
+        no_decay = getattr(model, "no_weight_decay", lambda: set())()
+        return param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=self.options.layer_decay,
+                                        no_weight_decay_list=no_decay)
+
+    def describe(self) -> str:
+        return f"full (layer_decay={self.options.layer_decay})" if self.options.layer_decay else "full"
 
 
 class LinearProbe(Strategy):

@@ -1,26 +1,30 @@
-"""`lora`: PEFT LoRA adapters on the backbone's linear / pointwise layers; the head trains fully.
+"""`lora` and `qlora`: PEFT LoRA adapters on the backbone; the classifier head trains fully.
 
-`target_modules: auto` picks targets by architecture family (see `auto_targets`); a list of
-module-name suffixes or a regex string is passed to PEFT as given.
+`target_modules: auto` picks targets by architecture family (`FAMILY_TARGETS`); a list of
+module-name suffixes or a regex string selects layers explicitly. `aether list lora-targets
+model=NAME` shows what a spec picks. The head is a PEFT `modules_to_save` module, so the saved
+adapter (`model/adapter/`, PEFT format) is complete on its own and small.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from typing import List, Union
+from pathlib import Path
+from typing import Any, Dict, List, Tuple, Union
 
 from torch import nn
 
 from aether.errors import AetherError
 from aether.models.backbone import Backbone
-from aether.strategies.base import Strategy
+from aether.strategies.base import Strategy, eval_frozen_modules
 
-# Per family: a regex over module names (PEFT full-matches a string target_modules).
+# Per family: a regex over module names (fully matched).
 FAMILY_TARGETS = {
     # attention qkv/proj and MLP fc layers inside transformer blocks (not patch_embed.proj)
     "transformer": r".*blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))",
-    # ConvNeXt: the pointwise (1x1) layers of each block, implemented as Linear or 1x1 conv
+    # ConvNeXt: the pointwise (1x1) layers of each block (Linear or 1x1 conv); depthwise convs
+    # cannot carry LoRA (PEFT: rank must divide by groups)
     "convnext": r".*blocks\.\d+\.mlp\.(fc1|fc2)",
     # EfficientNet / MobileNet: pointwise expansion and projection convs
     "efficientnet": r".*blocks\.\d+\.\d+\.(conv_pw|conv_pwl)",
@@ -43,62 +47,131 @@ def family_of(model: nn.Module) -> str:
 
 
 def _generic_targets(model: nn.Module, head: nn.Module) -> List[str]:
+    """Unknown family: every Linear and every dense (groups=1) 1x1 conv outside the head."""
     head_ids = {id(m) for m in head.modules()}
-    names = []
-    for name, m in model.named_modules():
-        if id(m) in head_ids:
-            continue
-        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1):
-            names.append(name)
-    return names
-
-
-def auto_targets(model: nn.Module, head: nn.Module) -> Union[str, List[str]]:
-    fam = family_of(model)
-    if fam == "generic":
-        return _generic_targets(model, head)
-    return FAMILY_TARGETS[fam]
+    return [name for name, m in model.named_modules()
+            if id(m) not in head_ids and (isinstance(m, nn.Linear) or (
+                isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1))]
 
 
 def resolve_targets(model: nn.Module, head: nn.Module, spec: Union[str, List[str]]) -> List[str]:
-    """Module names the spec selects (what `auto` picks, or what a user's names/regex pick)."""
-    target = auto_targets(model, head) if spec == "auto" else spec
-    names = [n for n, _ in model.named_modules() if n]
-    if isinstance(target, str):
-        rx = re.compile(target)
-        return [n for n in names if rx.fullmatch(n)]
-    return [n for n in names if any(n == t or n.endswith("." + t) for t in target)]
+    """Module names a spec selects: `auto`, a regex over module names, or name suffixes."""
+    head_ids = {id(m) for m in head.modules()}
+    if spec == "auto":
+        fam = family_of(model)
+        spec = _generic_targets(model, head) if fam == "generic" else FAMILY_TARGETS[fam]
+    named = [(n, m) for n, m in model.named_modules() if n and id(m) not in head_ids]
+    if isinstance(spec, str):
+        rx = re.compile(spec)
+        return [n for n, _ in named if rx.fullmatch(n)]
+    return [n for n, _ in named if any(n == t or n.endswith("." + t) for t in spec)]
+
+
+def module_name(model: nn.Module, module: nn.Module) -> str:
+    for n, m in model.named_modules():
+        if m is module:
+            return n
+    raise ValueError("module is not part of the model")
 
 
 class Lora(Strategy):
     name = "lora"
 
+    def _targets(self, backbone: Backbone) -> List[str]:
+        o = self.options
+        targets = resolve_targets(backbone.model, backbone.head, o.target_modules)
+        if not targets:
+            raise AetherError(
+                f"strategy.target_modules={o.target_modules!r} matches no layer of {type(backbone.model).__name__}; "
+                "use `auto`, layer-name suffixes (e.g. [qkv, fc1]) or a regex over module names "
+                "(`aether list lora-targets model=NAME` shows the layers)"
+            )
+        return targets
+
     def apply(self, backbone: Backbone) -> nn.Module:
         from peft import LoraConfig, get_peft_model
 
         o = self.options
-        model, head = backbone.model, backbone.head
-        targets = resolve_targets(model, head, o.target_modules)
-        if not targets:
-            raise AetherError(
-                f"strategy.target_modules={o.target_modules!r} matches no layer of {type(model).__name__}; "
-                "use `auto`, layer-name suffixes (e.g. [qkv, fc1]) or a regex over module names"
-            )
-        self.targets = targets
-        config = LoraConfig(r=o.r, lora_alpha=o.alpha, lora_dropout=o.dropout, target_modules=targets, bias="none")
+        self.targets = self._targets(backbone)
+        head = module_name(backbone.model, backbone.head)
+        config = LoraConfig(r=o.r, lora_alpha=o.alpha, lora_dropout=o.dropout, target_modules=self.targets,
+                            modules_to_save=[head], bias="none")
         try:
-            peft_model = get_peft_model(model, config)
+            return get_peft_model(backbone.model, config)
         except ValueError as exc:
-            raise AetherError(f"LoRA cannot wrap {type(model).__name__} with targets {targets[:4]}...: {exc}") from None
-        for p in head.parameters():  # the new classifier trains fully
-            p.requires_grad_(True)
-        return peft_model
+            raise AetherError(f"LoRA cannot wrap {type(backbone.model).__name__} (targets {self.targets[:3]}...): "
+                              f"{exc}") from None
 
-    def export_model(self, model: nn.Module) -> nn.Module:
-        if not self.options.merge:
-            return model
-        return copy.deepcopy(model).merge_and_unload()  # plain timm module: serving pays nothing for LoRA
+    def on_train_mode(self, model: nn.Module) -> None:
+        eval_frozen_modules(model)  # the frozen base keeps its BatchNorm statistics too
+
+    def export(self, model: nn.Module, model_dir: Path) -> Tuple[nn.Module, Dict[str, Any]]:
+        """Always save the adapter (small, PEFT format); the main weights are merged (`merge: true`:
+        serving pays nothing for LoRA) or the untouched base (`merge: false`, adapter applied at load)."""
+        model.save_pretrained(str(model_dir / "adapter"))
+        plain = copy.deepcopy(model)
+        plain = plain.merge_and_unload() if self.options.merge else plain.unload()
+        return plain, {"adapter": "adapter", "merged": bool(self.options.merge)}
 
     def describe(self) -> str:
         o = self.options
-        return f"lora (r={o.r}, alpha={o.alpha}, {len(getattr(self, 'targets', []))} target layers)"
+        return f"{self.name} (r={o.r}, alpha={o.alpha}, {len(getattr(self, 'targets', []))} target layers)"
+
+
+class QLora(Lora):
+    """LoRA over a 4-bit base: the targeted Linear layers are stored as bitsandbytes NF4/FP4
+    weights on the GPU, LoRA adapters train in `compute_dtype`. Exported merged, in full precision."""
+
+    name = "qlora"
+
+    def apply(self, backbone: Backbone) -> nn.Module:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise AetherError(
+                "strategy=qlora needs a CUDA GPU: its 4-bit base weights (bitsandbytes) run on CUDA only, and "
+                "this machine has none. Use strategy=lora instead (the same adapters over a full-precision base).")
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise AetherError("strategy=qlora needs bitsandbytes: pip install bitsandbytes") from None
+        o = self.options
+        self.targets = self._targets(backbone)
+        model = backbone.model
+        dtype = getattr(torch, o.compute_dtype)
+        quantized = 0
+        for name in self.targets:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            layer = getattr(parent, child)
+            if not isinstance(layer, nn.Linear):
+                continue  # convolutions stay in full precision; LoRA still wraps them
+            q = bnb.nn.Linear4bit(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                                  compute_dtype=dtype, quant_type=o.quant_type)
+            q.weight = bnb.nn.Params4bit(layer.weight.data, requires_grad=False, quant_type=o.quant_type)
+            if layer.bias is not None:
+                q.bias = nn.Parameter(layer.bias.data, requires_grad=False)
+            setattr(parent, child, q)
+            quantized += 1
+        if not quantized:
+            raise AetherError(f"strategy=qlora: none of the {len(self.targets)} target layers is a Linear layer "
+                              "(4-bit quantisation applies to Linear layers); use strategy=lora for this backbone")
+        model.cuda()  # bitsandbytes quantises on the move to the GPU
+        return super().apply(Backbone(model, backbone.head, backbone.data_config, backbone.info))
+
+    def export(self, model: nn.Module, model_dir: Path) -> Tuple[nn.Module, Dict[str, Any]]:
+        import bitsandbytes as bnb
+        import torch
+
+        model.save_pretrained(str(model_dir / "adapter"))
+        merged = copy.deepcopy(model).merge_and_unload()
+        for name, m in list(merged.named_modules()):  # back to plain float Linear layers for serving
+            if isinstance(m, bnb.nn.Linear4bit):
+                w = bnb.functional.dequantize_4bit(m.weight.data, m.weight.quant_state).float()
+                plain = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+                plain.weight.data.copy_(w)
+                if m.bias is not None:
+                    plain.bias.data.copy_(m.bias.data.float())
+                parent_name, _, child = name.rpartition(".")
+                setattr(merged.get_submodule(parent_name) if parent_name else merged, child, plain)
+        return merged.to(torch.float32).cpu(), {"adapter": "adapter", "merged": True}

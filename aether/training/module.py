@@ -48,6 +48,11 @@ class ClassificationModule(L.LightningModule):
             self.strategy.on_train_mode(self.model)
         return self
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning leaves module modes as it finds them; set them here so a strategy can keep
+        # frozen BatchNorm layers in eval mode (their statistics must not drift).
+        self.train()
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)

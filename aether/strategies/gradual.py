@@ -1,0 +1,93 @@
+"""`gradual_unfreeze`: train the head first, then unfreeze the backbone block groups top-down.
+
+The schedule lives in a Lightning callback (BaseFinetuning, so a resumed run rebuilds the
+optimizer's extra parameter groups); newly unfrozen groups join the optimizer with their own
+learning rate (`lr_scale` x the head's) and follow the LR schedule from then on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from lightning.pytorch.callbacks import BaseFinetuning
+from torch import nn
+
+from aether.models.backbone import Backbone
+from aether.strategies.base import Strategy, eval_frozen_modules, layer_map
+
+
+class GradualUnfreeze(Strategy):
+    name = "gradual_unfreeze"
+
+    def apply(self, backbone: Backbone) -> nn.Module:
+        model = backbone.model
+        lm = layer_map(model)
+        head_names = {f"{n}" for n, p in model.named_parameters() if any(p is q for q in backbone.head.parameters())}
+        top = max(lm.values())
+        # depth groups below the head group, deepest first: the order they are unfrozen in
+        self.groups: List[List[str]] = [
+            [n for n, _ in model.named_parameters() if lm.get(n, top) == lid and n not in head_names]
+            for lid in sorted({v for v in lm.values() if v != top}, reverse=True)
+        ]
+        self.groups = [g for g in self.groups if g]
+        for n, p in model.named_parameters():
+            p.requires_grad_(lm.get(n, top) == top or n in head_names)
+        return model
+
+    def unfrozen_groups_at(self, epoch: int) -> int:
+        """How many block groups are trainable during `epoch` (0-based)."""
+        o = self.options
+        steps = sum(1 for m in o.milestones if m <= epoch) if o.milestones else epoch // o.every_n_epochs
+        return min(len(self.groups), steps * o.groups_per_step)
+
+    def on_train_mode(self, model: nn.Module) -> None:
+        eval_frozen_modules(model)
+
+    def callbacks(self) -> List[Any]:
+        return [UnfreezeSchedule(self)]
+
+    def describe(self) -> str:
+        o = self.options
+        when = f"at epochs {o.milestones}" if o.milestones else f"every {o.every_n_epochs} epoch(s)"
+        return f"gradual_unfreeze ({len(self.groups)} block groups, {o.groups_per_step} {when}, lr x{o.lr_scale})"
+
+
+class UnfreezeSchedule(BaseFinetuning):
+    def __init__(self, strategy: GradualUnfreeze) -> None:
+        super().__init__()
+        self.strategy = strategy
+        self.steps: List[Dict[str, Any]] = []  # (epoch, groups unfrozen so far) for tests and reports
+
+    def freeze_before_training(self, pl_module: Any) -> None:
+        pass  # the strategy froze the backbone when it was applied
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_fit_start(trainer, pl_module)  # a resumed run: re-adds the saved param groups
+        for opt in trainer.optimizers:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    p.requires_grad_(True)
+
+    def finetune_function(self, pl_module: Any, epoch: int, optimizer: Any) -> None:
+        named = dict(pl_module.model.named_parameters())
+        target = self.strategy.unfrozen_groups_at(epoch)
+        base_lr = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
+        base_lr /= optimizer.param_groups[0].get("lr_scale", 1.0)
+        for names in self.strategy.groups[:target]:
+            params = [named[n] for n in names if not named[n].requires_grad]
+            if not params:
+                continue
+            for p in params:
+                p.requires_grad_(True)
+            lr = base_lr * self.strategy.options.lr_scale
+            wd = max(g.get("weight_decay", 0.0) for g in optimizer.param_groups)
+            optimizer.add_param_group({"params": params, "lr": lr, "initial_lr": lr, "weight_decay": wd,
+                                       "lr_scale": self.strategy.options.lr_scale})
+            for cfg in pl_module.trainer.lr_scheduler_configs:  # keep the new group on the LR schedule
+                sched = cfg.scheduler
+                if hasattr(sched, "base_lrs") and len(sched.base_lrs) < len(optimizer.param_groups):
+                    sched.base_lrs.append(lr)
+                    if hasattr(sched, "lr_lambdas"):
+                        sched.lr_lambdas.append(sched.lr_lambdas[0])
+        eval_frozen_modules(pl_module.model)
+        self.steps.append({"epoch": epoch, "groups": target})
