@@ -232,3 +232,17 @@ def test_pretrained_weights_beat_random_init_for_every_strategy(tmp_path: Path) 
     print(results)
     for strategy in STRATEGIES:
         assert results[(strategy, "pretrained")] > results[(strategy, "random")], results
+
+
+def test_gradual_unfreeze_resumes_with_its_extra_param_groups(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    run = tmp_path / "run"
+    common = ["+recipe=quickstart", "model=test_convnext", "strategy=gradual_unfreeze", "data.image_size=32",
+              "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.progress=plain"]
+    r = run_cli([*common, "trainer.max_epochs=2", f"hydra.run.dir={run}"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli([f"resume={run}", "trainer.max_epochs=4"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]

@@ -67,6 +67,7 @@ class UnfreezeSchedule(BaseFinetuning):
             for group in opt.param_groups:
                 for p in group["params"]:
                     p.requires_grad_(True)
+        _sync_schedulers(trainer)
 
     def finetune_function(self, pl_module: Any, epoch: int, optimizer: Any) -> None:
         named = dict(pl_module.model.named_parameters())
@@ -83,11 +84,21 @@ class UnfreezeSchedule(BaseFinetuning):
             wd = max(g.get("weight_decay", 0.0) for g in optimizer.param_groups)
             optimizer.add_param_group({"params": params, "lr": lr, "initial_lr": lr, "weight_decay": wd,
                                        "lr_scale": self.strategy.options.lr_scale})
-            for cfg in pl_module.trainer.lr_scheduler_configs:  # keep the new group on the LR schedule
-                sched = cfg.scheduler
-                if hasattr(sched, "base_lrs") and len(sched.base_lrs) < len(optimizer.param_groups):
-                    sched.base_lrs.append(lr)
-                    if hasattr(sched, "lr_lambdas"):
-                        sched.lr_lambdas.append(sched.lr_lambdas[0])
+            _sync_schedulers(pl_module.trainer)  # the new group follows the LR schedule too
         eval_frozen_modules(pl_module.model)
         self.steps.append({"epoch": epoch, "groups": target})
+
+
+def _sync_schedulers(trainer: Any) -> None:
+    """Give every optimizer param group a base LR (and LR function) in its scheduler: groups added
+    after the scheduler was built - now or in the run being resumed - would otherwise be skipped
+    by it, or break LambdaLR's one-function-per-group bookkeeping."""
+    for cfg in trainer.lr_scheduler_configs:
+        sched = cfg.scheduler
+        groups = sched.optimizer.param_groups
+        if hasattr(sched, "base_lrs"):
+            sched.base_lrs = list(sched.base_lrs[:len(groups)]) + [
+                g.get("initial_lr", g["lr"]) for g in groups[len(sched.base_lrs):]]
+        if hasattr(sched, "lr_lambdas"):
+            sched.lr_lambdas = list(sched.lr_lambdas[:len(groups)]) + [
+                sched.lr_lambdas[0]] * (len(groups) - len(sched.lr_lambdas))
