@@ -8,7 +8,7 @@ schema for every value a sweep will try.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from omegaconf import OmegaConf
 
@@ -97,7 +97,7 @@ def check(overrides: Sequence[str]) -> None:
     base = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(base, dict)
 
-    candidates: List[Dict[str, Any]] = []
+    candidates: List[Tuple[str, Any]] = []  # (key, value) of every further sweep value to check
     for o in value_ovs:
         key = o.key_or_group
         if o.is_delete():
@@ -114,7 +114,7 @@ def check(overrides: Sequence[str]) -> None:
         if values:
             _set(base, key, values[0])
             for v in values[1:]:
-                candidates.append((key, v))  # type: ignore[arg-type]
+                candidates.append((key, v))
     if problems:
         raise ConfigError(problems)
 

@@ -66,7 +66,7 @@ def _fields_at(model: Type[BaseModel], loc: Tuple[Any, ...]) -> List[str]:
 def _problems_from(err: ValidationError, model: Type[BaseModel], prefix: str) -> List[Problem]:
     out: List[Problem] = []
     for e in err.errors():
-        loc = tuple(x for x in e["loc"] if not isinstance(x, int) or True)
+        loc = tuple(e["loc"])
         # pydantic appends the union member / function name to loc for unions; keep real keys
         keys = [str(x) for x in loc if not (isinstance(x, str) and ("[" in x or x in ("literal", "function-after")))]
         dotted = ".".join(filter(None, [prefix] + keys))
