@@ -18,6 +18,7 @@ HELP = f"""aether {__version__} - declarative fine-tuning of vision models
 usage:
   aether [train] [+recipe=NAME] [data=PATH] [key=value ...]   train, evaluate, report
   aether -m [+recipe=NAME] key=a,b ...                         sweep (Hydra multirun)
+  aether inspect data=PATH [--strict]                         the dataset doctor: check, describe, recommend
   aether list recipes|models|strategies|optimizers|schedulers|loggers|adapters|backbones|groups
   aether --help | --version
 
@@ -54,6 +55,36 @@ def cmd_list(args: List[str]) -> int:
     from aether.listing import show
 
     return show(args)
+
+
+@verb("inspect")
+def cmd_inspect(args: List[str]) -> int:
+    """The dataset doctor: `aether inspect data=PATH [--strict] [hydra.run.dir=DIR]`."""
+    import time
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from aether.config import hydra_setup, preflight
+    from aether.config.validate import validate
+
+    strict = "--strict" in args
+    args = preflight.rewrite_data_shorthand([a for a in args if a != "--strict"])
+    out = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
+    overrides = [a for a in args if not a.startswith("hydra.")]
+    preflight.check(overrides)
+    raw = OmegaConf.to_container(hydra_setup.compose(overrides), resolve=True)
+    raw.pop("hydra", None)
+    rc = validate(raw)
+    out_dir = Path(out[0]) if out else Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S-inspect")
+
+    from aether.doctor.inspect import build_report, examine, print_summary
+
+    report = build_report(examine(rc.data), out_dir)
+    print_summary(report, out_dir)
+    if report["errors"]:
+        return 2
+    return 1 if strict and report["warnings"] else 0
 
 
 @verb("train")

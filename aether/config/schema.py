@@ -58,6 +58,11 @@ class DataCfg(Strict):
     eval_batch_size: Optional[int] = Field(None, ge=1)
     num_workers: Union[int, Literal["auto"]] = "auto"
     augment: AugmentCfg = Field(default_factory=AugmentCfg)
+    # dataset doctor limits
+    max_image_pixels: int = Field(89_478_485, ge=1)  # larger images are refused as decompression bombs
+    min_image_side: int = Field(8, ge=1)  # smaller images are refused
+    max_archive_bytes: int = Field(20 * 2**30, ge=1)  # zip/tar: total uncompressed size allowed
+    max_archive_members: int = Field(1_000_000, ge=1)
 
     @field_validator("num_workers")
     @classmethod

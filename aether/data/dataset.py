@@ -9,7 +9,6 @@ from typing import Dict, List, Optional
 
 from aether import registry
 from aether.config.schema import DataCfg
-from aether.data.images import check_images
 from aether.data.index import SPLITS, DatasetIndex, Sample, Skipped
 from aether.data.split import stratified_split
 from aether.errors import AetherError
@@ -66,22 +65,15 @@ def detect_format(path: Optional[str]) -> str:
 
 
 def build_data(cfg: DataCfg, seed: int) -> DataBundle:
-    fmt = cfg.format if cfg.format != "auto" else detect_format(cfg.path)
-    adapter_cls = registry.adapters.get(fmt).load()
-    path = Path(cfg.path).expanduser() if cfg.path else None
-    if path is not None and not path.exists():
-        raise AetherError(f"data.path={cfg.path}: no such file or folder")
-    index: DatasetIndex = adapter_cls().load(path, dict(cfg.options))
+    from aether.doctor.inspect import examine
 
-    # Every file is decoded once up front: a bad file is skipped AND reported, never silently lost.
-    bad = dict(check_images(s.path for s in index.samples))
-    if bad:
-        index.skipped += [Skipped(p, r) for p, r in bad.items()]
-        index.samples = [s for s in index.samples if s.path not in bad]
-        for p, r in list(bad.items())[:10]:
-            log.warning("skipping %s: %s", p, r)
-        if len(bad) > 10:
-            log.warning("... and %d more unreadable files (all listed in metrics.json data.skipped)", len(bad) - 10)
+    # The doctor's verdict gates training: every file is checked (in parallel, cached by path,
+    # size and mtime); a bad file is skipped AND reported, never silently lost.
+    index = examine(cfg).index
+    for s in index.skipped[:10]:
+        log.warning("skipping %s: %s", s.path, s.reason)
+    if len(index.skipped) > 10:
+        log.warning("... and %d more unusable files (all listed in metrics.json data.skipped)", len(index.skipped) - 10)
 
     counts = index.class_counts()
     empty = [c for c, n in counts.items() if n == 0]

@@ -1,0 +1,1 @@
+"""The dataset doctor: detection, checks, statistics and recommendations."""

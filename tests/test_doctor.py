@@ -1,0 +1,88 @@
+"""`aether inspect`: a messy folder is explained file by file, and training obeys the verdict."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+from PIL import Image
+
+from tests.conftest import make_folder, run_cli, run_in_process
+
+
+def _messy(root: Path) -> Path:
+    make_folder(root, per_class=12)
+    (root / "red" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (root / "green" / "empty.png").write_bytes(b"")
+    good = (root / "blue" / "blue_000.png").read_bytes()
+    (root / "red" / "copied_from_blue.png").write_bytes(good)  # same bytes, another label
+    Image.open(root / "green" / "green_001.png").resize((44, 40)).save(root / "green" / "near_copy.png")
+    Image.new("CMYK", (40, 40), (0, 200, 200, 0)).save(root / "red" / "cmyk.jpg")
+    (root / "notes.txt").write_text("ignored")
+    return root
+
+
+def test_inspect_names_every_problem(tmp_path: Path) -> None:
+    data = _messy(tmp_path / "imgs")
+    out = tmp_path / "out"
+    r = run_cli(["inspect", f"data={data}", f"hydra.run.dir={out}"], tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr  # bad files are errors
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["format"] == "folder" and rep["task"] == "classification"
+    bad = {Path(b["path"]).name: b["reason"] for b in rep["bad"]}
+    assert set(bad) == {"corrupt.jpg", "empty.png"}
+    assert bad["empty.png"].startswith("empty")
+    assert rep["num_images"] == sum(rep["classes"].values()) == 36 + 3
+    exact = [d for d in rep["duplicates"] if d["kind"] == "exact"]
+    assert exact and "conflicting_labels" in exact[0]["flags"]
+    assert any(d["kind"] == "near" and any(p.endswith("near_copy.png") for p in d["paths"]) for d in rep["duplicates"])
+    assert any("CMYK" in w for w in rep["warnings"])
+    assert {"strategy", "model", "image_size", "batch_size", "epochs"} <= set(rep["recommendations"])
+    assert all(v["reason"] for v in rep["recommendations"].values())
+    for png in ("class_histogram.png", "image_sizes.png"):
+        assert (out / png).stat().st_size > 1000
+    assert len(list((out / "samples").glob("*.png"))) == 3
+    assert "corrupt.jpg" in r.stdout and "recommend" in r.stdout
+
+
+def test_clean_data_exits_0_and_strict_fails_on_warnings(tmp_path: Path) -> None:
+    data = make_folder(tmp_path / "imgs", per_class=8)
+    r = run_cli(["inspect", f"data={data}", f"hydra.run.dir={tmp_path / 'a'}"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    make_folder(data, per_class=40, classes=["red"])  # red now has 5x the images of the others
+    r = run_cli(["inspect", f"data={data}", f"hydra.run.dir={tmp_path / 'b'}"], tmp_path)
+    assert r.returncode == 0
+    rep = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert rep["imbalance_ratio"] == 5.0 and rep["recommendations"]["class_weights"]["value"] == "balanced"
+    r = run_cli(["inspect", f"data={data}", "--strict", f"hydra.run.dir={tmp_path / 'c'}"], tmp_path)
+    assert r.returncode == 1
+
+
+def test_inspect_reads_a_zip_and_refuses_escaping_members(tmp_path: Path) -> None:
+    data = make_folder(tmp_path / "src" / "dataset", per_class=6)
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted(data.rglob("*.png")):
+            z.write(f, f"dataset/{f.relative_to(data)}")
+        z.writestr("../escape.png", b"x")
+        z.writestr("__MACOSX/dataset/._red", b"x")
+    r = run_cli(["inspect", f"data={archive}", f"hydra.run.dir={tmp_path / 'out'}"], tmp_path,
+                env={"AETHER_CACHE": str(tmp_path / "cache")})
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["num_images"] == 18 and set(rep["classes"]) == {"red", "green", "blue"}
+    assert any("escape.png" in b["path"] and "refused" in b["reason"] for b in rep["bad"])
+    assert not (tmp_path / "escape.png").exists() and not (tmp_path / "cache" / "escape.png").exists()
+    assert r.returncode == 2
+
+
+def test_training_obeys_the_doctor(tmp_path: Path) -> None:
+    data = _messy(tmp_path / "imgs")
+    shutil.rmtree(data / "red")  # keep the run small; blue and green remain, with the bad files in green
+    run = tmp_path / "run"
+    run_in_process(run, [f"data={data}", "trainer.max_epochs=1"])
+    m = json.loads((run / "metrics.json").read_text())
+    skipped = {Path(s["path"]).name: s["reason"] for s in m["data"]["skipped"]}
+    assert set(skipped) == {"empty.png"}
+    assert m["data"]["num_train"] + m["data"]["num_val"] + m["data"]["num_test"] == 12 + 13
