@@ -86,3 +86,16 @@ def test_training_obeys_the_doctor(tmp_path: Path) -> None:
     skipped = {Path(s["path"]).name: s["reason"] for s in m["data"]["skipped"]}
     assert set(skipped) == {"empty.png"}
     assert m["data"]["num_train"] + m["data"]["num_val"] + m["data"]["num_test"] == 12 + 13
+
+
+def test_near_duplicates_do_not_chain() -> None:
+    from aether.doctor.stats import Record, near_duplicates
+
+    def rec(i: int, h: int) -> Record:
+        return Record(f"p{i}", "a", None, 64, 64, "PNG", "RGB", f"sha{i}", f"{h:016x}")
+
+    chain = [0, 0b111, 0b111111, 0b111111111, 0b111111111111]  # each 3 bits from the previous
+    groups = near_duplicates([rec(i, h) for i, h in enumerate(chain)], max_bits=4)
+    assert all(len(g) <= 2 for g in groups)  # 0 and 12 bits apart never end up together
+    tiny = [Record(f"t{i}", "a", None, 8, 8, "PNG", "L", f"s{i}", "0" * 16) for i in range(3)]
+    assert near_duplicates(tiny) == []  # 8 px images: a perceptual hash cannot tell copies from lookalikes

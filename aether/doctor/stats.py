@@ -50,41 +50,43 @@ def exact_duplicates(records: Iterable[Record]) -> List[List[Record]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def near_duplicates(records: Sequence[Record], max_bits: int = NEAR_DUPLICATE_BITS) -> List[List[Record]]:
-    """Groups of images whose dHashes differ in at most `max_bits` bits (exact copies excluded).
+MIN_SIDE_FOR_NEAR = 32  # below this a 9x8 perceptual hash is the picture itself: similar is not duplicate
 
-    Pigeonhole banding: hashes within `max_bits` bits agree exactly on at least one of
-    `max_bits + 1` disjoint bands, so only images sharing a band value are compared."""
+
+def near_duplicates(records: Sequence[Record], max_bits: int = NEAR_DUPLICATE_BITS) -> List[List[Record]]:
+    """Groups of images within `max_bits` bits of a group's first image (exact copies excluded).
+
+    Leader clustering, not transitive closure: chains of slightly-different images would
+    otherwise merge into one giant "duplicate" group. Pigeonhole banding finds candidates:
+    hashes within `max_bits` bits agree exactly on one of `max_bits + 1` disjoint bands."""
+    records = [r for r in records if min(r.width, r.height) >= MIN_SIDE_FOR_NEAR]
     bands = max_bits + 1
     width = 64 // bands
-    buckets: Dict[tuple, List[int]] = defaultdict(list)
+    mask = (1 << width) - 1
     hashes = [int(r.dhash, 16) for r in records]
+    buckets: Dict[tuple, List[int]] = defaultdict(list)
     for i, h in enumerate(hashes):
         for b in range(bands):
-            buckets[(b, (h >> (b * width)) & ((1 << width) - 1))].append(i)
-    parent = list(range(len(records)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for members in buckets.values():
-        if len(members) < 2 or len(members) > 500:  # a huge bucket is a flat-colour artefact; skip
+            buckets[(b, (h >> (b * width)) & mask)].append(i)
+    assigned = [False] * len(records)
+    groups: List[List[Record]] = []
+    for i, h in enumerate(hashes):
+        if assigned[i]:
             continue
-        for a_idx, a in enumerate(members):
-            for b in members[a_idx + 1:]:
-                if records[a].sha256 != records[b].sha256 and bin(hashes[a] ^ hashes[b]).count("1") <= max_bits:
-                    parent[find(a)] = find(b)
-    groups: Dict[int, List[Record]] = defaultdict(list)
-    for i in range(len(records)):
-        groups[find(i)].append(records[i])
-    out = []
-    for g in groups.values():
-        if len({r.sha256 for r in g}) > 1:
-            out.append(g)
-    return out
+        members = [i]
+        seen = {i}
+        for b in range(bands):
+            for j in buckets[(b, (h >> (b * width)) & mask)]:
+                if j in seen or assigned[j]:
+                    continue
+                seen.add(j)
+                if bin(h ^ hashes[j]).count("1") <= max_bits and records[j].sha256 != records[i].sha256:
+                    members.append(j)
+        if len(members) > 1:
+            for j in members:
+                assigned[j] = True
+            groups.append([records[j] for j in members])
+    return groups
 
 
 def describe_group(kind: str, group: Sequence[Record]) -> Dict[str, Any]:
