@@ -78,13 +78,43 @@ def cmd_inspect(args: List[str]) -> int:
     rc = validate(raw)
     out_dir = Path(out[0]) if out else Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S-inspect")
 
-    from aether.doctor.inspect import build_report, examine, print_summary
+    from aether.doctor.inspect import build_report, examine, inspect_structured, print_summary
 
-    report = build_report(examine(rc.data), out_dir)
+    report = inspect_structured(rc.data, out_dir) or build_report(examine(rc.data), out_dir)
     print_summary(report, out_dir)
     if report["errors"]:
         return 2
     return 1 if strict and report["warnings"] else 0
+
+
+def _auto_recipe(args: List[str], overrides: List[str]) -> List[str]:
+    """`recipe=auto`: the doctor's recommendations become overrides placed before the user's own
+    (so the user's win), and are printed with their reasons."""
+    from omegaconf import OmegaConf
+
+    from aether.config import hydra_setup
+    from aether.config.validate import validate
+    from aether.doctor.inspect import examine
+    from aether.doctor.recommend import as_overrides, hardware, recommend
+    from aether.doctor.stats import size_stats
+
+    raw = OmegaConf.to_container(hydra_setup.compose([o for o in overrides if not o.startswith("hydra")]), resolve=True)
+    raw.pop("hydra", None)
+    ex = examine(validate(raw).data)
+    counts = {c: n for c, n in ex.index.class_counts().items() if n}
+    rec = recommend(len(ex.index.samples), counts, size_stats(ex.records), hardware())
+    user_keys = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    chosen = []
+    for o in as_overrides(rec):
+        key = o.split("=", 1)[0]
+        if key in user_keys or (key == "model" and "model.name" in user_keys):
+            continue
+        chosen.append(o)
+    print("recipe=auto - the dataset doctor chose:", file=sys.stderr)
+    for key, r in rec.items():
+        print(f"  {key} = {r['value']}: {r['reason']}", file=sys.stderr)
+    rest = [a for a in args if a not in ("+recipe=auto", "recipe=auto")]
+    return ["+recipe=auto", *chosen, *rest]
 
 
 @verb("train")
@@ -94,6 +124,10 @@ def cmd_train(args: List[str]) -> int:
     args = preflight.rewrite_data_shorthand(args)
     overrides = [a for a in args if not a.startswith("-") and "=" in a]
     preflight.check(overrides)
+    if any(o in ("+recipe=auto", "recipe=auto") for o in overrides):
+        args = _auto_recipe(args, overrides)
+        overrides = [a for a in args if not a.startswith("-") and "=" in a]
+        preflight.check(overrides)
     resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
     if resume and resume[0] not in ("", "null") and not any(o.startswith("hydra.run.dir=") for o in overrides):
         args.append(f"hydra.run.dir={resume[0]}")  # a resumed run keeps writing into its own folder

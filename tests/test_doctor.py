@@ -99,3 +99,51 @@ def test_near_duplicates_do_not_chain() -> None:
     assert all(len(g) <= 2 for g in groups)  # 0 and 12 bits apart never end up together
     tiny = [Record(f"t{i}", "a", None, 8, 8, "PNG", "L", f"s{i}", "0" * 16) for i in range(3)]
     assert near_duplicates(tiny) == []  # 8 px images: a perceptual hash cannot tell copies from lookalikes
+
+
+def test_recipe_auto_configures_from_the_data_and_user_overrides_win(tmp_path: Path) -> None:
+    small = make_folder(tmp_path / "small", per_class=6)
+    r = run_cli(["+recipe=auto", f"data={small}", "model=test_convnext", "data.image_size=32", "trainer.max_epochs=1",
+                 "trainer.progress=plain", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "recipe=auto - the dataset doctor chose" in r.stderr and "linear_probe" in r.stderr
+    cfg = (tmp_path / "run" / "config.yaml").read_text()
+    assert "recipe: auto" in cfg and "name: linear_probe" in cfg  # 18 images: frozen features
+    assert "name: test_convnext" in cfg and "image_size: 32" in cfg  # the user's choices won
+
+
+def test_recommendations_follow_data_size() -> None:
+    from aether.doctor.recommend import recommend
+
+    cpu = {"cpus": 2, "gpus": 0, "gpu_memory_gb": 0.0}
+    sizes = {"width": {"median": 400}, "height": {"median": 300}}
+    tiny = recommend(60, {"a": 30, "b": 30}, sizes, cpu)
+    mid = recommend(3000, {"a": 1500, "b": 1500}, sizes, cpu)
+    big = recommend(20000, {"a": 10000, "b": 10000}, sizes, {"cpus": 16, "gpus": 1, "gpu_memory_gb": 80.0})
+    assert [x["strategy"]["value"] for x in (tiny, mid, big)] == ["linear_probe", "lora", "full"]
+    assert big["model"]["value"] == "vit_base" and big["batch_size"]["value"] == 64
+    assert tiny["image_size"]["value"] == 224 and "class_weights" not in tiny
+    skewed = recommend(600, {"a": 500, "b": 100}, sizes, cpu)
+    assert skewed["class_weights"]["value"] == "balanced"
+
+
+def test_inspect_explains_a_coco_detection_dataset_and_training_says_why_not(tmp_path: Path) -> None:
+    d = tmp_path / "coco"
+    (d / "images").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (64, 48), (i * 90, 40, 40)).save(d / "images" / f"{i}.jpg")
+    (d / "images" / "broken.jpg").write_bytes(b"nope")
+    coco = {"images": [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in range(2)],
+            "annotations": [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [4, 4, 20, 20]},
+                            {"id": 2, "image_id": 1, "category_id": 9, "bbox": [50, 30, 30, 30]}],
+            "categories": [{"id": 1, "name": "box"}]}
+    (d / "annotations.json").write_text(json.dumps(coco))
+    out = tmp_path / "out"
+    r = run_cli(["inspect", f"data={d}", f"hydra.run.dir={out}"], tmp_path)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["format"] == "coco" and rep["task"] == "detection" and rep["evidence"]
+    assert rep["num_images"] == 2 and [Path(b["path"]).name for b in rep["bad"]] == ["broken.jpg"]
+    assert any("outside their image" in w for w in rep["warnings"]) and any("unknown category" in w for w in rep["warnings"])
+    assert r.returncode == 2
+    r = run_cli([f"data={d}", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert r.returncode == 2 and "coco detection dataset" in r.stderr and "aether inspect" in r.stderr

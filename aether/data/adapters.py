@@ -20,7 +20,7 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
                  "validation": "val", "test": "test", "testing": "test"}
 
 
-def _walk_images(root: Path) -> Tuple[List[Path], Dict[str, int]]:
+def walk_images(root: Path) -> Tuple[List[Path], Dict[str, int]]:
     """Every image file below root (sorted), with counts of what was ignored."""
     images: List[Path] = []
     ignored = {"hidden": 0, "non_image": 0}
@@ -57,7 +57,7 @@ class FolderAdapter:
         skipped: List[Skipped] = []
         ignored: Dict[str, int] = {"hidden": 0, "non_image": 0}
         for root, split in roots:
-            images, ign = _walk_images(root)
+            images, ign = walk_images(root)
             for k, v in ign.items():
                 ignored[k] += v
             for img in images:

@@ -36,12 +36,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import statistics
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from aether.errors import AetherError
 

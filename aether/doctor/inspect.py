@@ -62,6 +62,56 @@ def resolve_source(cfg: DataCfg) -> tuple[Optional[Path], List[Skipped], Dict[st
     return path, [], {}, []
 
 
+def detect_structure(root: Path):  # type: ignore[no-untyped-def]
+    from aether.doctor.detect import detect
+
+    return detect(root)
+
+
+def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
+    """Detection / segmentation datasets: format evidence, annotation checks and a check of every
+    image; None when the data is a classification dataset (handled by `examine`)."""
+    from aether.data.adapters import walk_images
+    from aether.doctor.checks import check_files
+    from aether.paths import cache_dir
+
+    root, refused, ignored, notes = resolve_source(cfg)
+    if root is None or cfg.format != "auto":
+        return None
+    det = detect_structure(root)
+    if det.task == "classification":
+        return None
+    images, ign = walk_images(root) if root.is_dir() else ([], {})
+    bad = [s.as_dict() for s in refused]
+    issues: Counter = Counter()
+    usable = 0
+    for rep in check_files([str(p) for p in images], workers=1 if len(images) < 2000 else None,
+                           cache_path=cache_dir() / "doctor.sqlite", max_pixels=cfg.max_image_pixels,
+                           min_side=cfg.min_image_side):
+        issues.update(rep.issues)
+        usable += rep.ok
+        if not rep.ok:
+            bad.append({"path": rep.path, "reason": f"{rep.issues[0] if rep.issues else 'unusable'}: {rep.detail}"})
+    summary = det.summary
+    warnings = [f"{summary[k]} {text}" for k, text in (
+        ("boxes_out_of_bounds", "box(es) outside their image"), ("unknown_category_ids", "annotation(s) with an unknown category id"),
+        ("unknown_class_ids", "label(s) with a class id beyond the names list"), ("out_of_range", "label line(s) with coordinates outside 0..1"),
+        ("malformed_lines", "malformed label line(s)"), ("images_without_annotations", "image(s) without annotations"),
+        ("images_without_labels", "image(s) without a label file"), ("size_mismatches", "mask(s) whose size differs from the image"),
+        ("images_without_mask", "image(s) without a mask"), ("masks_without_image", "mask(s) without an image"),
+    ) if isinstance(summary.get(k), (int, float)) and summary.get(k)]
+    warnings += [e for e in det.evidence if e.startswith("ambiguous")]
+    warnings += [f"{issues[code]} {text}" for code, text in NOTES.items() if issues.get(code)]
+    report = {"format": det.format, "task": det.task, "source": str(cfg.path), "evidence": det.evidence,
+              "summary": summary, "classes": {}, "num_images": usable,
+              "bad": bad, "issues": dict(issues), "ignored": {**ign, **ignored}, "duplicates": [],
+              "warnings": warnings, "errors": [f"{len(bad)} file(s) cannot be used"] if bad else [],
+              "notes": notes, "recommendations": {}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
+
+
 def examine(cfg: DataCfg, progress: bool = False) -> Examination:
     """Index the dataset with its adapter and check every image (parallel, cached)."""
     from aether import registry
@@ -70,6 +120,14 @@ def examine(cfg: DataCfg, progress: bool = False) -> Examination:
     from aether.paths import cache_dir
 
     root, refused, ignored, notes = resolve_source(cfg)
+    if cfg.format == "auto" and root is not None:
+        det = detect_structure(root)
+        if det.task != "classification":
+            raise AetherError(
+                f"data.path={cfg.path} looks like a {det.format} {det.task} dataset ({det.evidence[0]}). "
+                f"Aether trains image classification (class folders, or a CSV/JSONL manifest) for now; "
+                f"`aether inspect data={cfg.path}` checks it"
+            )
     fmt = cfg.format if cfg.format != "auto" else detect_format(str(root) if root else None)
     index: DatasetIndex = registry.adapters.get(fmt).load()().load(root, dict(cfg.options))
     index.skipped = refused + index.skipped
@@ -175,6 +233,8 @@ def print_summary(report: Dict[str, Any], out_dir: Path) -> None:
     con = Console(soft_wrap=True)  # paths stay on one line (greppable logs)
     con.print(f"[bold]{report['source']}[/]: {report['format']} ({report['task']}), "
               f"{report['num_images']} usable images, {len(report['classes'])} classes, {len(report['bad'])} bad")
+    for e in report.get("evidence", []):
+        con.print(f"[cyan]evidence[/] {e}")
     t = Table(title="classes", title_justify="left")
     t.add_column("class")
     t.add_column("images", justify="right")

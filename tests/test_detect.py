@@ -1,0 +1,236 @@
+"""Dataset format + task detection (aether.doctor.detect) on tiny generated datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+from PIL import Image, ImageDraw
+
+from aether.doctor.detect import Detection, detect
+from aether.errors import AetherError
+
+# The same boxes, expressed below in COCO, YOLO and VOC. (x, y, w, h) in pixels, class index.
+# Class index 9 is unknown (COCO: category_id 10 not in categories; YOLO: id >= len(names)).
+IMAGES: List[Tuple[str, int, int]] = [("a", 100, 80), ("b", 120, 100), ("c", 64, 64)]
+BOXES: Dict[str, List[Tuple[float, float, float, float, int]]] = {
+    "a": [(10, 10, 30, 20, 0), (60, 40, 50, 30, 1)],  # second: x+w = 110 > 100 -> out of bounds
+    "b": [(0, 0, 120, 100, 0), (20, 30, 40, 40, 9)],  # first touches every edge: in bounds
+    "c": [],  # an image without annotations
+}
+NAMES = ["cat", "dog"]
+NUM_BOXES, NUM_OOB = 4, 1
+
+
+def _draw(path: Path, w: int, h: int, boxes=()) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(im)
+    for x, y, bw, bh, _ in boxes:
+        d.rectangle([x, y, x + bw - 1, y + bh - 1], outline="red")
+    im.save(path)
+
+
+def make_coco(root: Path, name: str = "annotations.json", segmentation: bool = False) -> Path:
+    images, anns = [], []
+    for i, (stem, w, h) in enumerate(IMAGES, start=1):
+        _draw(root / "images" / f"{stem}.jpg", w, h, BOXES[stem])
+        images.append({"id": i, "file_name": f"{stem}.jpg", "width": w, "height": h})
+        for x, y, bw, bh, c in BOXES[stem]:
+            ann = {"id": len(anns) + 1, "image_id": i, "category_id": c + 1, "bbox": [x, y, bw, bh],
+                   "area": bw * bh, "iscrowd": 0}
+            if segmentation:
+                ann["segmentation"] = [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]]
+            anns.append(ann)
+    cats = [{"id": i + 1, "name": n} for i, n in enumerate(NAMES)]
+    p = root / name
+    p.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return p
+
+
+def make_yolo(root: Path, with_yaml: bool = True) -> Path:
+    for stem, w, h in IMAGES:
+        _draw(root / "images" / "train" / f"{stem}.jpg", w, h, BOXES[stem])
+        if stem == "c":
+            continue  # no label file for the empty image
+        lines = [f"{c} {(x + bw / 2) / w} {(y + bh / 2) / h} {bw / w} {bh / h}" for x, y, bw, bh, c in BOXES[stem]]
+        lp = root / "labels" / "train" / f"{stem}.txt"
+        lp.parent.mkdir(parents=True, exist_ok=True)
+        lp.write_text("\n".join(lines) + "\n")
+    if with_yaml:
+        (root / "data.yaml").write_text(
+            "path: .\ntrain: images/train\nval: images/train\nnames:\n  0: cat\n  1: dog\n")
+    return root
+
+
+def make_voc(root: Path) -> Path:
+    (root / "Annotations").mkdir(parents=True, exist_ok=True)
+    for stem, w, h in IMAGES:
+        _draw(root / "JPEGImages" / f"{stem}.jpg", w, h, BOXES[stem])
+        objs = "".join(
+            f"<object><name>{NAMES[c] if c < len(NAMES) else 'zebra'}</name><bndbox><xmin>{x}</xmin>"
+            f"<ymin>{y}</ymin><xmax>{x + bw}</xmax><ymax>{y + bh}</ymax></bndbox></object>"
+            for x, y, bw, bh, c in BOXES[stem])
+        (root / "Annotations" / f"{stem}.xml").write_text(
+            f"<annotation><filename>{stem}.jpg</filename><size><width>{w}</width><height>{h}</height>"
+            f"<depth>3</depth></size>{objs}</annotation>")
+    return root
+
+
+def make_masks(root: Path) -> Path:
+    for stem, size, mask_size in [("a", (32, 32), (32, 32)), ("b", (32, 32), (16, 16))]:
+        _draw(root / "images" / f"{stem}.png", *size)
+        m = Image.new("L", mask_size, 0)
+        d = ImageDraw.Draw(m)
+        d.rectangle([0, 0, 7, 7], fill=1)  # 64 pixels of class 1
+        d.rectangle([8, 8, 11, 11], fill=2)  # 16 pixels of class 2
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        m.save(root / "masks" / f"{stem}.png")
+    _draw(root / "images" / "c.png", 32, 32)  # image without a mask
+    return root
+
+
+def _ok(d: Detection, fmt: str, task: str) -> None:
+    assert (d.format, d.task) == (fmt, task), d
+    assert d.evidence and all(isinstance(e, str) and e for e in d.evidence)
+    assert d.candidates[0] == (fmt, task)
+
+
+def test_coco_file_and_folder(tmp_path):
+    p = make_coco(tmp_path)
+    for target in (p, tmp_path):
+        d = detect(target)
+        _ok(d, "coco", "detection")
+        s = d.summary
+        assert (s["num_images"], s["num_annotations"], s["num_categories"]) == (3, NUM_BOXES, 2)
+        assert s["boxes_out_of_bounds"] == NUM_OOB
+        assert s["unknown_category_ids"] == 1
+        assert s["images_without_annotations"] == 1
+        assert s["boxes_per_image"] == {"min": 0, "median": 2, "max": 2}
+        assert d.candidates == [("coco", "detection")]
+        assert any("COCO" in e for e in d.evidence)
+
+
+def test_coco_segmentation_rule(tmp_path):
+    # all annotations segmented but nothing suggests segmentation -> detection
+    p = make_coco(tmp_path / "plain", segmentation=True)
+    assert detect(p).task == "detection"
+    assert detect(p, task_hint="segmentation").task == "segmentation"
+    # file name suggests it
+    q = make_coco(tmp_path / "named", name="instances_seg.json", segmentation=True)
+    _ok(detect(q), "coco", "segmentation")
+    # name suggests it but bbox-only annotations -> detection
+    r = make_coco(tmp_path / "bbox", name="instances_seg.json")
+    assert detect(r).task == "detection"
+
+
+def test_yolo(tmp_path):
+    d = detect(make_yolo(tmp_path))
+    _ok(d, "yolo", "detection")
+    s = d.summary
+    assert s["num_label_files"] == 2
+    assert s["num_boxes"] == NUM_BOXES
+    assert s["boxes_out_of_bounds"] == NUM_OOB
+    assert s["unknown_class_ids"] == 1
+    assert s["class_ids"] == {0: 2, 1: 1, 9: 1}
+    assert s["images_without_labels"] == 1
+    assert s["num_names"] == 2
+    assert any("data.yaml names 2 classes" in e for e in d.evidence)
+
+
+def test_yolo_without_yaml_and_out_of_range(tmp_path):
+    root = make_yolo(tmp_path, with_yaml=False)
+    (root / "labels" / "train" / "a.txt").write_text("0 1.2 0.5 0.1 0.1\n0 0.5 0.5 0.2 0.2\n")
+    d = detect(root)
+    _ok(d, "yolo", "detection")
+    assert d.summary["out_of_range"] == 1
+    assert d.summary["unknown_class_ids"] == 0  # no names known: only negative ids count
+    assert d.summary["num_names"] is None
+
+
+def test_voc(tmp_path):
+    d = detect(make_voc(tmp_path))
+    _ok(d, "voc", "detection")
+    s = d.summary
+    assert (s["num_xml"], s["num_objects"], s["boxes_out_of_bounds"]) == (3, NUM_BOXES, NUM_OOB)
+    assert s["class_names"] == {"cat": 2, "dog": 1, "zebra": 1}
+
+
+def test_same_boxes_same_counts_across_formats(tmp_path):
+    results = {
+        "coco": detect(make_coco(tmp_path / "coco")),
+        "yolo": detect(make_yolo(tmp_path / "yolo")),
+        "voc": detect(make_voc(tmp_path / "voc")),
+    }
+    assert {k: r.format for k, r in results.items()} == {k: k for k in results}
+    assert {r.summary["num_boxes"] for r in results.values()} == {NUM_BOXES}
+    assert {r.summary["boxes_out_of_bounds"] for r in results.values()} == {NUM_OOB}
+    # boxes per image agree where every image is counted (COCO counts the empty image, VOC its xml)
+    assert results["coco"].summary["boxes_per_image"] == results["voc"].summary["boxes_per_image"]
+
+
+def test_masks(tmp_path):
+    d = detect(make_masks(tmp_path))
+    _ok(d, "masks", "segmentation")
+    s = d.summary
+    assert s["pairs"] == 2
+    assert s["images_without_mask"] == 1 and s["masks_without_image"] == 0
+    assert s["size_mismatches"] == 1
+    assert s["label_values"] == [0, 1, 2]
+    total = 32 * 32 + 16 * 16
+    assert s["class_pixel_share"][1] == pytest.approx(2 * 64 / total)
+    assert s["class_pixel_share"][2] == pytest.approx(2 * 16 / total)
+    assert sum(s["class_pixel_share"].values()) == pytest.approx(1.0)
+
+
+def test_folder_and_manifest(tmp_path):
+    for cls in ("cat", "dog"):
+        for i in range(2):
+            _draw(tmp_path / "f" / cls / f"{i}.png", 8, 8)
+    d = detect(tmp_path / "f")
+    _ok(d, "folder", "classification")
+    assert d.summary["num_classes"] == 2 and d.summary["num_images"] == 4
+
+    csv = tmp_path / "m.csv"
+    csv.write_text("path,label\nf/cat/0.png,cat\nf/dog/0.png,dog\n")
+    d = detect(csv)
+    _ok(d, "manifest", "classification")
+    assert d.summary == {"num_rows": 2, "columns": ["path", "label"]}
+    jl = tmp_path / "m.jsonl"
+    jl.write_text('{"path": "a.png", "label": "cat"}\n')
+    assert detect(jl).summary["num_rows"] == 1
+
+
+def test_structured_formats_are_not_also_folder(tmp_path):
+    d = detect(make_yolo(tmp_path))  # has image sub-folders, but is not a classification folder
+    assert d.candidates == [("yolo", "detection")]
+
+
+def test_ambiguous_voc_and_yolo(tmp_path):
+    root = make_voc(tmp_path)
+    lp = root / "labels" / "a.txt"
+    lp.parent.mkdir()
+    lp.write_text("0 0.5 0.5 0.2 0.2\n")
+    d = detect(root)
+    _ok(d, "voc", "detection")  # VOC wins by priority
+    assert d.candidates == [("voc", "detection"), ("yolo", "detection")]
+    amb = [e for e in d.evidence if e.startswith("ambiguous:")]
+    assert len(amb) == 1 and "yolo" in amb[0] and "data.format=yolo" in amb[0]
+
+
+def test_unrecognised_raises(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AetherError) as e:
+        detect(tmp_path)
+    assert str(tmp_path) in str(e.value) and "coco" in str(e.value) and "yolo" in str(e.value)
+    with pytest.raises(AetherError):
+        detect(tmp_path / "notes.txt")
+    with pytest.raises(AetherError):
+        detect(tmp_path / "missing")
+    bad = tmp_path / "other.json"
+    bad.write_text('{"foo": 1}')
+    with pytest.raises(AetherError):
+        detect(bad)
