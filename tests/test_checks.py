@@ -60,8 +60,11 @@ def png_with_declared_size(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory) -> Dict[str, Path]:
+    return build_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+def build_zoo(d: Path) -> Dict[str, Path]:
     """One file per fault (and a few good ones), keyed by name."""
-    d = tmp_path_factory.mktemp("zoo")
     files: Dict[str, Path] = {}
 
     def put(name: str, data: bytes) -> Path:

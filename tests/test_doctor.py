@@ -147,3 +147,30 @@ def test_inspect_explains_a_coco_detection_dataset_and_training_says_why_not(tmp
     assert r.returncode == 2
     r = run_cli([f"data={d}", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert r.returncode == 2 and "coco detection dataset" in r.stderr and "aether inspect" in r.stderr
+
+
+def test_every_fault_is_named_in_report_json(tmp_path: Path) -> None:
+    """Each file of the fault zoo (tests/test_checks.py) inside a class folder: every fatal fault
+    appears in `bad` under its name, every warning in `issues`, nothing is lost."""
+    from tests.test_checks import build_zoo
+
+    data = tmp_path / "data"
+    (data / "faults").mkdir(parents=True)
+    zoo = build_zoo(data / "faults")
+    make_folder(data, per_class=4, classes=["red", "green"])
+    out = tmp_path / "out"
+    r = run_cli(["inspect", f"data={data}", f"hydra.run.dir={out}"], tmp_path)
+    assert r.returncode == 2
+    rep = json.loads((out / "report.json").read_text())
+    reasons = {Path(b["path"]).name: b["reason"] for b in rep["bad"]}
+    fatal = {"empty.jpg": "empty", "garbage.jpg": "not_an_image", "truncated.jpg": "truncated",
+             "truncated.png": "truncated", "bomb.png": "decompression_bomb", "tiny.png": "too_small",
+             "broken_link.png": "broken_symlink"}
+    for name, code in fatal.items():
+        assert reasons[name].startswith(code), (name, reasons.get(name))
+    assert rep["ignored"]["non_image"] == 1  # icon.ico: not an image extension Aether reads; counted, not lost
+    for code in ("mode_cmyk", "mode_16bit", "mode_palette_alpha", "mode_la", "exif_rotated", "animated",
+                 "extension_mismatch"):
+        assert rep["issues"].get(code, 0) >= 1, code
+    indexed = len([p for p in zoo if p != "icon.ico"]) + 8
+    assert rep["num_images"] + len(rep["bad"]) == indexed  # every indexed file accounted for
