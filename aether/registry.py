@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, Optional, Type
+from typing import Any, Dict, Iterator, Optional, Type
 
 from aether.suggest import did_you_mean
 

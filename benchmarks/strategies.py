@@ -577,8 +577,8 @@ def explain_memory(rows: List[Dict[str, Any]], device: str) -> List[str]:
             text += (f"With glibc's default (dynamic) mmap threshold the peaks were {d_full:+,.0f} MiB (full) and "
                      f"{d_lora:+,.0f} MiB (LoRA) higher (freed blocks kept resident in the heap)")
             if eaten > 32 and eaten > 0.1 * max(1.0, saved):
-                text += (f": LoRA's forward frees more activation-sized temporaries (per adapted layer the base "
-                         f"output and the LoRA-B output, added into a new tensor), so heap retention takes "
+                text += (": LoRA's forward frees more activation-sized temporaries (per adapted layer the base "
+                         "output and the LoRA-B output, added into a new tensor), so heap retention takes "
                          + (f"{eaten:,.0f} MiB of the {saved:,.0f} MiB saving" if eaten < saved else
                             f"{eaten:,.0f} MiB, more than the whole {saved:,.0f} MiB saving")
                          + " in that column.")

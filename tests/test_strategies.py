@@ -13,7 +13,7 @@ import torch
 from aether.config.validate import validate
 from aether.errors import AetherError
 from aether.run import Job, prepare
-from tests.conftest import SHRINK, compose_raw, make_folder, run_in_process
+from tests.conftest import SHRINK, compose_raw, run_in_process
 
 FAMILIES = ["test_vit", "test_convnext", "test_efficientnet", "resnet18"]
 STRATEGIES = ["full", "linear_probe", "lora", "gradual_unfreeze"]
