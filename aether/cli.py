@@ -156,11 +156,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network for weights
     if not argv or argv[0] in ("-h", "--help", "help"):
-        if not argv:
-            argv = ["train"]  # a bare `aether` trains with the defaults, on the embedded sample
-        else:
-            print(HELP)
-            sys.exit(0)
+        print(HELP)  # a bare `aether` explains itself rather than starting a long run
+        sys.exit(0)
     if argv[0] == "--version":
         print(f"aether {__version__}")
         sys.exit(0)

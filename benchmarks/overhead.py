@@ -24,18 +24,24 @@ Target: median(aether / plain) <= 1.03.
 
 from __future__ import annotations
 
-import argparse
+import os
+import sys
+
+# `python benchmarks/overhead.py` puts benchmarks/ first on sys.path: a sibling script named like a
+# stdlib module (benchmarks/inspect.py) would shadow it. Drop that entry before any other import.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
 import cProfile
 import datetime as _dt
 import gc
 import json
 import logging
-import os
 import platform
 import pstats
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -71,7 +77,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="before each round, wait until other processes are quiet (under the --max-others limit), "
                         "up to this many seconds in total per run (0: never wait)")
     p.add_argument("--max-rounds", type=int, default=0,
-                   help="run extra rounds until --rounds clean ones, up to this many measured (0: 2 x --rounds)")
+                   help="run extra rounds until --rounds clean ones, up to this many measured (0: 2 x --rounds), "
+                        "and only while the --quiet-wait budget lasts")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--plain-accuracy", action="store_true",
                    help="plain loop also counts correct predictions per step (generous baseline)")
@@ -586,7 +593,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         i = 0
         while True:
             n_measured = i - args.warmup
-            if n_measured >= args.rounds and (len(clean_rounds()) >= args.rounds or n_measured >= max_rounds):
+            # extra rounds replace contended ones - only while waiting for a quiet machine can still help
+            if n_measured >= args.rounds and (len(clean_rounds()) >= args.rounds or n_measured >= max_rounds
+                                              or (args.quiet_wait > 0 and wait_budget[0] <= 0)):
                 break
             warm = i < args.warmup
             if args.quiet_wait > 0:
