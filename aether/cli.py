@@ -63,19 +63,14 @@ def cmd_inspect(args: List[str]) -> int:
     import time
     from pathlib import Path
 
-    from omegaconf import OmegaConf
-
     from aether.config import hydra_setup, preflight
-    from aether.config.validate import validate
 
     strict = "--strict" in args
     args = preflight.rewrite_data_shorthand([a for a in args if a != "--strict"])
     out = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
     overrides = [a for a in args if not a.startswith("hydra.")]
     preflight.check(overrides)
-    raw = OmegaConf.to_container(hydra_setup.compose(overrides), resolve=True)
-    raw.pop("hydra", None)
-    rc = validate(raw)
+    _, rc = hydra_setup.compose_run(overrides)
     out_dir = Path(out[0]) if out else Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S-inspect")
 
     from aether.doctor.inspect import build_report, examine, inspect_structured, print_summary
@@ -90,17 +85,13 @@ def cmd_inspect(args: List[str]) -> int:
 def _auto_recipe(args: List[str], overrides: List[str]) -> List[str]:
     """`recipe=auto`: the doctor's recommendations become overrides placed before the user's own
     (so the user's win), and are printed with their reasons."""
-    from omegaconf import OmegaConf
-
     from aether.config import hydra_setup
-    from aether.config.validate import validate
     from aether.doctor.inspect import examine
     from aether.doctor.recommend import as_overrides, hardware, recommend
     from aether.doctor.stats import size_stats
 
-    raw = OmegaConf.to_container(hydra_setup.compose([o for o in overrides if not o.startswith("hydra")]), resolve=True)
-    raw.pop("hydra", None)
-    ex = examine(validate(raw).data)
+    _, rc = hydra_setup.compose_run(overrides)
+    ex = examine(rc.data)
     counts = {c: n for c, n in ex.index.class_counts().items() if n}
     rec = recommend(len(ex.index.samples), counts, size_stats(ex.records), hardware())
     user_keys = {o.lstrip("+~").split("=", 1)[0] for o in overrides}

@@ -133,3 +133,13 @@ def groups() -> List[str]:
 
     walk("")
     return found
+
+
+def compose_run(overrides: List[str]):  # type: ignore[no-untyped-def]
+    """Compose and validate a run's config outside a Hydra run: (plain dict without `hydra`, RunCfg)."""
+    from aether.config.validate import validate
+
+    raw = OmegaConf.to_container(compose([o for o in overrides if not o.startswith("hydra.")]), resolve=True)
+    assert isinstance(raw, dict)
+    raw.pop("hydra", None)
+    return raw, validate(raw)
