@@ -27,11 +27,6 @@ from __future__ import annotations
 import os
 import sys
 
-# `python benchmarks/overhead.py` puts benchmarks/ first on sys.path: a sibling script named like a
-# stdlib module (benchmarks/inspect.py) would shadow it. Drop that entry before any other import.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
 import argparse  # noqa: E402
 import cProfile
 import datetime as _dt
@@ -94,18 +89,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 # setup
 
 
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from machine import cpu_model, usable_cpus  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 
 
 def quiet_lightning() -> None:

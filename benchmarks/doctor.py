@@ -18,21 +18,16 @@ Contenders (wall time of the whole call, images/s = files / seconds):
                 near_duplicates (Aether: dhash), odd_size (Aether: too_small / too_large).
 
 Target: Aether (cold and warm) >= 5x cleanvision's throughput.
-Results: benchmarks/results/inspect.json and inspect.md.
+Results: benchmarks/results/doctor.json and doctor.md.
 
-    python benchmarks/inspect.py                      # 10,000 images
-    python benchmarks/inspect.py --images 20000 --workers 4 --skip-cleanvision
+    python benchmarks/doctor.py                      # 10,000 images
+    python benchmarks/doctor.py --images 20000 --workers 4 --skip-cleanvision
 """
 
 from __future__ import annotations
 
 import sys
 import os
-
-# This file is named like the stdlib `inspect` module: when run as a script its directory is
-# sys.path[0], which would shadow the real `inspect` for every later import. Drop it first.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -49,7 +44,7 @@ from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Dict, List, Optional  # noqa: E402
 
-ROOT = Path(_HERE).parent
+ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -425,7 +420,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         caveats.append(f"cleanvision ran with n_jobs={cv.get('n_jobs')} (its default), Aether with "
                        f"{aether_workers} workers.")
     res = {"benchmark": "inspect", "timestamp": _dt.datetime.now().isoformat(timespec="seconds"),
-           "command": "python benchmarks/inspect.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "command": "python benchmarks/doctor.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "target": f"Aether images/s >= {TARGET:g}x cleanvision images/s", "target_ratio": TARGET,
            "target_met": ({k: v >= TARGET for k, v in ratios.items()} if ratios else None),
            "ratios": {k: round(v, 3) for k, v in ratios.items()},
@@ -438,12 +433,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 d[k] = round(d[k], 3)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "inspect.json").write_text(json.dumps(res, indent=2) + "\n")
-    write_md(out / "inspect.md", res)
+    (out / "doctor.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_md(out / "doctor.md", res)
     if ratios:
-        print(f"[inspect] Aether cold/cleanvision = {ratios['cold_vs_cleanvision']:.2f}x, "
+        print(f"[doctor] Aether cold/cleanvision = {ratios['cold_vs_cleanvision']:.2f}x, "
               f"warm/cleanvision = {ratios['warm_vs_cleanvision']:.2f}x (target >= {TARGET:g}x)")
-    print(f"[inspect] wrote {out / 'inspect.json'} and {out / 'inspect.md'}")
+    print(f"[doctor] wrote {out / 'doctor.json'} and {out / 'doctor.md'}")
     return 0
 
 
