@@ -159,10 +159,16 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
 
     throughput = Throughput()
     history = History(throughput)
+    # Two checkpoints with two jobs: `best.ckpt` holds the best weights (for testing and export,
+    # weights only, so half the size); `last.ckpt` holds the full state after every epoch, for
+    # resume=. (ModelCheckpoint's own save_last rewrites `last` only when the monitored metric
+    # improves, so a resume could restart from an older epoch.)
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=rc.trainer.checkpoint.monitor,
-                                 mode=rc.trainer.checkpoint.mode, save_top_k=1, save_last=True,
+                                 mode=rc.trainer.checkpoint.mode, save_top_k=1, save_weights_only=True,
                                  auto_insert_metric_name=False, enable_version_counter=False)
-    callbacks: List[Any] = [throughput, history, checkpoint]
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False)
+    callbacks: List[Any] = [throughput, history, checkpoint, last]
     callbacks += progress_callbacks(rc.trainer.progress, throughput, history)
     callbacks += job.strategy.callbacks()
     es = rc.trainer.early_stopping

@@ -401,6 +401,8 @@ def summarize_profile(prof: cProfile.Profile, steps: int, top: int = 12) -> Dict
                 if marker in filename:
                     pkg = name
                     break
+            if pkg == "aether" and os.sep + "aether" + os.sep + "data" + os.sep in filename:
+                pkg = "aether data (the plain loop runs it too)"
             else:
                 if os.sep + "torch" + os.sep in filename:
                     pkg = "torch (python)"

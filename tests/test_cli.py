@@ -147,3 +147,19 @@ def test_installed_wheel_carries_conf_and_recipes(tmp_path: Path) -> None:
 def test_too_small_images_for_the_model_say_so(tmp_path: Path) -> None:
     r = run_cli(["+recipe=quickstart", "model=test_convnext", "data.image_size=8", "hydra.run.dir=run"], tmp_path)
     assert r.returncode == 2 and "data.image_size=8 does not work with model 'test_convnext'" in r.stderr
+
+
+def test_last_checkpoint_is_the_last_epoch_even_without_improvement(tmp_path: Path) -> None:
+    """resume= must continue after the last epoch, not after the best one."""
+    import torch
+
+    run = tmp_path / "run"
+    r = run_cli(["+recipe=quickstart", *FAST, "trainer.max_epochs=3", "trainer.limit_train_batches=2",
+                 "trainer.limit_val_batches=1", "optimizer.lr=1e-9", f"hydra.run.dir={run}"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2 and "optimizer_states" in last  # full state after the final epoch
+    assert best["epoch"] == 0 and "optimizer_states" not in best  # lr 1e-9: nothing improves; weights only
+    r = run_cli([f"resume={run}", "trainer.max_epochs=4"], tmp_path)
+    assert r.returncode == 0 and "epoch 4/4" in r.stderr + r.stdout and "epoch 2/4" not in r.stderr + r.stdout
