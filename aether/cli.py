@@ -18,6 +18,7 @@ HELP = f"""aether {__version__} - declarative fine-tuning of vision models
 usage:
   aether [train] [+recipe=NAME] [data=PATH] [key=value ...]   train, evaluate, report
   aether -m [+recipe=NAME] key=a,b ...                         sweep (Hydra multirun)
+  aether +recipe=NAME +sweep=lora_optuna|full_optuna|auto ...  Optuna search, resumable (conf/sweep/)
   aether inspect data=PATH [--strict]                         the dataset doctor: check, describe, recommend
   aether list recipes|models|strategies|optimizers|schedulers|loggers|adapters|backbones|groups
   aether --help | --version
@@ -83,29 +84,10 @@ def cmd_inspect(args: List[str]) -> int:
 
 
 def _auto_recipe(args: List[str], overrides: List[str]) -> List[str]:
-    """`recipe=auto`: the doctor's recommendations become overrides placed before the user's own
-    (so the user's win), and are printed with their reasons."""
-    from aether.config import hydra_setup
-    from aether.doctor.inspect import examine
-    from aether.doctor.recommend import as_overrides, hardware, recommend
-    from aether.doctor.stats import size_stats
+    """`recipe=auto`: the doctor's and the hardware probe's choices, with reasons (aether.sweeps.auto)."""
+    from aether.sweeps.auto import auto_recipe
 
-    _, rc = hydra_setup.compose_run(overrides)
-    ex = examine(rc.data)
-    counts = {c: n for c, n in ex.index.class_counts().items() if n}
-    rec = recommend(len(ex.index.samples), counts, size_stats(ex.records), hardware())
-    user_keys = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
-    chosen = []
-    for o in as_overrides(rec):
-        key = o.split("=", 1)[0]
-        if key in user_keys or (key == "model" and "model.name" in user_keys):
-            continue
-        chosen.append(o)
-    print("recipe=auto - the dataset doctor chose:", file=sys.stderr)
-    for key, r in rec.items():
-        print(f"  {key} = {r['value']}: {r['reason']}", file=sys.stderr)
-    rest = [a for a in args if a not in ("+recipe=auto", "recipe=auto")]
-    return ["+recipe=auto", *chosen, *rest]
+    return auto_recipe(args, overrides)
 
 
 @verb("train")
@@ -119,6 +101,10 @@ def cmd_train(args: List[str]) -> int:
         args = _auto_recipe(args, overrides)
         overrides = [a for a in args if not a.startswith("-") and "=" in a]
         preflight.check(overrides)
+    if any(o.lstrip("+").startswith("sweep=") for o in overrides):  # Optuna: multirun, space checked, resumable dir
+        from aether.sweeps.auto import prepare_sweep
+
+        args = prepare_sweep(args, overrides)
     resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
     if resume and resume[0] not in ("", "null") and not any(o.startswith("hydra.run.dir=") for o in overrides):
         args.append(f"hydra.run.dir={resume[0]}")  # a resumed run keeps writing into its own folder
@@ -135,6 +121,11 @@ def cmd_train(args: List[str]) -> int:
             return train(cfg)
         except AetherError as err:
             _err(str(err))
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise  # one trial of a sweep failed: the sweeper records it and goes on
             sys.exit(2)
 
     # Hydra reads sys.argv: hand it the arguments without the verb, data= rewritten.

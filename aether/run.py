@@ -82,8 +82,11 @@ def train(cfg: DictConfig) -> float:
     raw.pop("hydra", None)
     if raw.get("resume"):
         raw = resume_config(str(raw["resume"]), list(hc.overrides.task))
+    from aether.sweeps.trial import multirun_context
+
+    run_name = multirun_context(raw, hc, run_dir)  # sweeps: W&B group per sweep, a name per trial
     rc = validate(raw)
-    return fit_and_report(rc, raw, run_dir, run_name=f"{rc.recipe}-{run_dir.name}")
+    return fit_and_report(rc, raw, run_dir, run_name=run_name)
 
 
 @dataclass
@@ -171,6 +174,9 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
     callbacks: List[Any] = [throughput, history, checkpoint, last]
     callbacks += progress_callbacks(rc.trainer.progress, throughput, history)
     callbacks += job.strategy.callbacks()
+    from aether.sweeps.trial import sweep_callbacks
+
+    callbacks += sweep_callbacks(rc)  # an Optuna trial reports val metrics and may be pruned
     es = rc.trainer.early_stopping
     if es.enabled:
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
@@ -222,6 +228,9 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
         return score  # rank 0 alone writes the run directory
 
     metrics = build_metrics(rc, job, trainer, mon, train_s, history)
+    from aether.sweeps.trial import trial_section
+
+    metrics.update(trial_section(trainer))  # a sweep trial: its number and state (complete/pruned)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     confusion_matrix_png(metrics["confusion_matrix"], job.bundle.classes, run_dir / "confusion_matrix.png")
     curves_png(history, run_dir / "curves.png")

@@ -106,7 +106,7 @@ def check(overrides: Sequence[str]) -> None:
             exists, siblings, missing = _lookup(base, key)
             if not exists:
                 parent = key.rsplit(".", 1)[0] if "." in key else "(top level)"
-                problems.append(Problem(key, o.get_value_element_as_str(),
+                problems.append(Problem(key, o.input_line.split("=", 1)[-1],
                                         f"unknown key '{missing}' under {parent}; valid keys: {', '.join(siblings)}",
                                         did_you_mean(missing, siblings)))
                 continue

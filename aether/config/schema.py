@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aether.sweeps.spec import SweepCfg
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -174,6 +176,8 @@ class RunCfg(Strict):
     logger: PartCfg
     loss: LossCfg = Field(default_factory=LossCfg)
     cost: CostCfg = Field(default_factory=CostCfg)
+    sweep: Optional[SweepCfg] = None  # `+sweep=NAME` (conf/sweep/): an Optuna search around this run
+    auto: Optional[Dict[str, str]] = None  # `+recipe=auto`: each chosen value with its reason
 
 
 # ---------------------------------------------------------------- options of the built-in parts
