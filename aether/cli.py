@@ -101,6 +101,9 @@ def cmd_train(args: List[str]) -> int:
         args = _auto_recipe(args, overrides)
         overrides = [a for a in args if not a.startswith("-") and "=" in a]
         preflight.check(overrides)
+    from aether.sweeps.launchers import check_launcher
+
+    check_launcher(args)
     if any(o.lstrip("+").startswith("sweep=") for o in overrides):  # Optuna: multirun, space checked, resumable dir
         from aether.sweeps.auto import prepare_sweep
 

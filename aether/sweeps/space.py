@@ -38,6 +38,17 @@ class Param:
             return trial.suggest_int(self.key, sweep.start, sweep.end, log=log)
         return trial.suggest_float(self.key, float(sweep.start), float(sweep.end), log=log)
 
+    def contains(self, value: Any) -> bool:
+        """Whether `value` lies in this dimension (so a trial can be started from it)."""
+        o, sweep = self.override, self.override.value()
+        if o.is_choice_sweep():
+            return value in list(sweep.list)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        if o.is_range_sweep():
+            return sweep.start <= value < sweep.stop
+        return sweep.start <= value <= sweep.end
+
     def choice_override(self) -> str:
         """The values to check before anything runs (an interval has no finite list: its ends)."""
         o = self.override

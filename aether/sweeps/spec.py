@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -21,6 +21,8 @@ class SweepCfg(BaseModel):
     pruner_startup_trials: int = Field(2, ge=0)  # finished trials before pruning starts
     seed: Optional[int] = None  # sampler seed; null = the run's seed
     params: Dict[str, str] = Field(default_factory=dict)  # key -> choice(...)|range(...)|interval(...)
+    start_from_config: bool = True  # the first trial tries the run's own values (the recipe's, recipe=auto's)
+    enqueue: List[Dict[str, Any]] = Field(default_factory=list)  # further trials to try first: {key: value}
     # Set by the sweeper for each trial (so a trial's own config says which trial it was):
     trial: Optional[int] = None
     storage: Optional[str] = None

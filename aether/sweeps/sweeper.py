@@ -166,6 +166,8 @@ class OptunaSweeper(Sweeper):
                 study.tell(t.number, state=TrialState.FAIL)
                 study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
                 log.info("sweep: trial %d was interrupted; retrying it with the same parameters", t.number)
+            if not study.get_trials(deepcopy=False):
+                self._enqueue_start(study, spec, space)
             target = spec.n_trials
             finished = (TrialState.COMPLETE, TrialState.PRUNED)
             done = len(study.get_trials(deepcopy=False, states=finished))
@@ -202,6 +204,26 @@ class OptunaSweeper(Sweeper):
                     raise AetherError(f"sweep '{spec.name}': the first {failures} trials all failed; "
                                       f"see their logs in {sweep_dir}")
         return returns
+
+    def _enqueue_start(self, study: Any, spec: SweepCfg, space: List[Any]) -> None:
+        """A new study first tries the run's own values (when they lie in the space), then `sweep.enqueue`."""
+        starts = []
+        if spec.start_from_config:
+            choices = OmegaConf.select(self.config, "hydra.runtime.choices", default={}) or {}
+            own = {p.key: choices.get(p.key) if p.key in choices else OmegaConf.select(self.config, p.key)
+                   for p in space}
+            start = {p.key: own[p.key] for p in space if p.contains(own[p.key])}
+            if start:
+                starts.append(start)
+        for entry in spec.enqueue:
+            unknown = sorted(set(entry) - {p.key for p in space})
+            if unknown:
+                raise AetherError(f"sweep.enqueue: {', '.join(unknown)} not in the search space "
+                                  f"({', '.join(p.key for p in space)})")
+            starts.append(dict(entry))
+        for params in starts:
+            study.enqueue_trial(params)
+            log.info("sweep: queued first: %s", " ".join(f"{k}={v}" for k, v in params.items()))
 
     def _tell(self, study: Any, trial: Any, ret: JobReturn, spec: SweepCfg) -> int:
         """Record one finished job in the study; returns 1 when it failed."""
