@@ -58,7 +58,7 @@ def test_grid_2x2_gives_4_run_dirs_and_a_summary_with_4_rows(tmp_path: Path) -> 
 def test_a_killed_sweep_continues_without_repeating_finished_trials(tmp_path: Path) -> None:
     make_folder(tmp_path / "imgs", per_class=8)
     sweep = tmp_path / "sweep"
-    args = [AETHER, *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=3", "+sweep=lora_optuna",
+    args = [AETHER, *TINY, "trainer.max_epochs=1", "+sweep=lora_optuna",
             "sweep.n_trials=3", f"hydra.sweep.dir={sweep}"]
     p = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          start_new_session=True, env=os.environ.copy())
@@ -126,7 +126,7 @@ def test_optuna_sweep_prunes_a_bad_trial_and_its_best_recipe_reruns(tmp_path: Pa
 def test_parallel_trials_with_joblib_and_wandb_runs_grouped_by_sweep(tmp_path: Path) -> None:
     make_folder(tmp_path / "imgs", per_class=8)
     sweep = tmp_path / "sweep"
-    r = run_cli([*TINY, "trainer.max_epochs=2", "+sweep=lora_optuna", "sweep.n_trials=2", "logger=wandb",
+    r = run_cli([*TINY, "trainer.max_epochs=1", "+sweep=lora_optuna", "sweep.n_trials=2", "logger=wandb",
                  "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"], tmp_path,
                 env={"WANDB_MODE": "offline"})
     assert r.returncode == 0, r.stderr[-3000:]
@@ -135,7 +135,7 @@ def test_parallel_trials_with_joblib_and_wandb_runs_grouped_by_sweep(tmp_path: P
     assert len(rows) == 2
     for n in ("0", "1"):
         m = json.loads((sweep / n / "metrics.json").read_text())
-        assert set(m["sweep"]["reported"]) == {"0", "1"}  # the worker reached its trial in the study
+        assert set(m["sweep"]["reported"]) == {"0"}  # the worker reached its trial in the study
         cfg = yaml.safe_load((sweep / n / "config.yaml").read_text())
         assert cfg["logger"]["group"] == "lora_optuna-sweep"  # one W&B group per sweep
         assert list((sweep / n / "wandb").glob("offline-run-*"))  # each trial its own offline run

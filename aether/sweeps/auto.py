@@ -19,6 +19,12 @@ from aether.sweeps.space import format_value
 BASE_LR = {"linear_probe": 1e-3, "lora": 5e-4, "qlora": 5e-4, "gradual_unfreeze": 3e-4, "full": 1e-4}
 
 
+# recommendation -> the config key (or group) it sets
+AUTO_KEYS = {"strategy": "strategy", "model": "model", "image_size": "data.image_size", "batch_size": "data.batch_size",
+             "epochs": "trainer.max_epochs", "class_weights": "loss.class_weights", "lr": "optimizer.lr",
+             "trainer": "trainer"}
+
+
 def learning_rate(strategy: str, batch_size: int) -> Dict[str, Any]:
     base = BASE_LR.get(strategy, 1e-4)
     lr = float(f"{base * batch_size / 32:.3g}")
@@ -67,11 +73,9 @@ def auto_recipe(args: List[str], overrides: List[str]) -> List[str]:
     """The arguments with the recommendations (and their reasons, under `auto:`) put first."""
     rec = recommendations(overrides)
     user_keys = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
-    names = dict(zip(["strategy", "model", "image_size", "batch_size", "epochs"],
-                     ["strategy", "model", "data.image_size", "data.batch_size", "trainer.max_epochs"]))
-    names.update({"class_weights": "loss.class_weights", "lr": "optimizer.lr", "trainer": "trainer"})
+    names = AUTO_KEYS
     chosen: List[str] = []
-    print("recipe=auto - chosen for this data and this machine:", file=sys.stderr)
+    print("recipe=auto - the dataset doctor chose, for this data and this machine:", file=sys.stderr)
     for key, override in _overrides(rec):
         mine = key in user_keys or (key == "model" and "model.name" in user_keys)
         rname = next(k for k, v in names.items() if v == key)
@@ -118,16 +122,19 @@ def prepare_sweep(args: List[str], overrides: List[str]) -> List[str]:
 
     raw, _ = hydra_setup.compose_run(overrides)
     spec = SweepCfg(**raw["sweep"])
-    fixed = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    chosen = {AUTO_KEYS.get(o.split("=", 1)[0][len("++auto."):]) for o in overrides if o.startswith("++auto.")}
+    fixed = {o.lstrip("+~").split("=", 1)[0] for o in overrides} - chosen  # recipe=auto's picks are starts
     extra = auto_space(raw) if spec.name == "auto" else []
     extra = [e for e in extra if e.split("=", 1)[0] not in fixed]
     checks = [p.choice_override() for p in parse_space(spec.params) if p.key not in fixed]
     preflight.check([*overrides, *checks, *extra])  # every value the search may try, before any trial runs
-    args = [*args, *extra]
-    if "-m" not in args and "--multirun" not in args:
-        args.insert(0, "-m")
+    # added next to the user's overrides: Hydra's parser wants them together, before flags like `--cfg job`
     if not any(a.startswith("hydra.sweep.dir=") for a in args):
         folder = f"multirun/sweeps/{spec.name}-{sweep_id(overrides)}"
-        args.append(f"hydra.sweep.dir={folder}")
+        extra.append(f"hydra.sweep.dir={folder}")
         print(f"sweep '{spec.name}' in {folder} (run the same command again to continue it)", file=sys.stderr)
-    return args
+    at = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
+    args = [*args[:at], *extra, *args[at:]]
+    if any(a in ("-m", "--multirun", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc") for a in args):
+        return args  # already multirun, or only printing (Hydra allows one mode)
+    return ["-m", *args]

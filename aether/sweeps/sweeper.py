@@ -145,10 +145,13 @@ class OptunaSweeper(Sweeper):
         cfg = self.config
         spec = load_spec(cfg)
         parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(arguments)
-        fixed = [o for o in parsed if not o.is_sweep_override()]
+        cmd_space = params_from_arguments(parsed)  # `key=a,b` / `key=interval(...)` on the command line
+        cmd_keys = {p.key.lstrip("+~") for p in cmd_space}
+        # a value set on the command line wins over the sweep file's range for that key; a command-line
+        # range wins over a value (recipe=auto's choice is then where the search starts)
+        fixed = [o for o in parsed if not o.is_sweep_override() and o.get_key_element().lstrip("+~") not in cmd_keys]
         fixed_keys = {o.get_key_element().lstrip("+~") for o in fixed}
-        # a value fixed on the command line wins over the sweep file's range for that key
-        space = [p for p in parse_space(spec.params) if p.key not in fixed_keys] + params_from_arguments(parsed)
+        space = [p for p in parse_space(spec.params) if p.key not in fixed_keys] + cmd_space
         fixed = [f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in fixed]
         if not space:
             raise AetherError(f"sweep '{spec.name}' has nothing to search: give sweep.params in its file or "
@@ -172,7 +175,8 @@ class OptunaSweeper(Sweeper):
             finished = (TrialState.COMPLETE, TrialState.PRUNED)
             done = len(study.get_trials(deepcopy=False, states=finished))
             log.info("sweep '%s' in %s: %d of %s trials already finished; %s %s", spec.name, sweep_dir, done,
-                     target if target is not None else "(budget)", spec.direction, spec.metric)
+                     target if target is not None else f"(up to {spec.budget_minutes:g} min of)", spec.direction,
+                     spec.metric)
             t0, durations, failures = time.monotonic(), [], 0
             while True:
                 done = len(study.get_trials(deepcopy=False, states=finished))
