@@ -204,9 +204,10 @@ class OptunaSweeper(Sweeper):
                 for trial, ret in zip(trials, results):
                     failures += self._tell(study, trial, ret, spec)
                 returns.append(results)
-                if failures and failures >= max(3, target or 3) and not len(study.get_trials(states=finished)):
-                    raise AetherError(f"sweep '{spec.name}': the first {failures} trials all failed; "
-                                      f"see their logs in {sweep_dir}")
+                if failures >= max(3, target or 3):  # failed trials do not count: never ask forever
+                    log.error("sweep '%s': stopping after %d failed trials; see their logs in %s", spec.name,
+                              failures, sweep_dir)
+                    break
         return returns
 
     def _enqueue_start(self, study: Any, spec: SweepCfg, space: List[Any]) -> None:
