@@ -34,6 +34,14 @@ def storage_url(sweep_dir: Path) -> str:
     return f"sqlite:///{(sweep_dir / DB_NAME).resolve()}"
 
 
+def rdb_storage(url: str) -> Any:
+    """Optuna's SQL storage; parallel trials write to one SQLite file, so wait for its lock
+    (up to a minute) rather than fail with `database is locked`."""
+    import optuna
+
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+
+
 def load_spec(config: DictConfig) -> SweepCfg:
     raw = OmegaConf.to_container(config.sweep, resolve=True) if "sweep" in config else {}
     assert isinstance(raw, dict)
@@ -71,7 +79,7 @@ def open_study(spec: SweepCfg, sweep_dir: Path, max_epochs: int, seed: int, crea
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    kwargs = dict(study_name=spec.name, storage=storage_url(sweep_dir), pruner=make_pruner(spec, max_epochs))
+    kwargs = dict(study_name=spec.name, storage=rdb_storage(storage_url(sweep_dir)), pruner=make_pruner(spec, max_epochs))
     if not create:
         return optuna.load_study(**kwargs)
     return optuna.create_study(**kwargs, sampler=make_sampler(spec, seed), direction=spec.direction,
@@ -132,7 +140,11 @@ class OptunaSweeper(Sweeper):
                                                                 task_function=task_function, config=config)
 
     def _batch_size(self) -> int:
-        n = int(OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=1) or 1)
+        """Trials asked for at once: the launcher's parallelism (joblib n_jobs, submitit array_parallelism)."""
+        n = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=None)
+        if n is None:
+            n = OmegaConf.select(self.config, "hydra.launcher.array_parallelism", default=1)
+        n = int(n or 1)
         return n if n > 0 else max(1, (os.cpu_count() or 1) + 1 + n)  # joblib: -1 = all cores
 
     def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:

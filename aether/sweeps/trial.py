@@ -32,10 +32,10 @@ class TrialReporter(L.Callback):
         if self._trial is None:
             import optuna
 
-            from aether.sweeps.sweeper import make_pruner
+            from aether.sweeps.sweeper import make_pruner, rdb_storage
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            storage = optuna.storages.RDBStorage(self.spec.storage)
+            storage = rdb_storage(self.spec.storage)
             study_id = storage.get_study_id_from_name(self.spec.study)
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.spec.trial)
             study = optuna.load_study(study_name=self.spec.study, storage=storage,
