@@ -239,6 +239,9 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
     save_model_dir(run_dir / "model", exported, {**job.backbone.info, **extra}, job.bundle.classes,
                    job.preprocessing)
     report = write_report(run_dir, metrics, raw)
+    from aether.sweeps.trial import note_in_report
+
+    note_in_report(report, metrics)  # a sweep trial says which one it was, and whether it was pruned
     log.info("test accuracy %.4f, macro F1 %.4f - report: %s", metrics["test"]["accuracy"],
              metrics["test"]["f1_macro"], report)
     return score

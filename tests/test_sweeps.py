@@ -108,6 +108,7 @@ def test_optuna_sweep_prunes_a_bad_trial_and_its_best_recipe_reruns(tmp_path: Pa
     assert bad["sweep"]["state"] == "pruned" and len(bad["history"]) < 3  # stopped early
     assert len(json.loads((sweep / "0" / "metrics.json").read_text())["history"]) == 3
     _check_run(sweep / "2")  # a pruned trial is still a complete run folder
+    assert "trial 2: **pruned** after epoch 2" in (sweep / "2" / "report.md").read_text()
 
     best = json.loads((sweep / "summary.json").read_text())["best"]
     assert best["params"]["optimizer.lr"] == 0.003

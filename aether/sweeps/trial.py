@@ -81,6 +81,22 @@ def trial_section(trainer: Any) -> Dict[str, Any]:
     return {}
 
 
+def note_in_report(report: Path, metrics: Dict[str, Any]) -> None:
+    """One line under the report's title for a sweep trial (pruned ones say when and why)."""
+    sw = metrics.get("sweep")
+    if not sw:
+        return
+    if sw["state"] == "pruned":
+        last = sw["reported"].get(str(sw["pruned_at_epoch"]))
+        line = (f"> Sweep `{sw['study']}`, trial {sw['trial']}: **pruned** after epoch {sw['pruned_at_epoch'] + 1} "
+                f"({sw['metric']} = {last:.4f} was below the pruner's bar for that epoch); the run was still tested.")
+    else:
+        line = f"> Sweep `{sw['study']}`, trial {sw['trial']}: completed."
+    lines = report.read_text(encoding="utf-8").splitlines()
+    lines[1:1] = ["", line]
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def multirun_context(raw: Dict[str, Any], hydra_cfg: Any, run_dir: Path) -> str:
     """In a multirun, group W&B runs by sweep and name each run after its trial; returns the run name."""
     from hydra.types import RunMode
