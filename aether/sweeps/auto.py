@@ -71,6 +71,8 @@ def _overrides(rec: Dict[str, Dict[str, Any]]) -> List[tuple]:
 
 def auto_recipe(args: List[str], overrides: List[str]) -> List[str]:
     """The arguments with the recommendations (and their reasons, under `auto:`) put first."""
+    if any(o.startswith("++auto.") for o in overrides):
+        return args  # already chosen: a sweep trial or a DDP rank re-launched with the first choices
     rec = recommendations(overrides)
     user_keys = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
     names = AUTO_KEYS
@@ -120,6 +122,8 @@ def prepare_sweep(args: List[str], overrides: List[str]) -> List[str]:
     from aether.sweeps.space import parse_space
     from aether.sweeps.spec import SweepCfg
 
+    if any(o.startswith("++sweep.trial=") for o in overrides):
+        return args  # one trial of a sweep (e.g. a DDP rank that Lightning re-launched): a single run
     raw, _ = hydra_setup.compose_run(overrides)
     spec = SweepCfg(**raw["sweep"])
     chosen = {AUTO_KEYS.get(o.split("=", 1)[0][len("++auto."):]) for o in overrides if o.startswith("++auto.")}
