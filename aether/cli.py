@@ -20,6 +20,8 @@ usage:
   aether -m [+recipe=NAME] key=a,b ...                         sweep (Hydra multirun)
   aether +recipe=NAME +sweep=lora_optuna|full_optuna|auto ...  Optuna search, resumable (conf/sweep/)
   aether inspect data=PATH [--strict]                         the dataset doctor: check, describe, recommend
+  aether export run=RUN [format=bento|onnx] [name=NAME]        BentoML model store + RUN/bento/ (or model.onnx)
+  aether predict run=RUN images=PATH [out=DIR] [top_k=5]       classify files -> predictions.csv + .json
   aether list recipes|models|strategies|optimizers|schedulers|loggers|adapters|backbones|groups
   aether --help | --version
 
@@ -134,6 +136,91 @@ def cmd_train(args: List[str]) -> int:
     # Hydra reads sys.argv: hand it the arguments without the verb, data= rewritten.
     sys.argv = [sys.argv[0]] + args
     hydra.main(config_path=str(builtin_conf_dir()), config_name="config", version_base=None)(task)()
+    return 0
+
+
+# --- deployment: export / predict (aether.deploy) ---------------------------------------------
+
+def _options(verb_name: str, args: List[str], allowed: Dict[str, str], required: List[str]) -> Dict[str, str]:
+    """`key=value` arguments of a verb; unknown keys get the valid ones and a did-you-mean."""
+    from aether.suggest import did_you_mean
+
+    opts: Dict[str, str] = {}
+    for a in args:
+        key, sep, value = a.partition("=")
+        if not sep or key not in allowed:
+            hint = did_you_mean(key, allowed) if sep else ""
+            raise AetherError(f"{verb_name}: unexpected argument '{a}'{hint}; expected key=value with keys: "
+                              + ", ".join(f"{k} ({v})" for k, v in allowed.items()))
+        opts[key] = value
+    missing = [k for k in required if not opts.get(k)]
+    if missing:
+        raise AetherError(f"{verb_name}: missing {', '.join(k + '=...' for k in missing)}")
+    return opts
+
+
+def _number(verb_name: str, opts: Dict[str, str], key: str, default: float, kind: type = int) -> float:
+    try:
+        value = kind(opts.get(key, default))
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise AetherError(f"{verb_name}: {key}={opts[key]!r} is not {expected}") from None
+    if value <= 0:
+        raise AetherError(f"{verb_name}: {key}={opts[key]!r} must be greater than 0")
+    return value
+
+
+@verb("export")
+def cmd_export(args: List[str]) -> int:
+    """`aether export run=RUN [format=bento|onnx] [name=NAME] [max_upload_mb=20] [batching=true]`."""
+    opts = _options("export", args, {"run": "a finished run folder", "format": "bento (default) or onnx",
+                                     "name": "model name in the BentoML store", "max_upload_mb": "upload limit",
+                                     "batching": "adaptive batching, true/false"}, ["run"])
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    fmt = opts.get("format", "bento")
+    if fmt == "onnx":
+        from aether.deploy.onnx_export import export_onnx
+
+        info = export_onnx(opts["run"])
+        print(f"wrote {info['path']} (dynamic batch; onnxruntime vs PyTorch max |d logit| = "
+              f"{info['max_abs_diff']:.2e} <= {info['atol']:g})")
+        return 0
+    if fmt != "bento":
+        from aether.suggest import did_you_mean
+
+        raise AetherError(f"export: format={fmt!r}: expected bento or onnx{did_you_mean(fmt, ['bento', 'onnx'])}")
+    batching = opts.get("batching", "true").lower()
+    if batching not in ("true", "false"):
+        raise AetherError(f"export: batching={opts['batching']!r}: expected true or false")
+    from aether.deploy.bento import export_bento
+
+    res = export_bento(opts["run"], name=opts.get("name"), batching=batching == "true",
+                       max_upload_mb=_number("export", opts, "max_upload_mb", 20.0, float))
+    plan = res["batching"]
+    print(f"{'stored' if res['created'] else 'already stored'} BentoML model {res['tag']} ({res['store_path']})\n"
+          f"wrote {res['bento_dir']}/ (service.py, bentofile.yaml, aether_serve.json); adaptive batching "
+          f"{'on, max ' + str(plan['max_batch_size']) + ' per batch' if plan['enabled'] else 'off'}\n"
+          f"serve it:  bentoml serve {res['bento_dir']}\n"
+          f"try it:    curl -F image=@IMAGE localhost:3000/predict")
+    return 0
+
+
+@verb("predict")
+def cmd_predict(args: List[str]) -> int:
+    """`aether predict run=RUN images=PATH[,PATH...] [out=DIR] [batch_size=32] [top_k=5] [device=cpu]`."""
+    opts = _options("predict", args, {"run": "a finished run folder",
+                                      "images": "folder, file or list.txt; comma-separated",
+                                      "out": "output folder", "batch_size": "images per forward pass",
+                                      "top_k": "classes per prediction", "device": "cpu, cuda, ..."}, ["run", "images"])
+    from aether.deploy.predict import predict_images
+
+    res = predict_images(opts["run"], opts["images"].split(","), out=opts.get("out"),
+                         batch_size=int(_number("predict", opts, "batch_size", 32)),
+                         top_k=int(_number("predict", opts, "top_k", 5)), device=opts.get("device"))
+    print(f"{res['num_predicted']} of {res['num_files']} files classified in {res['seconds']:.1f} s -> "
+          f"{res['out_dir']}/predictions.csv, predictions.json")
+    for f in res["failed"]:
+        print(f"  not classified: {f['path']}: {f['reason']} ({f['detail']})", file=sys.stderr)
     return 0
 
 

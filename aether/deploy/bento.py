@@ -1,0 +1,188 @@
+"""`aether export run=RUN`: the run's model into the BentoML model store, and RUN/bento/.
+
+The store entry `aether-<name>:<version>` holds a copy of `model/` (safetensors + JSON: nothing
+is pickled; BentoML's deprecated `custom_objects` would be). The version is a hash of the
+weights, labels and preprocessing, so exporting the same run twice is one version and a newer
+run adds one (`bentoml models list` is the model history). RUN/bento/ holds `service.py`
+(aether/deploy/service_template.py), `aether_serve.json` (its settings) and `bentofile.yaml`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from aether.errors import AetherError
+
+MODEL_FILES = ("model.safetensors", "model.json", "labels.json", "preprocessing.json")
+DEFAULT_MAX_UPLOAD_MB = 20.0
+SERVICE_CLASS = "AetherClassifier"
+
+
+def check_run(run: str) -> Path:
+    run_dir = Path(run).expanduser()
+    missing = [f for f in MODEL_FILES if not (run_dir / "model" / f).is_file()]
+    if missing:
+        raise AetherError(f"run={run}: expected a finished run folder with model/ "
+                          f"({', '.join(MODEL_FILES)}); missing: {', '.join(missing)}")
+    return run_dir
+
+
+def model_version(model_dir: Path) -> str:
+    """Content hash of what defines the predictions (weights, classes, preprocessing, architecture)."""
+    digest = hashlib.sha256()
+    for name in MODEL_FILES:
+        with open(model_dir / name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def model_name(run_dir: Path, name: Optional[str]) -> str:
+    if not name:
+        info = json.loads((run_dir / "model" / "model.json").read_text())
+        recipe = _config(run_dir).get("recipe") or "run"
+        name = f"{recipe}-{info.get('name', 'model')}"
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", str(name).lower()).strip("-.") or "model"
+    return slug if slug.startswith("aether-") else f"aether-{slug}"[:63]
+
+
+def _config(run_dir: Path) -> Dict[str, Any]:
+    if not (run_dir / "config.yaml").is_file():
+        return {}
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)
+    return out if isinstance(out, dict) else {}
+
+
+def _metrics(run_dir: Path) -> Dict[str, Any]:
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def dataset_fingerprint(metrics: Dict[str, Any]) -> str:
+    """Hash of the data the model saw: source, classes, per-class counts and split sizes."""
+    data = metrics.get("data") or {}
+    keys = ("source", "format", "classes", "class_counts", "num_train", "num_val", "num_test")
+    blob = json.dumps({k: data.get(k) for k in keys}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def batch_plan(model_dir: Path, budget_s: float = 0.25) -> Dict[str, Any]:
+    """Adaptive-batching limits sized from the model: time a forward pass of 8 images here and
+    allow batches that fill about `budget_s` of compute (a power of two in [4, 64])."""
+    import torch
+
+    from aether.deploy.predictor import Predictor
+
+    pred = Predictor(model_dir)
+    x = torch.zeros(8, *pred.pre.preprocessing["input_size"])
+    pred.probabilities(x[:1])  # warm-up
+    t0 = time.perf_counter()
+    pred.probabilities(x)
+    per_image = max((time.perf_counter() - t0) / 8, 1e-5)
+    size = 4
+    while size < 64 and (size * 2) * per_image <= budget_s:
+        size *= 2
+    return {
+        "enabled": True,
+        "max_batch_size": size,
+        # the dispatcher answers 503 when it predicts a request would wait longer than this:
+        # generous, so a burst queues rather than fails
+        "max_latency_ms": int(max(2000, 20 * size * per_image * 1000)),
+        "measured_ms_per_image": round(per_image * 1000, 3),
+        "measured_on": str(pred.device),
+    }
+
+
+def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+                 batching: bool = True) -> Dict[str, Any]:
+    """Store the model, write RUN/bento/; return what was done (tag, paths)."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    from aether.deploy.predictor import ImageLimits
+
+    run_dir = check_run(run)
+    model_dir = run_dir / "model"
+    tag = f"{model_name(run_dir, name)}:{model_version(model_dir)}"
+    metrics = _metrics(run_dir)
+    cfg = _config(run_dir)
+    classes = json.loads((model_dir / "labels.json").read_text())
+    pre = json.loads((model_dir / "preprocessing.json").read_text())
+    test = metrics.get("test") or {}
+    labels = {
+        "framework": "aether",
+        "recipe": str(cfg.get("recipe") or ""),
+        "backbone": str(json.loads((model_dir / "model.json").read_text()).get("name", "")),
+        "dataset_fingerprint": dataset_fingerprint(metrics),
+        "test_accuracy": f"{test['accuracy']:.4f}" if "accuracy" in test else "",
+        "test_f1_macro": f"{test['f1_macro']:.4f}" if "f1_macro" in test else "",
+    }
+    metadata = {"classes": classes, "preprocessing": pre, "run": str(run_dir.resolve()),
+                "metrics": {k: test[k] for k in ("accuracy", "accuracy_top5", "f1_macro") if k in test}}
+    try:
+        stored = bentoml.models.get(tag)
+        created = False
+    except NotFound:
+        with bentoml.models.create(tag, labels=labels, metadata=metadata) as stored:
+            for item in model_dir.iterdir():  # model files + a LoRA adapter/ folder when present
+                dest = Path(stored.path) / item.name
+                shutil.copytree(item, dest) if item.is_dir() else shutil.copy2(item, dest)
+        created = True
+
+    limits = ImageLimits.from_run(run_dir)
+    plan = batch_plan(model_dir)
+    plan["enabled"] = batching
+    settings = {
+        "tag": str(stored.tag),
+        "classes": classes,
+        "preprocessing": pre,
+        "metrics": metadata["metrics"],
+        "labels": labels,
+        "limits": {"max_pixels": limits.max_pixels, "min_side": limits.min_side},
+        "max_upload_bytes": int(max_upload_mb * 1024 * 1024),
+        "top_k": min(5, len(classes)),
+        "batching": plan,
+    }
+    bento_dir = write_bento_dir(run_dir / "bento", settings)
+    return {"tag": str(stored.tag), "created": created, "bento_dir": str(bento_dir),
+            "store_path": str(bentoml.models.get(tag).path), "batching": plan}
+
+
+def write_bento_dir(bento_dir: Path, settings: Dict[str, Any]) -> Path:
+    bento_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(__file__).with_name("service_template.py"), bento_dir / "service.py")
+    (bento_dir / "aether_serve.json").write_text(json.dumps(settings, indent=2))
+    name = settings["tag"].split(":")[0]
+    (bento_dir / "bentofile.yaml").write_text(_bentofile(name, settings))
+    return bento_dir
+
+
+def _bentofile(name: str, settings: Dict[str, Any]) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for pkg in ("torch", "torchvision", "timm", "safetensors", "pillow", "numpy", "omegaconf", "pydantic", "bentoml"):
+        try:
+            pins.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            continue
+    labels = "\n".join(f"  {k}: \"{v}\"" for k, v in settings["labels"].items())
+    packages = "\n".join(f"    - \"{p}\"" for p in pins)
+    # lock_packages: false - locking resolves against the public index, which fails offline.
+    # Aether itself must be importable where the bento runs (pip install aether / the wheel).
+    return (f"# Written by `aether export`; `bentoml serve .` or `bentoml build` from this folder.\n"
+            f"service: \"service:{SERVICE_CLASS}\"\n"
+            f"name: {name}\n"
+            f"labels:\n{labels}\n"
+            f"include:\n  - \"service.py\"\n  - \"aether_serve.json\"\n"
+            f"models:\n  - \"{settings['tag']}\"\n"
+            f"envs:\n  - name: BENTOML_DO_NOT_TRACK\n    value: \"true\"\n  - name: HF_HUB_OFFLINE\n    value: \"1\"\n"
+            f"python:\n  lock_packages: false\n  packages:\n{packages}\n")

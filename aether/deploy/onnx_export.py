@@ -1,0 +1,96 @@
+"""`aether export run=RUN format=onnx`: RUN/model/model.onnx with a dynamic batch dimension,
+checked against PyTorch with onnxruntime before it is kept.
+
+The check runs both on seeded inputs at two batch sizes (1 and 3, which also proves the batch
+dimension is dynamic) and fails loudly - AetherError, no model.onnx left behind - when the
+largest |logit difference| exceeds `atol` (1e-4). The result is written to onnx.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+from aether.errors import AetherError
+
+DEFAULT_ATOL = 1e-4
+
+
+def export_onnx(run: str, atol: float = DEFAULT_ATOL, opset: int = 18) -> Dict[str, Any]:
+    import logging
+    import warnings
+
+    import torch
+
+    from aether.deploy.bento import check_run
+    from aether.deploy.predictor import Predictor
+
+    run_dir = check_run(run)
+    out = run_dir / "model" / "model.onnx"
+    pred = Predictor(run_dir / "model", device="cpu")
+    model = pred.model
+    if hasattr(model, "merge_and_unload"):  # a LoRA adapter kept separate: export the merged network
+        model = model.merge_and_unload()
+    shape = tuple(pred.pre.preprocessing["input_size"])
+    example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    t0 = time.perf_counter()
+    tmp = out.with_suffix(".onnx.tmp")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, (example,), str(tmp), input_names=["images"], output_names=["logits"],
+                              opset_version=opset, dynamo=True, external_data=False,
+                              dynamic_shapes=({0: batch},), verbose=False)
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            raise AetherError(f"ONNX export of {pred.info.get('name')} failed: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    export_s = time.perf_counter() - t0
+    try:
+        worst = parity(model, tmp, shape)
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    if not worst["max_abs_diff"] <= atol:
+        tmp.unlink(missing_ok=True)
+        raise AetherError(f"ONNX parity check failed for {run_dir}: max |logit(onnxruntime) - logit(PyTorch)| = "
+                          f"{worst['max_abs_diff']:.3g} > {atol:g} (batch sizes {worst['batch_sizes']}); "
+                          "model.onnx was not written")
+    tmp.replace(out)
+    info = {"path": str(out), "opset": opset, "input": {"name": "images", "shape": ["batch", *shape]},
+            "output": {"name": "logits", "shape": ["batch", len(pred.classes)]},
+            "classes": pred.classes, "preprocessing": pred.pre.preprocessing, "atol": atol,
+            "export_s": round(export_s, 3), "bytes": out.stat().st_size, **worst,
+            "versions": {"torch": torch.__version__, "onnxruntime": _ort_version()}}
+    (run_dir / "model" / "onnx.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
+def parity(model: Any, onnx_path: Path, shape: tuple, batch_sizes: tuple = (1, 3)) -> Dict[str, Any]:
+    """Largest |logit difference| between onnxruntime (CPU) and PyTorch on seeded inputs."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    gen = torch.Generator().manual_seed(1)
+    for n in batch_sizes:
+        x = torch.randn(n, *shape, generator=gen)
+        with torch.inference_mode():
+            ref = model(x).float().numpy()
+        got = session.run(["logits"], {"images": x.numpy()})[0]
+        if got.shape != ref.shape:
+            raise AetherError(f"ONNX model returned shape {got.shape} for batch {n}; PyTorch {ref.shape}")
+        worst = max(worst, float(np.max(np.abs(got - ref))))
+    return {"max_abs_diff": worst, "batch_sizes": list(batch_sizes)}

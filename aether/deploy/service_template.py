@@ -1,0 +1,128 @@
+"""Aether's BentoML service (copied by `aether export` into RUN/bento/service.py).
+
+    bentoml serve RUN/bento                          # http://localhost:3000
+    curl -F image=@cat.jpg localhost:3000/predict    # {"label": ..., "score": ..., "top_k": [...]}
+    curl -F images=@a.jpg -F images=@b.png localhost:3000/predict_batch
+    curl -X POST localhost:3000/metadata             # tag, classes, metrics, input size, limits
+    curl localhost:3000/readyz                       # 200 once the model is loaded (/livez, /healthz)
+
+Two services, BentoML's composition pattern: `AetherClassifier` takes uploads, checks and
+preprocesses them with Aether's own code (the dataset doctor's checks, the evaluation
+transform) and answers bad input with a 4xx JSON error; `AetherModel` holds the network and
+runs it with adaptive batching, so concurrent single-image requests become one forward pass.
+The settings (model tag, limits, batching) are in aether_serve.json beside this file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+import bentoml
+import numpy as np
+
+from aether.deploy.serving import RequestGuard, error_response, load_settings
+
+SETTINGS = load_settings(Path(__file__).with_name("aether_serve.json"))
+BATCHING = SETTINGS["batching"]
+
+
+@bentoml.service(name="aether_model", workers=1, traffic={"timeout": 120})
+class AetherModel:
+    stored = bentoml.models.BentoModel(SETTINGS["tag"])
+
+    def __init__(self) -> None:
+        from aether.deploy.predictor import Predictor
+
+        # the model/ folder as exported: safetensors weights + JSON, loaded without pickle
+        self.predictor = Predictor(Path(self.stored.path))
+
+    @bentoml.api(batchable=bool(BATCHING["enabled"]), max_batch_size=max(2, int(BATCHING["max_batch_size"])),
+                 max_latency_ms=int(BATCHING["max_latency_ms"]))
+    def classify(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) preprocessed images -> (N, classes) probabilities."""
+        return self.predictor.probabilities(batch)
+
+
+@bentoml.service(name="aether_classifier", traffic={"timeout": 120})
+class AetherClassifier:
+    model = bentoml.depends(AetherModel)
+
+    def __init__(self) -> None:
+        from aether.deploy.predictor import ImageLimits, Preprocessor
+
+        self.pre = Preprocessor(SETTINGS["preprocessing"], SETTINGS["classes"], ImageLimits(**SETTINGS["limits"]))
+        self.top = int(SETTINGS["top_k"])
+
+    async def _tensor(self, path: Path) -> Any:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self.pre.load, str(path))
+
+    async def _classify(self, batch: np.ndarray) -> np.ndarray:
+        """Call the model service; retried on a dropped connection (the call is idempotent).
+        BentoML 1.4.40's internal client can reuse a pooled connection that the model worker
+        has just closed as idle (bentoml/BentoML#4971), failing a good request with a 500."""
+        import aiohttp
+
+        for attempt in range(3):
+            try:
+                return await self.model.to_async.classify(batch)
+            except aiohttp.ClientConnectionError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    @bentoml.api
+    async def predict(self, image: Path) -> Dict[str, Any]:
+        """One image file -> {label, score, top_k: [{label, score}, ...]}."""
+        from aether.deploy.predictor import BadImage
+
+        try:
+            x = await self._tensor(image)
+        except BadImage as bad:
+            return error_response(bad.code, bad.detail)
+        probs = await self._classify(x.unsqueeze(0).numpy())
+        return self.pre.top_k(probs, self.top)[0]
+
+    @bentoml.api
+    async def predict_batch(self, images: List[Path]) -> Dict[str, Any]:
+        """Several image files -> {"predictions": [...]} in upload order; an unusable file gets
+        {"error", "detail"} in its place and the others are still classified."""
+        import torch
+
+        from aether.deploy.predictor import BadImage
+
+        out: List[Dict[str, Any]] = []
+        good, tensors = [], []
+        for i, path in enumerate(images):
+            try:
+                tensors.append(await self._tensor(path))
+                good.append(i)
+                out.append({})
+            except BadImage as bad:
+                out.append({"error": bad.code, "detail": bad.detail})
+        if tensors:
+            probs = await self._classify(torch.stack(tensors).numpy())
+            for i, row in zip(good, self.pre.top_k(probs, self.top)):
+                out[i] = row
+        return {"predictions": [{"index": i, **row} for i, row in enumerate(out)]}
+
+    @bentoml.api
+    def metadata(self) -> Dict[str, Any]:
+        """What is served: model tag, classes, test metrics, input size, limits, batching."""
+        return {
+            "tag": SETTINGS["tag"],
+            "classes": SETTINGS["classes"],
+            "metrics": SETTINGS["metrics"],
+            "labels": SETTINGS["labels"],
+            "input_size": SETTINGS["preprocessing"]["input_size"],
+            "preprocessing": SETTINGS["preprocessing"],
+            "limits": {**SETTINGS["limits"], "max_upload_bytes": SETTINGS["max_upload_bytes"]},
+            "batching": BATCHING,
+            "top_k": self.top,
+        }
+
+
+AetherClassifier.add_asgi_middleware(RequestGuard, max_bytes=int(SETTINGS["max_upload_bytes"]),
+                                      fields={"/predict": ["image"], "/predict_batch": ["images"]})
