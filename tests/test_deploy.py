@@ -10,16 +10,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import socket
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
 
+from aether.deploy.server import BentoServer
 from conftest import AETHER, make_folder, run_cli, run_in_process
 
 BENTOML = str(Path(AETHER).parent / "bentoml")
@@ -40,43 +38,8 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict]:
                              "trainer.max_epochs=1", f"data.max_image_pixels={MAX_PIXELS}"])
     res = run_cli(["export", f"run={run}", f"max_upload_mb={MAX_UPLOAD_MB}"], cwd=root, env=env)
     assert res.returncode == 0, res.stderr
-    port = _free_port()
-    log = open(root / "serve.log", "w")
-    proc = subprocess.Popen([BENTOML, "serve", str(run / "bento"), "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=root, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc, root / "serve.log")
-        yield {"root": root, "run": run, "env": env, "url": url, "export_out": res.stdout, "pid": proc.pid}
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)  # stopped by its PID; BentoML stops its workers
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    import httpx
-
-    end = time.time() + timeout
-    while time.time() < end:
-        assert proc.poll() is None, f"bentoml serve exited:\n{log.read_text()[-3000:]}"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"server not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+    with BentoServer(run / "bento", root / "serve.log", env=env) as server:  # stopped by its PID on exit
+        yield {"root": root, "run": run, "env": env, "url": server.url, "export_out": res.stdout}
 
 
 def _images(run: Path) -> List[Path]:

@@ -1,0 +1,253 @@
+#!/usr/bin/env python
+"""Serving throughput: `bentoml serve` of an exported Aether model vs the in-process batched model.
+
+One model folder (timm `--model`, random weights - throughput does not depend on what was
+learned) is exported with `aether export` into a temporary BentoML store. Then, on the same
+generated JPEG photos, in one run:
+
+  in-process  `Predictor.predict_paths` (the code `aether predict` runs): the doctor's check,
+              decode, the evaluation transform, forward passes in batches of the service's
+              max batch size - everything the server does except HTTP.
+  served      `bentoml serve RUN/bento` on 127.0.0.1, `--requests` single-image POSTs to
+              /predict with at most `--concurrency` in flight (asyncio + aiohttp), after
+              `--warmup` requests; once with adaptive batching on, once off
+              (AETHER_SERVE_BATCHING=0). Latency is per request, client side.
+
+The client, the HTTP front end and the model worker share this machine's cores with nothing
+else of ours running. Results: benchmarks/results/serve.json and serve.md.
+Target: served throughput (batching on) >= 0.7x in-process.
+
+    python benchmarks/serve.py                          # resnet18, 224 px, 384 requests, 16 in flight
+    python benchmarks/serve.py --model test_vit --image-size 64 --requests 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TARGET = 0.7
+BIN = Path(sys.executable).parent
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="resnet18", help="timm model name")
+    p.add_argument("--image-size", type=int, default=224, help="model input size (data.image_size)")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--images", type=int, default=64, help="distinct generated photos (cycled)")
+    p.add_argument("--photo-size", type=int, default=320, help="side of the generated JPEG photos")
+    p.add_argument("--requests", type=int, default=384, help="measured requests per served setting")
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
+    p.add_argument("--warmup", type=int, default=32, help="requests sent first and not measured")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch/OpenMP threads per process, in-process and in the server's workers alike "
+                        "(1: on a shared 2-core machine, 2 threads per process oversubscribe the cores and "
+                        "slow torch down by 10x and more)")
+    p.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--name", default="serve", help="results file stem")
+    return p.parse_args(argv)
+
+
+def make_model_run(root: Path, args: argparse.Namespace) -> Path:
+    """A run folder holding only `model/` (what `aether export` needs), written by Aether's own
+    save_model_dir from a freshly built backbone."""
+    from aether import registry
+    from aether.config.schema import ModelCfg
+    from aether.data.transforms import resolve_preprocessing
+    from aether.models.saved import save_model_dir
+
+    cfg = ModelCfg(name=args.model, pretrained=False)
+    backbone = registry.backbones.get(cfg.provider).load()().create(cfg, args.classes)
+    pre = resolve_preprocessing(backbone.data_config, args.image_size, None)
+    run = root / "run"
+    save_model_dir(run / "model", backbone.model, backbone.info, [f"class_{i}" for i in range(args.classes)], pre)
+    return run
+
+
+def make_photos(folder: Path, n: int, side: int) -> List[Path]:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        base = rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8)  # smooth colour fields + noise:
+        img = Image.fromarray(base).resize((side, side), Image.Resampling.BICUBIC)  # JPEG sizes like photos
+        noise = rng.integers(-20, 20, size=(side, side, 3))
+        arr = np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
+        path = folder / f"photo_{i:03d}.jpg"
+        Image.fromarray(arr).save(path, "JPEG", quality=90)
+        paths.append(path)
+    return paths
+
+
+def in_process(run: Path, paths: List[Path], requests: int, batch: int) -> Dict[str, Any]:
+    import torch
+
+    from aether.deploy.predictor import Predictor
+
+    pred = Predictor(run / "model")
+    seq = [str(paths[i % len(paths)]) for i in range(requests)]
+    pred.predict_paths(seq[:batch], batch_size=batch)  # warm-up
+    t0 = time.perf_counter()
+    results, failed = pred.predict_paths(seq, batch_size=batch)
+    seconds = time.perf_counter() - t0
+    assert not failed and len(results) == requests
+    return {"seconds": round(seconds, 3), "images_per_s": round(requests / seconds, 2), "batch_size": batch,
+            "torch_threads": torch.get_num_threads(), "device": str(pred.device),
+            "params": sum(p.numel() for p in pred.model.parameters())}
+
+
+async def load(url: str, blobs: List[bytes], n: int, concurrency: int) -> Dict[str, Any]:
+    import aiohttp
+
+    sem = asyncio.Semaphore(concurrency)
+    latencies: List[float] = []
+    statuses: Dict[int, int] = {}
+
+    async def one(session: aiohttp.ClientSession, i: int) -> None:
+        async with sem:
+            form = aiohttp.FormData()
+            form.add_field("image", blobs[i % len(blobs)], filename=f"p{i}.jpg", content_type="image/jpeg")
+            t0 = time.perf_counter()
+            async with session.post(f"{url}/predict", data=form) as resp:
+                await resp.read()
+                latencies.append(time.perf_counter() - t0)
+                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=300)) as session:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(session, i) for i in range(n)))
+        seconds = time.perf_counter() - t0
+    latencies.sort()
+    pct = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    return {"requests": n, "seconds": round(seconds, 3), "req_per_s": round(n / seconds, 2),
+            "p50_ms": round(1000 * statistics.median(latencies), 1), "p99_ms": round(1000 * pct(0.99), 1),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())}}
+
+
+def served(bento: Path, env: Dict[str, str], blobs: List[bytes], args: argparse.Namespace, log: Path) -> Dict[str, Any]:
+    from aether.deploy.server import BentoServer
+
+    with BentoServer(bento, log, env=env) as server:
+        asyncio.run(load(server.url, blobs, args.warmup, args.concurrency))
+        res = asyncio.run(load(server.url, blobs, args.requests, args.concurrency))
+    res["ready_s"] = round(server.ready_s, 2)
+    return res
+
+
+def write_md(path: Path, res: Dict[str, Any]) -> None:
+    r, a = res["results"], res["args"]
+    ip = r["in_process"]
+    rows = [f"| in-process batched (`Predictor.predict_paths`, batch {ip['batch_size']}) | **{ip['images_per_s']:.1f}** "
+            "| - | - | 1.00x |"]
+    for key, label in (("batching_on", "served, adaptive batching on"), ("batching_off", "served, adaptive batching off")):
+        s = r[key]
+        rows.append(f"| {label} | **{s['req_per_s']:.1f}** | {s['p50_ms']:.0f} | {s['p99_ms']:.0f} "
+                    f"| {s['req_per_s'] / ip['images_per_s']:.2f}x |")
+    ratio = res["ratio_batching_on"]
+    text = f"""# Aether serving throughput
+
+`bentoml serve` of an `aether export`-ed model vs the in-process batched model on the same images.
+Generated by `python benchmarks/serve.py` on {res['when']} ({res['total_s']:.0f} s).
+
+| | |
+|---|---|
+| machine | {res['machine']} |
+| software | {res['software']} |
+| model | {a['model']} ({res['params']:,} params, random weights), {a['image_size']} px input, {a['classes']} classes |
+| images | {a['images']} generated {a['photo_size']} px JPEG photos, cycled |
+| load | {a['requests']} single-image POST /predict, at most {a['concurrency']} in flight (asyncio + aiohttp on the same machine), after {a['warmup']} warm-up requests |
+| adaptive batching | max batch {res['batching']['max_batch_size']} (sized at export from {res['batching']['measured_ms_per_image']} ms/image), max latency {res['batching']['max_latency_ms']} ms |
+| in-process | doctor check + decode + eval transform + forward in one process, {ip['torch_threads']} torch thread(s), {ip['device']} |
+| served | `bentoml serve`: HTTP front end (check, decode, transform) and model worker are two processes, {a['threads']} torch/OpenMP thread(s) each |
+
+| setting | images/s (req/s) | p50 ms | p99 ms | vs in-process |
+|---|---:|---:|---:|---:|
+{chr(10).join(rows)}
+
+Statuses: batching on {r['batching_on']['statuses']}, off {r['batching_off']['statuses']}.
+**Served with adaptive batching / in-process = {ratio:.2f}x** (target >= {TARGET}x: {'met' if ratio >= TARGET else 'NOT met'}).
+"""
+    path.write_text(text)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from benchmarks.machine import cpu_model, usable_cpus
+
+    with tempfile.TemporaryDirectory(prefix="aether-serve-bench-") as tmp:
+        root = Path(tmp)
+        torch.set_num_threads(args.threads)
+        threads = {k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        env = {**os.environ, **threads, "BENTOML_HOME": str(root / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        run = make_model_run(root, args)
+        photos = make_photos(root / "photos", args.images, args.photo_size)
+        blobs = [p.read_bytes() for p in photos]
+        out = subprocess.run([str(BIN / "aether"), "export", f"run={run}"], env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(out.stdout, out.stderr, file=sys.stderr)
+            return 1
+        settings = json.loads((run / "bento" / "aether_serve.json").read_text())
+        batch = settings["batching"]["max_batch_size"]
+        print(f"[serve] exported {settings['tag']}, max batch {batch}", flush=True)
+        results: Dict[str, Any] = {"in_process": in_process(run, photos, args.requests, batch)}
+        print(f"[serve] in-process: {results['in_process']['images_per_s']:.1f} img/s", flush=True)
+        for key, flag in (("batching_on", "1"), ("batching_off", "0")):
+            results[key] = served(run / "bento", {**env, "AETHER_SERVE_BATCHING": flag}, blobs, args,
+                                  root / f"{key}.log")
+            s = results[key]
+            print(f"[serve] {key}: {s['req_per_s']:.1f} req/s, p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
+                  f"statuses {s['statuses']}", flush=True)
+    ratio = results["batching_on"]["req_per_s"] / results["in_process"]["images_per_s"]
+    import bentoml
+    import timm
+
+    res = {
+        "when": _dt.datetime.now().isoformat(timespec="seconds"),
+        "total_s": round(time.perf_counter() - t_start, 1),
+        "machine": f"{cpu_model()}, {usable_cpus()} usable CPU cores, "
+                   f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
+        "software": f"Python {platform.python_version()}, torch {torch.__version__}, timm {timm.__version__}, "
+                    f"bentoml {bentoml.__version__}",
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "params": results["in_process"].pop("params"),
+        "batching": settings["batching"],
+        "results": results,
+        "ratio_batching_on": round(ratio, 3),
+        "ratio_batching_off": round(results["batching_off"]["req_per_s"] / results["in_process"]["images_per_s"], 3),
+        "target": TARGET,
+        "met": ratio >= TARGET,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{args.name}.json").write_text(json.dumps(res, indent=2))
+    write_md(args.out_dir / f"{args.name}.md", res)
+    print(f"[serve] served (batching on) / in-process = {ratio:.2f}x (target >= {TARGET}x) -> "
+          f"{args.out_dir / (args.name + '.md')}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
