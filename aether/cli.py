@@ -172,10 +172,12 @@ def _number(verb_name: str, opts: Dict[str, str], key: str, default: float, kind
 
 @verb("export")
 def cmd_export(args: List[str]) -> int:
-    """`aether export run=RUN [format=bento|onnx] [name=NAME] [max_upload_mb=20] [batching=true]`."""
+    """`aether export run=RUN [format=bento|onnx] [name=NAME] [max_upload_mb=20] [batching=true]
+    [backend=torch|onnx]`."""
     opts = _options("export", args, {"run": "a finished run folder", "format": "bento (default) or onnx",
                                      "name": "model name in the BentoML store", "max_upload_mb": "upload limit",
-                                     "batching": "adaptive batching, true/false"}, ["run"])
+                                     "batching": "adaptive batching, true/false",
+                                     "backend": "what serves: torch (default) or onnx (onnxruntime)"}, ["run"])
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     fmt = opts.get("format", "bento")
     if fmt == "onnx":
@@ -195,10 +197,12 @@ def cmd_export(args: List[str]) -> int:
     from aether.deploy.bento import export_bento
 
     res = export_bento(opts["run"], name=opts.get("name"), batching=batching == "true",
-                       max_upload_mb=_number("export", opts, "max_upload_mb", 20.0, float))
+                       max_upload_mb=_number("export", opts, "max_upload_mb", 20.0, float),
+                       backend=opts.get("backend", "torch"))
     plan = res["batching"]
     print(f"{'stored' if res['created'] else 'already stored'} BentoML model {res['tag']} ({res['store_path']})\n"
-          f"wrote {res['bento_dir']}/ (service.py, bentofile.yaml, aether_serve.json); adaptive batching "
+          f"wrote {res['bento_dir']}/ (service.py, bentofile.yaml, aether_serve.json); {res['backend']} backend, "
+          f"adaptive batching "
           f"{'on, max ' + str(plan['max_batch_size']) + ' per batch' if plan['enabled'] else 'off'}\n"
           f"serve it:  bentoml serve {res['bento_dir']}\n"
           f"try it:    curl -F image=@IMAGE localhost:3000/predict")

@@ -241,6 +241,17 @@ def test_export_onnx_dynamic_batch_and_parity(deploy: Dict) -> None:
     with torch.inference_mode():
         ref = pred.model(x).numpy()
     assert got.shape == (5, 3) and np.max(np.abs(got - ref)) <= 1e-4
+    # the onnxruntime serving backend: same probabilities as PyTorch; stored as its own version
+    from aether.deploy.onnx_export import OnnxRunner
+
+    probs = OnnxRunner(run / "model" / "model.onnx").probabilities(x.numpy())
+    assert np.max(np.abs(probs - pred.probabilities(x))) <= 1e-5
+    res = run_cli(["export", f"run={run}", "backend=onnx"], cwd=deploy["root"], env=deploy["env"])
+    assert res.returncode == 0 and "onnx backend" in res.stdout, res.stderr
+    settings = json.loads((run / "bento" / "aether_serve.json").read_text())
+    name, version = settings["tag"].split(":")
+    assert settings["backend"] == "onnx"
+    assert (Path(deploy["env"]["BENTOML_HOME"]) / "models" / name / version / "model.onnx").is_file()
     # the check is real: a model that differs from the exported one is caught
     with torch.no_grad():
         for prm in pred.model.parameters():

@@ -33,11 +33,19 @@ def check_run(run: str) -> Path:
     return run_dir
 
 
-def model_version(model_dir: Path) -> str:
-    """Content hash of what defines the predictions (weights, classes, preprocessing, architecture)."""
+ONNX_FILES = ("model.onnx", "onnx.json")  # derived from the weights by `format=onnx`
+
+
+def model_version(model_dir: Path, with_onnx: bool = False) -> str:
+    """Content hash of what defines the predictions: weights, a LoRA adapter kept separate,
+    classes, preprocessing, architecture (and the ONNX graph when that is what serves)."""
     digest = hashlib.sha256()
-    for name in MODEL_FILES:
-        with open(model_dir / name, "rb") as fh:
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(model_dir).as_posix()
+        if rel in ONNX_FILES and not (with_onnx and rel == "model.onnx"):
+            continue
+        digest.update(rel.encode() + b"\0")
+        with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
@@ -102,8 +110,9 @@ def batch_plan(model_dir: Path, budget_s: float = 0.25) -> Dict[str, Any]:
 
 
 def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-                 batching: bool = True) -> Dict[str, Any]:
-    """Store the model, write RUN/bento/; return what was done (tag, paths)."""
+                 batching: bool = True, backend: str = "torch") -> Dict[str, Any]:
+    """Store the model, write RUN/bento/; return what was done (tag, paths). `backend="onnx"`
+    serves RUN/model/model.onnx with onnxruntime (exported and parity-checked first if missing)."""
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -111,7 +120,13 @@ def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DE
 
     run_dir = check_run(run)
     model_dir = run_dir / "model"
-    tag = f"{model_name(run_dir, name)}:{model_version(model_dir)}"
+    if backend not in ("torch", "onnx"):
+        raise AetherError(f"export: backend={backend!r}: expected torch or onnx")
+    if backend == "onnx" and not (model_dir / "model.onnx").is_file():
+        from aether.deploy.onnx_export import export_onnx
+
+        export_onnx(run)
+    tag = f"{model_name(run_dir, name)}:{model_version(model_dir, with_onnx=backend == 'onnx')}"
     metrics = _metrics(run_dir)
     cfg = _config(run_dir)
     classes = json.loads((model_dir / "labels.json").read_text())
@@ -133,15 +148,18 @@ def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DE
     except NotFound:
         with bentoml.models.create(tag, labels=labels, metadata=metadata) as stored:
             for item in model_dir.iterdir():  # model files + a LoRA adapter/ folder when present
+                if item.name in ONNX_FILES and backend != "onnx":
+                    continue
                 dest = Path(stored.path) / item.name
                 shutil.copytree(item, dest) if item.is_dir() else shutil.copy2(item, dest)
         created = True
 
     limits = ImageLimits.from_run(run_dir)
-    plan = batch_plan(model_dir)
+    plan = batch_plan(model_dir)  # timed with PyTorch; onnxruntime is usually as fast or faster
     plan["enabled"] = batching
     settings = {
         "tag": str(stored.tag),
+        "backend": backend,
         "classes": classes,
         "preprocessing": pre,
         "metrics": metadata["metrics"],
@@ -153,7 +171,7 @@ def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DE
     }
     bento_dir = write_bento_dir(run_dir / "bento", settings)
     return {"tag": str(stored.tag), "created": created, "bento_dir": str(bento_dir),
-            "store_path": str(bentoml.models.get(tag).path), "batching": plan}
+            "store_path": str(bentoml.models.get(tag).path), "batching": plan, "backend": backend}
 
 
 def write_bento_dir(bento_dir: Path, settings: Dict[str, Any]) -> Path:
@@ -169,7 +187,9 @@ def _bentofile(name: str, settings: Dict[str, Any]) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
-    for pkg in ("torch", "torchvision", "timm", "safetensors", "pillow", "numpy", "omegaconf", "pydantic", "bentoml"):
+    extra = ("onnxruntime",) if settings.get("backend") == "onnx" else ()
+    for pkg in ("torch", "torchvision", "timm", "safetensors", "pillow", "numpy", "omegaconf", "pydantic", "bentoml",
+                *extra):
         try:
             pins.append(f"{pkg}=={version(pkg)}")
         except PackageNotFoundError:

@@ -94,3 +94,22 @@ def parity(model: Any, onnx_path: Path, shape: tuple, batch_sizes: tuple = (1, 3
             raise AetherError(f"ONNX model returned shape {got.shape} for batch {n}; PyTorch {ref.shape}")
         worst = max(worst, float(np.max(np.abs(got - ref))))
     return {"max_abs_diff": worst, "batch_sizes": list(batch_sizes)}
+
+
+class OnnxRunner:
+    """The serving backend for `aether export backend=onnx`: model.onnx on onnxruntime (CUDA
+    when onnxruntime has it, else CPU), same contract as `Predictor.probabilities`."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        self.session = ort.InferenceSession(str(path), providers=providers)
+
+    def probabilities(self, batch: Any) -> Any:
+        import numpy as np
+
+        logits = self.session.run(["logits"], {"images": np.asarray(batch, dtype=np.float32)})[0]
+        z = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)

@@ -32,10 +32,15 @@ class AetherModel:
     stored = bentoml.models.BentoModel(SETTINGS["tag"])
 
     def __init__(self) -> None:
-        from aether.deploy.predictor import Predictor
+        if SETTINGS.get("backend") == "onnx":  # `aether export ... backend=onnx`
+            from aether.deploy.onnx_export import OnnxRunner
 
-        # the model/ folder as exported: safetensors weights + JSON, loaded without pickle
-        self.predictor = Predictor(Path(self.stored.path))
+            self.predictor = OnnxRunner(Path(self.stored.path) / "model.onnx")
+        else:
+            from aether.deploy.predictor import Predictor
+
+            # the model/ folder as exported: safetensors weights + JSON, loaded without pickle
+            self.predictor = Predictor(Path(self.stored.path))
 
     @bentoml.api(batchable=bool(BATCHING["enabled"]), max_batch_size=max(2, int(BATCHING["max_batch_size"])),
                  max_latency_ms=int(BATCHING["max_latency_ms"]))
@@ -120,6 +125,7 @@ class AetherClassifier:
             "preprocessing": SETTINGS["preprocessing"],
             "limits": {**SETTINGS["limits"], "max_upload_bytes": SETTINGS["max_upload_bytes"]},
             "batching": BATCHING,
+            "backend": SETTINGS.get("backend", "torch"),
             "top_k": self.top,
         }
 
