@@ -162,6 +162,18 @@ def test_bad_input_gets_4xx_json_and_server_keeps_serving(deploy: Dict, case: st
     assert ok.status_code == 200 and ok.json()["label"] in ("blue", "green", "red")
 
 
+def test_malformed_multipart_gets_400(deploy: Dict) -> None:
+    import httpx
+
+    url, good = deploy["url"], _images(deploy["run"])[0].read_bytes()
+    r = httpx.post(f"{url}/predict", content=b"xx", headers={"content-type": "multipart/form-data"}, timeout=30)
+    assert r.status_code == 400 and "boundary" in r.json()["detail"]
+    r = httpx.post(f"{url}/predict", files=[("image", ("a.png", good)), ("image", ("b.png", good))], timeout=30)
+    assert r.status_code == 400 and "/predict_batch" in r.json()["detail"]
+    r = httpx.post(f"{url}/predict", json={"image": "/etc/passwd"}, timeout=30)  # a path is not an upload
+    assert r.status_code == 400 and r.json()["error"]
+
+
 def test_oversized_chunked_upload_is_refused(deploy: Dict) -> None:
     """Without a Content-Length the limit is enforced while reading."""
     import httpx

@@ -103,7 +103,7 @@ def batch_plan(model_dir: Path, budget_s: float = 0.25) -> Dict[str, Any]:
         "max_batch_size": size,
         # the dispatcher answers 503 when it predicts a request would wait longer than this:
         # generous, so a burst queues rather than fails
-        "max_latency_ms": int(max(2000, 20 * size * per_image * 1000)),
+        "max_latency_ms": int(max(10_000, 20 * size * per_image * 1000)),
         "measured_ms_per_image": round(per_image * 1000, 3),
         "measured_on": str(pred.device),
     }

@@ -131,4 +131,4 @@ class AetherClassifier:
 
 
 AetherClassifier.add_asgi_middleware(RequestGuard, max_bytes=int(SETTINGS["max_upload_bytes"]),
-                                      fields={"/predict": ["image"], "/predict_batch": ["images"]})
+                                      fields={"/predict": {"image": 1}, "/predict_batch": {"images": 0}})

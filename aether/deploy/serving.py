@@ -50,13 +50,15 @@ class RequestGuard:
       lengths are refused up front, chunked bodies are counted. The body is read to its end (and
       dropped) first, so the client sees the 413 rather than a reset in the middle of its upload.
     - A multipart upload to a route in `fields` must use that route's field names: BentoML
-      1.4.40 answers an unknown field that holds binary data with a 500 (it tries to read the
-      part as JSON text), so the part names are checked here and a wrong one gets a 400 naming
-      the expected field.
+      1.4.40 answers an unknown field that holds binary data, or a multipart body without a
+      boundary, with a 500 (it tries to read the part as JSON text), so the part names are
+      checked here and a wrong one gets a 400 naming the expected field. `fields` maps a route
+      to {field name: how many parts may use it (0: any number)}; a second image sent to
+      /predict would otherwise be silently dropped.
     """
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int,
-                 fields: Dict[str, List[str]]) -> None:
+                 fields: Dict[str, Dict[str, int]]) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.fields = fields
@@ -100,11 +102,9 @@ class RequestGuard:
             body.append(chunk)
         data = b"".join(body)
         if expected is not None and ctype.startswith("multipart/"):
-            wrong = sorted(set(form_field_names(data, ctype)) - set(expected))
-            if wrong:
-                await self._reject(send, 400, "bad_request",
-                                   f"unexpected form field(s) {', '.join(map(repr, wrong))}; this endpoint takes "
-                                   f"{' or '.join(map(repr, expected))} (e.g. curl -F {expected[0]}=@photo.jpg)")
+            problem = self._form_problem(data, ctype, expected)
+            if problem:
+                await self._reject(send, 400, "bad_request", problem)
                 return
         replayed = False
 
@@ -116,6 +116,23 @@ class RequestGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    @staticmethod
+    def _form_problem(data: bytes, ctype: str, expected: Dict[str, int]) -> str:
+        first = next(iter(expected))
+        example = f"(e.g. curl -F {first}=@photo.jpg)"
+        if "boundary=" not in ctype:
+            return f"multipart/form-data without a boundary; send the image as a form field {example}"
+        names = form_field_names(data, ctype)
+        wrong = sorted(set(names) - set(expected))
+        if wrong:
+            return (f"unexpected form field(s) {', '.join(map(repr, wrong))}; this endpoint takes "
+                    f"{' or '.join(map(repr, expected))} {example}")
+        for name, most in expected.items():
+            if most and names.count(name) > most:
+                return (f"{names.count(name)} parts named {name!r}; this endpoint takes {most} "
+                        "(several images go to /predict_batch as 'images')")
+        return ""
 
     def _too_large(self, size: int, at_least: bool = False) -> str:
         return (f"upload of {'more than ' if at_least else ''}{size} bytes exceeds the limit of {self.max_bytes} "
