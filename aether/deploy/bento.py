@@ -92,9 +92,12 @@ def batch_plan(model_dir: Path, budget_s: float = 0.25) -> Dict[str, Any]:
     pred = Predictor(model_dir)
     x = torch.zeros(8, *pred.pre.preprocessing["input_size"])
     pred.probabilities(x[:1])  # warm-up
-    t0 = time.perf_counter()
-    pred.probabilities(x)
-    per_image = max((time.perf_counter() - t0) / 8, 1e-5)
+    times = []
+    for _ in range(3):  # the fastest of three: other work on the machine only ever adds time
+        t0 = time.perf_counter()
+        pred.probabilities(x)
+        times.append(time.perf_counter() - t0)
+    per_image = max(min(times) / 8, 1e-5)
     size = 4
     while size < 64 and (size * 2) * per_image <= budget_s:
         size *= 2
