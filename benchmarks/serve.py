@@ -51,9 +51,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--images", type=int, default=64, help="distinct generated photos (cycled)")
     p.add_argument("--photo-size", type=int, default=320, help="side of the generated JPEG photos")
-    p.add_argument("--requests", type=int, default=384, help="measured requests per served setting")
+    p.add_argument("--requests", type=int, default=384, help="measured images per setting, over all rounds")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
     p.add_argument("--warmup", type=int, default=32, help="requests sent first and not measured")
+    p.add_argument("--rounds", type=int, default=4, help="alternating rounds (in-process, on, off), medians reported")
     p.add_argument("--threads", type=int, default=1,
                    help="torch/OpenMP threads per process, in-process and in the server's workers alike "
                         "(1: on a shared 2-core machine, 2 threads per process oversubscribe the cores and "
@@ -97,21 +98,22 @@ def make_photos(folder: Path, n: int, side: int) -> List[Path]:
     return paths
 
 
-def in_process(run: Path, paths: List[Path], requests: int, batch: int) -> Dict[str, Any]:
+def in_process(pred: Any, paths: List[Path], requests: int, batch: int) -> Dict[str, Any]:
+    """One round in process: `predict_paths` end to end, then forward passes alone on the same
+    images preprocessed beforehand."""
     import torch
 
-    from aether.deploy.predictor import Predictor
-
-    pred = Predictor(run / "model")
     seq = [str(paths[i % len(paths)]) for i in range(requests)]
-    pred.predict_paths(seq[:batch], batch_size=batch)  # warm-up
     t0 = time.perf_counter()
     results, failed = pred.predict_paths(seq, batch_size=batch)
     seconds = time.perf_counter() - t0
     assert not failed and len(results) == requests
-    return {"seconds": round(seconds, 3), "images_per_s": round(requests / seconds, 2), "batch_size": batch,
-            "torch_threads": torch.get_num_threads(), "device": str(pred.device),
-            "params": sum(p.numel() for p in pred.model.parameters())}
+    tensors = torch.stack([pred.pre.load(p) for p in seq])
+    t0 = time.perf_counter()
+    for i in range(0, requests, batch):
+        pred.probabilities(tensors[i:i + batch])
+    forward_s = time.perf_counter() - t0
+    return {"images_per_s": requests / seconds, "forward_only_images_per_s": requests / forward_s}
 
 
 async def load(url: str, blobs: List[bytes], n: int, concurrency: int) -> Dict[str, Any]:
@@ -136,28 +138,67 @@ async def load(url: str, blobs: List[bytes], n: int, concurrency: int) -> Dict[s
         t0 = time.perf_counter()
         await asyncio.gather(*(one(session, i) for i in range(n)))
         seconds = time.perf_counter() - t0
-    latencies.sort()
-    pct = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    pct = lambda q: sorted(latencies)[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
     return {"requests": n, "seconds": round(seconds, 3), "req_per_s": round(n / seconds, 2),
             "p50_ms": round(1000 * statistics.median(latencies), 1), "p99_ms": round(1000 * pct(0.99), 1),
-            "statuses": {str(k): v for k, v in sorted(statuses.items())}}
+            "statuses": {str(k): v for k, v in sorted(statuses.items())}, "latencies": latencies}
 
 
-def served(bento: Path, env: Dict[str, str], blobs: List[bytes], args: argparse.Namespace, log: Path) -> Dict[str, Any]:
+def measure(run: Path, env: Dict[str, str], photos: List[Path], batch: int, args: argparse.Namespace,
+            root: Path) -> Dict[str, Any]:
+    """Both servers up at once (batching on and off); rounds alternate in-process, on, off, so
+    that other load on the machine hits all three alike. Medians over rounds."""
+    from aether.deploy.predictor import Predictor
     from aether.deploy.server import BentoServer
 
-    with BentoServer(bento, log, env=env) as server:
-        asyncio.run(load(server.url, blobs, args.warmup, args.concurrency))
-        res = asyncio.run(load(server.url, blobs, args.requests, args.concurrency))
-    res["ready_s"] = round(server.ready_s, 2)
-    return res
+    pred = Predictor(run / "model")
+    blobs = [p.read_bytes() for p in photos]
+    per_round = max(1, args.requests // args.rounds)
+    pred.predict_paths([str(p) for p in photos[:batch]], batch_size=batch)  # warm-up
+    rows: Dict[str, List[Dict[str, Any]]] = {"in_process": [], "batching_on": [], "batching_off": []}
+    with BentoServer(run / "bento", root / "on.log", env={**env, "AETHER_SERVE_BATCHING": "1"}) as on, \
+            BentoServer(run / "bento", root / "off.log", env={**env, "AETHER_SERVE_BATCHING": "0"}) as off:
+        servers = {"batching_on": on, "batching_off": off}
+        for server in servers.values():
+            asyncio.run(load(server.url, blobs, args.warmup, args.concurrency))
+        for r in range(args.rounds):
+            rows["in_process"].append(in_process(pred, photos, per_round, batch))
+            for key, server in servers.items():
+                rows[key].append(asyncio.run(load(server.url, blobs, per_round, args.concurrency)))
+            print(f"[serve] round {r + 1}/{args.rounds}: in-process {rows['in_process'][-1]['images_per_s']:.1f} img/s, "
+                  f"on {rows['batching_on'][-1]['req_per_s']:.1f} req/s, off {rows['batching_off'][-1]['req_per_s']:.1f} req/s",
+                  flush=True)
+    import torch
+
+    med = statistics.median
+    out: Dict[str, Any] = {"in_process": {
+        "images_per_s": round(med(x["images_per_s"] for x in rows["in_process"]), 2),
+        "forward_only_images_per_s": round(med(x["forward_only_images_per_s"] for x in rows["in_process"]), 2),
+        "rounds_images_per_s": [round(x["images_per_s"], 2) for x in rows["in_process"]],
+        "batch_size": batch, "torch_threads": torch.get_num_threads(), "device": str(pred.device),
+        "params": sum(p.numel() for p in pred.model.parameters())}}
+    for key in servers:
+        lat = sorted(x for row in rows[key] for x in row["latencies"])
+        statuses: Dict[str, int] = {}
+        for row in rows[key]:
+            for k, v in row["statuses"].items():
+                statuses[k] = statuses.get(k, 0) + v
+        out[key] = {"req_per_s": round(med(x["req_per_s"] for x in rows[key]), 2),
+                    "rounds_req_per_s": [x["req_per_s"] for x in rows[key]],
+                    "p50_ms": round(1000 * med(lat), 1), "p99_ms": round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1),
+                    "statuses": statuses, "requests": len(lat), "ready_s": round(servers[key].ready_s, 1)}
+    out["round_ratios_on"] = [round(a["req_per_s"] / b["images_per_s"], 3)
+                              for a, b in zip(rows["batching_on"], rows["in_process"])]
+    return out
 
 
 def write_md(path: Path, res: Dict[str, Any]) -> None:
     r, a = res["results"], res["args"]
     ip = r["in_process"]
     rows = [f"| in-process batched (`Predictor.predict_paths`, batch {ip['batch_size']}) | **{ip['images_per_s']:.1f}** "
-            "| - | - | 1.00x |"]
+            "| - | - | 1.00x |",
+            f"| in-process forward passes only (same images preprocessed beforehand) | {ip['forward_only_images_per_s']:.1f} "
+            f"| - | - | {ip['forward_only_images_per_s'] / ip['images_per_s']:.2f}x |"]
     for key, label in (("batching_on", "served, adaptive batching on"), ("batching_off", "served, adaptive batching off")):
         s = r[key]
         rows.append(f"| {label} | **{s['req_per_s']:.1f}** | {s['p50_ms']:.0f} | {s['p99_ms']:.0f} "
@@ -174,7 +215,7 @@ Generated by `python benchmarks/serve.py` on {res['when']} ({res['total_s']:.0f}
 | software | {res['software']} |
 | model | {a['model']} ({res['params']:,} params, random weights), {a['image_size']} px input, {a['classes']} classes |
 | images | {a['images']} generated {a['photo_size']} px JPEG photos, cycled |
-| load | {a['requests']} single-image POST /predict, at most {a['concurrency']} in flight (asyncio + aiohttp on the same machine), after {a['warmup']} warm-up requests |
+| load | {a['requests']} single-image POST /predict per setting in {a['rounds']} rounds that alternate in-process, batching on, batching off (both servers up throughout); at most {a['concurrency']} in flight (asyncio + aiohttp on the same machine), after {a['warmup']} warm-up requests; medians over rounds |
 | adaptive batching | max batch {res['batching']['max_batch_size']} (sized at export from {res['batching']['measured_ms_per_image']} ms/image), max latency {res['batching']['max_latency_ms']} ms |
 | in-process | doctor check + decode + eval transform + forward in one process, {ip['torch_threads']} torch thread(s), {ip['device']} |
 | served | `bentoml serve`: HTTP front end (check, decode, transform) and model worker are two processes, {a['threads']} torch/OpenMP thread(s) each |
@@ -184,6 +225,7 @@ Generated by `python benchmarks/serve.py` on {res['when']} ({res['total_s']:.0f}
 {chr(10).join(rows)}
 
 Statuses: batching on {r['batching_on']['statuses']}, off {r['batching_off']['statuses']}.
+Per round: in-process {ip['rounds_images_per_s']} img/s; batching on {r['batching_on']['rounds_req_per_s']}, off {r['batching_off']['rounds_req_per_s']} req/s; on / in-process {r['round_ratios_on']}.
 **Served with adaptive batching / in-process = {ratio:.2f}x** (target >= {TARGET}x: {'met' if ratio >= TARGET else 'NOT met'}).
 """
     path.write_text(text)
@@ -205,7 +247,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         run = make_model_run(root, args)
         photos = make_photos(root / "photos", args.images, args.photo_size)
-        blobs = [p.read_bytes() for p in photos]
         out = subprocess.run([str(BIN / "aether"), "export", f"run={run}"], env=env, capture_output=True, text=True)
         if out.returncode != 0:
             print(out.stdout, out.stderr, file=sys.stderr)
@@ -213,14 +254,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings = json.loads((run / "bento" / "aether_serve.json").read_text())
         batch = settings["batching"]["max_batch_size"]
         print(f"[serve] exported {settings['tag']}, max batch {batch}", flush=True)
-        results: Dict[str, Any] = {"in_process": in_process(run, photos, args.requests, batch)}
-        print(f"[serve] in-process: {results['in_process']['images_per_s']:.1f} img/s", flush=True)
-        for key, flag in (("batching_on", "1"), ("batching_off", "0")):
-            results[key] = served(run / "bento", {**env, "AETHER_SERVE_BATCHING": flag}, blobs, args,
-                                  root / f"{key}.log")
-            s = results[key]
-            print(f"[serve] {key}: {s['req_per_s']:.1f} req/s, p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
-                  f"statuses {s['statuses']}", flush=True)
+        results = measure(run, env, photos, batch, args, root)
     ratio = results["batching_on"]["req_per_s"] / results["in_process"]["images_per_s"]
     import bentoml
     import timm
@@ -238,6 +272,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "results": results,
         "ratio_batching_on": round(ratio, 3),
         "ratio_batching_off": round(results["batching_off"]["req_per_s"] / results["in_process"]["images_per_s"], 3),
+        "ratio_forward_only": round(results["batching_on"]["req_per_s"]
+                                    / results["in_process"]["forward_only_images_per_s"], 3),
         "target": TARGET,
         "met": ratio >= TARGET,
     }
