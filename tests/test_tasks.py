@@ -57,3 +57,68 @@ def test_multilabel_trains_tunes_thresholds_and_beats_untrained(tmp_path: Path) 
         assert (run / f).exists(), f
     assert "mAP (macro)" in (run / "report.md").read_text()
 
+
+SEG = ["model.pretrained=false", "data.image_size=64", "data.batch_size=8", "optimizer.lr=5e-3",
+       "scheduler=none", "data/augment=none"]
+
+
+def test_mask_folder_loads_the_drawn_masks(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from aether.data.segmentation import MaskFolderAdapter
+    from tests.tasks_data import make_scenes, mask_of, write_masks
+
+    root = write_masks(tmp_path / "seg", n=6)
+    (root / "images" / "orphan.png").write_bytes((root / "images" / "img_000.jpg").read_bytes())
+    index = MaskFolderAdapter().load(root, {})
+    assert index.classes == ["class_0", "class_1", "class_2"] and len(index.items) == 6
+    assert [Path(s.path).name for s in index.skipped] == ["orphan.png"]  # listed with its reason, not dropped
+    for it, (name, _, objects) in zip(index.items, make_scenes(6, seed=3)):
+        assert Path(it.path).stem == name
+        assert np.array_equal(np.array(Image.open(it.target)), np.array(mask_of(64, objects)))
+
+
+@pytest.mark.parametrize("strategy", ["lora"])
+def test_segmentation_trains_and_beats_untrained(tmp_path: Path, strategy: str) -> None:
+    from tests.tasks_data import write_masks
+
+    root = write_masks(tmp_path / "seg")
+    ov = [f"data={root}", f"strategy={strategy}", *SEG]
+    before = untrained_test_results(ov)
+    run = tmp_path / "run"
+    rc = run_in_process(run, [*ov, "trainer.max_epochs=6"])
+    assert rc.task == "segmentation" and rc.trainer.checkpoint.monitor == "val/miou"
+    m = json.loads((run / "metrics.json").read_text())
+    t = m["test"]
+    assert set(t["per_class"]) == {"class_0", "class_1", "class_2"} and {"iou", "dice"} <= set(t["per_class"]["class_1"])
+    assert t["miou"] > before["miou"] + 0.2, (before["miou"], t["miou"])
+    assert 0 < t["dice"] <= 1 and m["params"]["trainable"] < m["params"]["total"]
+    assert (run / "overlays.png").exists() and "mIoU" in (run / "report.md").read_text()
+    assert json.loads((run / "model" / "model.json").read_text())["task"] == "segmentation"
+
+
+def test_strategies_act_on_the_encoder_and_train_the_decoder(tmp_path: Path) -> None:
+    from aether.config.validate import validate
+    from aether.run import prepare
+    from tests.tasks_data import write_masks
+
+    root = write_masks(tmp_path / "seg", n=12)
+
+    def job(strategy: str):  # type: ignore[no-untyped-def]
+        return prepare(validate(compose_raw([*SHRINK, f"data={root}", f"strategy={strategy}", *SEG])))
+
+    probe = job("linear_probe").module.model
+    assert not any(p.requires_grad for p in probe.encoder.parameters())
+    assert all(p.requires_grad for p in probe.head.parameters())
+    lora = job("lora")
+    targets = lora.strategy.targets
+    assert targets and all(t.startswith("encoder.") and t.endswith(("fc1", "fc2")) for t in targets)  # ConvNeXt pointwise
+    trainable = {n for n, p in lora.module.model.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable) and any(".head.modules_to_save." in n for n in trainable)
+    assert not any(n.startswith("base_model.model.encoder.") and "lora_" not in n for n in trainable)
+    gradual = job("gradual_unfreeze")
+    groups = gradual.strategy.groups
+    assert groups and all(n.startswith("encoder.") for g in groups for n in g)
+    assert groups[0][0].startswith("encoder.stages_3")  # the deepest stage opens first
+    assert all(p.requires_grad for p in gradual.module.model.head.parameters())
