@@ -122,3 +122,65 @@ def test_strategies_act_on_the_encoder_and_train_the_decoder(tmp_path: Path) -> 
     assert groups and all(n.startswith("encoder.") for g in groups for n in g)
     assert groups[0][0].startswith("encoder.stages_3")  # the deepest stage opens first
     assert all(p.requires_grad for p in gradual.module.model.head.parameters())
+
+
+@pytest.fixture(scope="module")
+def det_scenes():  # type: ignore[no-untyped-def]
+    from tests.tasks_data import make_scenes
+
+    return make_scenes(40, size=64, n_max=2, seed=11)
+
+
+def test_coco_yolo_and_voc_load_identical_targets(tmp_path: Path, det_scenes: list) -> None:
+    from aether.data.detection import ADAPTERS
+    from aether.doctor.detect import detect
+    from tests.tasks_data import boxes_by_image, write_detection
+
+    expected = boxes_by_image(det_scenes[:8])
+    loaded = {}
+    for fmt in ("coco", "yolo", "voc"):
+        root = write_detection(tmp_path / fmt, fmt, det_scenes[:8])
+        assert detect(root).format == fmt
+        index = ADAPTERS[fmt]().load(root, {})
+        assert index.classes == ["circle", "square"] and not index.skipped
+        loaded[fmt] = {Path(i.path).stem: sorted((index.classes[lab], [round(v, 3) for v in box])
+                                                 for box, lab in zip(i.target["boxes"], i.target["labels"]))
+                       for i in index.items}
+    assert loaded["coco"] == loaded["yolo"] == loaded["voc"]
+    assert loaded["coco"] == {k: [(s, [float(v) for v in b]) for s, b in objs] for k, objs in expected.items()}
+
+
+def test_detection_trains_and_beats_untrained(tmp_path: Path, det_scenes: list) -> None:
+    from tests.tasks_data import write_detection
+
+    root = write_detection(tmp_path / "yolo", "yolo", det_scenes)
+    ov = [f"data={root}", "model.pretrained=false", "data.image_size=64", "data.batch_size=8", "optimizer.lr=2e-3",
+          "scheduler=none", "data/augment=none", "data.val_fraction=0.2", "data.test_fraction=0.2"]
+    before = untrained_test_results(ov)
+    run = tmp_path / "run"
+    rc = run_in_process(run, [*ov, "trainer.max_epochs=8"])
+    assert rc.task == "detection" and rc.trainer.checkpoint.monitor == "val/map"
+    m = json.loads((run / "metrics.json").read_text())
+    t = m["test"]
+    print("det", before["map_50"], t["map_50"], t["map"])
+    assert t["map_50"] > before["map_50"] + 0.2 and t["map"] > before["map"], (before, t)
+    assert set(t["per_class"]) == {"circle", "square"} and m["data"]["format"] == "yolo"
+    assert (run / "predictions.png").exists() and "mAP@.5" in (run / "report.md").read_text()
+
+
+@pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])
+def test_other_detection_heads_train_and_predict(tmp_path: Path, det_scenes: list, head: str) -> None:
+    from aether.config.validate import validate
+    from aether.run import prepare
+    from tests.tasks_data import write_detection
+
+    root = write_detection(tmp_path / "voc", "voc", det_scenes[:12])
+    job = prepare(validate(compose_raw([*SHRINK, f"data={root}", f"+task_options.head={head}", "data.image_size=64",
+                                        "model.pretrained=false", "strategy=lora"])))
+    images, targets = next(iter(job.datamodule.train_dataloader()))
+    model = job.module.model.train()
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    assert all(v.isfinite() for v in losses.values())
+    out = model.eval()(images[:2])
+    assert {"boxes", "labels", "scores"} <= set(out[0]) and (out[0]["labels"] < 2).all()
