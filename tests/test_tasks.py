@@ -79,12 +79,31 @@ def test_mask_folder_loads_the_drawn_masks(tmp_path: Path) -> None:
         assert np.array_equal(np.array(Image.open(it.target)), np.array(mask_of(64, objects)))
 
 
-@pytest.mark.parametrize("strategy", ["lora"])
+def reloaded_miou(model_dir: Path, root: Path) -> float:
+    """mIoU of the saved model/ folder, rebuilt from its files alone, over every image of `root`."""
+    import torch
+    import torchmetrics as tm
+
+    from aether.data.segmentation import MaskFolderAdapter, SegmentationDataset, mask_transforms
+    from aether.models.saved import load_model_dir
+
+    model, classes, pre = load_model_dir(model_dir)
+    ds = SegmentationDataset(MaskFolderAdapter().load(root, {}).items,
+                             mask_transforms(pre["input_size"][-1], None, pre["mean"], pre["std"]))
+    x, y = (torch.stack(t) for t in zip(*[ds[i] for i in range(len(ds))]))
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    return float(tm.functional.classification.multiclass_jaccard_index(pred, y, len(classes), ignore_index=255))
+
+
+@pytest.mark.parametrize("strategy", ["lora", "gradual_unfreeze"])
 def test_segmentation_trains_and_beats_untrained(tmp_path: Path, strategy: str) -> None:
     from tests.tasks_data import write_masks
 
     root = write_masks(tmp_path / "seg")
     ov = [f"data={root}", f"strategy={strategy}", *SEG]
+    if strategy == "lora":
+        ov.append("strategy.merge=false")  # the saved model applies the adapter when it is loaded
     before = untrained_test_results(ov)
     run = tmp_path / "run"
     rc = run_in_process(run, [*ov, "trainer.max_epochs=6"])
@@ -96,6 +115,7 @@ def test_segmentation_trains_and_beats_untrained(tmp_path: Path, strategy: str) 
     assert 0 < t["dice"] <= 1 and m["params"]["trainable"] < m["params"]["total"]
     assert (run / "overlays.png").exists() and "mIoU" in (run / "report.md").read_text()
     assert json.loads((run / "model" / "model.json").read_text())["task"] == "segmentation"
+    assert reloaded_miou(run / "model", root) > before["miou"] + 0.2
 
 
 def test_strategies_act_on_the_encoder_and_train_the_decoder(tmp_path: Path) -> None:
@@ -166,6 +186,23 @@ def test_detection_trains_and_beats_untrained(tmp_path: Path, det_scenes: list) 
     assert t["map_50"] > before["map_50"] + 0.2 and t["map"] > before["map"], (before, t)
     assert set(t["per_class"]) == {"circle", "square"} and m["data"]["format"] == "yolo"
     assert (run / "predictions.png").exists() and "mAP@.5" in (run / "report.md").read_text()
+    # the model/ folder alone rebuilds the detector: boxes, labels and scores for each image
+    import torch
+    from torchmetrics.detection import MeanAveragePrecision
+
+    from aether.data.detection import ADAPTERS, DetectionDataset, box_transforms
+    from aether.models.saved import load_model_dir
+
+    model, classes, pre = load_model_dir(run / "model")
+    ds = DetectionDataset(ADAPTERS["yolo"]().load(root, {}).items, box_transforms(pre["input_size"][-1], None))
+    images, targets = zip(*[ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        preds = model(list(images))
+    assert len(preds) == len(images) and all(p["boxes"].shape[1] == 4 and len(p["scores"]) == len(p["labels"])
+                                             for p in preds)
+    metric = MeanAveragePrecision(box_format="xyxy", backend="pycocotools")
+    metric.update(preds, list(targets))
+    assert float(metric.compute()["map_50"]) > before["map_50"] + 0.2
 
 
 @pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])

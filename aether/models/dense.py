@@ -78,3 +78,29 @@ def create_encoder(cfg: ModelCfg) -> Tuple[nn.Module, Dict[str, Any], Dict[str, 
     info = {"provider": "timm", "name": cfg.name, "features_only": True,
             "kwargs": {k: v for k, v in kwargs.items() if k != "features_only"}}
     return encoder, data_config, info
+
+
+def make_head(task: str, options: Dict[str, Any], encoder: nn.Module, num_classes: int,
+              pre: Dict[str, Any]) -> nn.Module:
+    """The task's head over `encoder`'s feature levels (used for training and to rebuild a saved model)."""
+    channels, reductions = encoder.feature_info.channels(), encoder.feature_info.reduction()
+    if task == "segmentation":
+        from aether.models.segmentation import FPNDecoder
+
+        return FPNDecoder(channels, reductions, num_classes, options["decoder_channels"])
+    if task == "detection":
+        from aether.models.detection import DetectorHead
+
+        return DetectorHead(channels, reductions, num_classes, options["head"], options["fpn_channels"],
+                            pre["input_size"][-1], pre["mean"], pre["std"], options["score_threshold"],
+                            options["detections_per_image"])
+    raise AetherError(f"task '{task}' has no dense head")
+
+
+def rebuild_dense(info: Dict[str, Any], num_classes: int, pre: Dict[str, Any]) -> DenseNet:
+    """The untrained network a saved dense-task `model/` folder describes (weights loaded by the caller)."""
+    kwargs = dict(info.get("kwargs", {}))
+    cfg = ModelCfg(provider="timm", name=info["name"], pretrained=False, drop_path_rate=kwargs.pop("drop_path_rate", 0.0),
+                   kwargs=kwargs)
+    encoder = create_encoder(cfg)[0]
+    return DenseNet(encoder, make_head(info["task"], info["task_options"], encoder, num_classes, pre), info["name"])

@@ -85,8 +85,7 @@ class Detection(Task):
         from aether.doctor.inspect import detect_structure, resolve_source
         from aether.errors import AetherError
         from aether.models.backbone import Backbone
-        from aether.models.dense import DenseNet, create_encoder
-        from aether.models.detection import DetectorHead
+        from aether.models.dense import DenseNet, create_encoder, make_head
         from aether.run import Job
         from aether.strategies.base import count_params
         from aether.tasks.common import ItemData
@@ -104,9 +103,7 @@ class Detection(Task):
         encoder, data_config, info = create_encoder(rc.model)
         pre = resolve_preprocessing(data_config, rc.data.image_size, rc.data.crop_pct)
         size = pre["input_size"][-1]
-        head = DetectorHead(encoder.feature_info.channels(), encoder.feature_info.reduction(), len(bundle.classes),
-                            o.head, o.fpn_channels, size, pre["mean"], pre["std"], o.score_threshold,
-                            o.detections_per_image)
+        head = make_head(self.name, o.model_dump(), encoder, len(bundle.classes), pre)
         net = DenseNet(encoder, head, rc.model.name)
         strategy = registry.strategies.get(rc.strategy.name).load()(part_options(rc.strategy.model_dump(), registry.strategies))
         model = strategy.apply(Backbone(net, head, data_config, info))

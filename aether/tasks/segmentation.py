@@ -81,8 +81,7 @@ class Segmentation(Task):
         from aether.data.transforms import resolve_preprocessing
         from aether.doctor.inspect import resolve_source
         from aether.models.backbone import Backbone
-        from aether.models.dense import DenseNet, create_encoder
-        from aether.models.segmentation import FPNDecoder
+        from aether.models.dense import DenseNet, create_encoder, make_head
         from aether.run import Job, _check_input_size
         from aether.strategies.base import count_params
         from aether.tasks.common import ItemData
@@ -96,11 +95,10 @@ class Segmentation(Task):
         index = MaskFolderAdapter().load(root, dict(rc.data.options), o.ignore_index, o.classes)
         bundle = build_bundle(self.name, index, rc.data, rc.seed, {})
         encoder, data_config, info = create_encoder(rc.model)
-        decoder = FPNDecoder(encoder.feature_info.channels(), encoder.feature_info.reduction(), len(bundle.classes),
-                             o.decoder_channels)
+        pre = resolve_preprocessing(data_config, rc.data.image_size, rc.data.crop_pct)
+        decoder = make_head(self.name, o.model_dump(), encoder, len(bundle.classes), pre)
         net = DenseNet(encoder, decoder, rc.model.name)
         backbone = Backbone(net, decoder, data_config, info)
-        pre = resolve_preprocessing(data_config, rc.data.image_size, rc.data.crop_pct)
         _check_input_size(net, pre, rc.model.name)
         strategy = registry.strategies.get(rc.strategy.name).load()(part_options(rc.strategy.model_dump(), registry.strategies))
         model = strategy.apply(backbone)
