@@ -9,6 +9,7 @@ from typing import Any, List
 
 import pytest
 
+from aether.errors import AetherError
 from tests.conftest import SHRINK, compose_raw, run_in_process
 from tests.tasks_data import write_multilabel
 
@@ -77,6 +78,10 @@ def test_mask_folder_loads_the_drawn_masks(tmp_path: Path) -> None:
     for it, (name, _, objects) in zip(index.items, make_scenes(6, seed=3)):
         assert Path(it.path).stem == name
         assert np.array_equal(np.array(Image.open(it.target)), np.array(mask_of(64, objects)))
+    for mask in (root / "masks").glob("*.png"):  # black/white masks: 255 would be ignored everywhere
+        Image.fromarray((np.array(Image.open(mask)) > 0).astype("uint8") * 255).save(mask)
+    with pytest.raises(AetherError, match="only the values 0 and 255"):
+        MaskFolderAdapter().load(root, {})
 
 
 def reloaded_miou(model_dir: Path, root: Path) -> float:

@@ -55,6 +55,7 @@ class DenseBundle:
             "format": self.index.format,
             "classes": list(self.classes),
             "class_counts": dict(self.class_counts),
+            "counts_of": "instances" if self.task == "detection" else "images",
             "num_train": len(self.splits["train"]),
             "num_val": len(self.splits["val"]),
             "num_test": len(self.splits["test"]),

@@ -41,6 +41,7 @@ class MaskFolderAdapter:
         items: List[Item] = []
         skipped: List[Skipped] = []
         values: set = set()
+        any_ignored = False
         for img_dir, mask_dir in roots:
             split = SPLIT_ALIASES.get(img_dir.parent.name.lower()) if img_dir.parent != path else None
             imgs = {p.stem: p for p in _images_under(img_dir)}
@@ -63,7 +64,13 @@ class MaskFolderAdapter:
                     skipped.append(Skipped(str(imgs[stem]), f"its mask {masks[stem]} cannot be read ({exc})"))
                     continue
                 values |= found - {ignore_index}
+                any_ignored = any_ignored or ignore_index in found
                 items.append(Item(str(imgs[stem]), str(masks[stem]), split))
+        if ignore_index == 255 and items and values <= {0} and any_ignored:
+            raise AetherError(f"data.path={path}: the masks hold only the values 0 and 255, and 255 is "
+                              "task_options.ignore_index, so no pixel would train as foreground (black/white masks?); "
+                              "save the masks with class ids (0 = background, 1, 2, ...) or set task_options.ignore_index "
+                              "to a value the masks do not use")
         k = max(values, default=0) + 1
         if class_names is not None:
             if len(class_names) < k:

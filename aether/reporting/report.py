@@ -46,7 +46,7 @@ def training_lines(metrics: Dict[str, Any]) -> List[str]:
     ]
     counts = d.get("class_counts", {})
     if counts:
-        lines.append("| class | images |")
+        lines.append(f"| class | {d.get('counts_of', 'images')} |")
         lines.append("|---|---|")
         lines += [f"| {c} | {n} |" for c, n in counts.items()]
         lines.append("")
