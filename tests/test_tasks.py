@@ -59,6 +59,20 @@ def test_multilabel_trains_tunes_thresholds_and_beats_untrained(tmp_path: Path) 
     assert "mAP (macro)" in (run / "report.md").read_text()
 
 
+def test_multilabel_manifest_reads_lists_and_reports_bad_rows(tmp_path: Path) -> None:
+    from aether.data.multilabel import MultilabelManifestAdapter
+
+    (tmp_path / "a.png").write_bytes(b"")
+    rows = [{"path": "a.png", "labels": ["cat", "dog"]}, {"path": "b.png", "labels": []},
+            {"path": "c.png", "labels": ["dog"], "split": "holdout"}, {"path": "", "labels": ["cat"]}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    index = MultilabelManifestAdapter().load(tmp_path / "m.jsonl", {})
+    assert index.classes == ["cat", "dog"] and [i.target for i in index.items] == [[1, 1], [0, 0]]
+    assert sorted(s.reason.split(" (")[0] for s in index.skipped) == ["empty 'path'", "unknown split 'holdout'"]
+    with pytest.raises(AetherError, match="needs columns 'path' and 'tags'"):
+        MultilabelManifestAdapter().load(tmp_path / "m.jsonl", {"labels_column": "tags"})
+
+
 SEG = ["model.pretrained=false", "data.image_size=64", "data.batch_size=8", "optimizer.lr=5e-3",
        "scheduler=none", "data/augment=none"]
 
@@ -172,6 +186,12 @@ def test_coco_yolo_and_voc_load_identical_targets(tmp_path: Path, det_scenes: li
                                                  for box, lab in zip(i.target["boxes"], i.target["labels"]))
                        for i in index.items}
     assert loaded["coco"] == loaded["yolo"] == loaded["voc"]
+    coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    coco["annotations"].append({**coco["annotations"][0], "id": 999, "iscrowd": 1})
+    (tmp_path / "coco" / "annotations.json").write_text(json.dumps(coco))
+    index = ADAPTERS["coco"]().load(tmp_path / "coco", {})
+    assert sum(len(i.target["boxes"]) for i in index.items) == sum(len(v) for v in expected.values())
+    assert any("1 crowd annotation" in n for n in index.notes)
     assert loaded["coco"] == {k: [(s, [float(v) for v in b]) for s, b in objs] for k, objs in expected.items()}
 
 

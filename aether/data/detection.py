@@ -83,7 +83,7 @@ class CocoAdapter:
         if len(set(classes)) != len(classes):
             raise AetherError(f"{files[0][0]}: category names repeat ({classes}); expected one id per name")
         lookup = {cid: i for i, (cid, _) in enumerate(cats)}
-        clip, items, skipped = _Boxes(), [], []
+        clip, items, skipped, crowd = _Boxes(), [], [], 0
         for jf, obj in files:
             split = _split_of(jf.stem) if len(files) > 1 else None
             anns: Dict[Any, List[dict]] = {}
@@ -96,6 +96,9 @@ class CocoAdapter:
                     continue
                 boxes, labels = [], []
                 for a in anns.get(im["id"], []):
+                    if a.get("iscrowd"):  # a crowd region, not one object: neither trained nor scored
+                        crowd += 1
+                        continue
                     if a.get("category_id") not in lookup:
                         skipped.append(Skipped(str(img), f"annotation {a.get('id')} has unknown category_id "
                                                          f"{a.get('category_id')} ({jf.name})"))
@@ -107,7 +110,8 @@ class CocoAdapter:
                 if not w or not h:
                     w, h = _image_size(img)
                 items.append(Item(str(img), clip.target(boxes, labels, float(w), float(h)), split))
-        return DenseIndex(str(path), self.name, classes, items, skipped, clip.notes())
+        notes = clip.notes() + ([f"{crowd} crowd annotation(s) (iscrowd=1) left out"] if crowd else [])
+        return DenseIndex(str(path), self.name, classes, items, skipped, notes)
 
     @staticmethod
     def _find(json_file: Path, root: Path, name: str) -> Optional[Path]:
