@@ -64,9 +64,3 @@ r.tasks.register("detection", "aether.tasks.detection:Detection", config=_t.Dete
                  help="object detection: COCO, YOLO or VOC; FPN + FCOS/RetinaNet/Faster R-CNN; mAP")
 r.adapters.register("multilabel", "aether.data.multilabel:MultilabelManifestAdapter", config=_t.MultilabelManifestCfg,
                     help="CSV/JSONL manifest with path,labels columns ('a|b' or a JSON list): task=multilabel")
-for _name, _target, _help in (
-        ("coco", "aether.data.detection:CocoAdapter", "COCO .json (images, annotations, categories): task=detection"),
-        ("yolo", "aether.data.detection:YoloAdapter", "YOLO data.yaml + images/ + labels/*.txt: task=detection"),
-        ("voc", "aether.data.detection:VocAdapter", "Pascal VOC Annotations/*.xml + JPEGImages/: task=detection"),
-        ("masks", "aether.data.segmentation:MaskFolderAdapter", "images/ + masks/ of class ids: task=segmentation")):
-    r.adapters.register(_name, _target, config=s.NoOptions, help=_help)

@@ -84,6 +84,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="CPU: skip the second, memory-only subprocess per row run with glibc's mmap threshold pinned "
                         f"(MALLOC_MMAP_THRESHOLD_={PINNED_MMAP_THRESHOLD}), whose peak RSS tracks live tensor memory")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grad-checkpointing", action="store_true",
+                   help="model.grad_checkpointing=true for every row (activations recomputed in backward)")
     p.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     # internal: one (model, strategy) measurement in this process / the environment probe
     p.add_argument("--worker", nargs=2, metavar=("MODEL", "STRATEGY"), help=argparse.SUPPRESS)
@@ -197,6 +199,7 @@ def worker(args: argparse.Namespace, model_arg: str, strategy_name: str, device:
 
     rss_after_imports = proc_status_kib("VmRSS")
     overrides = model_overrides(model_arg) + ["model.pretrained=false", "model.weights=null",
+                                               f"model.grad_checkpointing={str(args.grad_checkpointing).lower()}",
                                                f"strategy={strategy_name}"]
     cfg = compose(overrides)
     raw = OmegaConf.to_container(cfg, resolve=True)
@@ -322,7 +325,7 @@ def run_child(extra: List[str], args: argparse.Namespace, timeout: int, batch_si
                "--batch-size", str(batch_size or args.batch_size[0]), "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--image-size", str(args.image_size),
                "--num-classes", str(args.num_classes), "--device", args.device, "--threads", str(args.threads),
-               "--seed", str(args.seed)]
+               "--seed", str(args.seed)] + (["--grad-checkpointing"] if args.grad_checkpointing else [])
         t0 = time.perf_counter()
         try:
             p = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=timeout, env=env)
@@ -451,6 +454,7 @@ def write_markdown(path: Path, res: Dict[str, Any]) -> None:
                               "step times noisy; memory is unaffected)" if dev == "cpu" else "") + " |",
         f"| batch | {sizes} images of {s['image_size']} px, {s['num_classes']} classes; the same batch size for every "
         "strategy |",
+        f"| activations | {'recomputed in the backward pass (`model.grad_checkpointing=true`, timm)' if s.get('grad_checkpointing') else 'kept for the backward pass (no gradient checkpointing)'} |",
         f"| steps | {s['warmup']} warm-up + {s['steps']} timed (time per step: mean of the timed steps) |",
         "| memory | " + ("`torch.cuda.max_memory_allocated` over the steps (peak), and its increase over the "
                          "allocation right after the model was built" if dev == "cuda" else
@@ -669,6 +673,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "machine": machine,
         "settings": {"device": device, "threads": threads, "batch_sizes": args.batch_size,
                      "image_size": args.image_size, "num_classes": args.num_classes, "warmup": args.warmup,
+                     "grad_checkpointing": args.grad_checkpointing,
                      "steps": args.steps, "seed": args.seed, "models": args.models, "strategies": args.strategies,
                      "allocator_check": pinned, "pinned_mmap_threshold": PINNED_MMAP_THRESHOLD if pinned else None,
                      "load_average_at_start": load,

@@ -234,3 +234,46 @@ def test_unrecognised_raises(tmp_path):
     bad.write_text('{"foo": 1}')
     with pytest.raises(AetherError):
         detect(bad)
+
+
+def test_box_sizes_read_the_same_in_every_box_format(tmp_path):
+    results = {
+        "coco": detect(make_coco(tmp_path / "coco")).summary,
+        "yolo": detect(make_yolo(tmp_path / "yolo")).summary,
+        "voc": detect(make_voc(tmp_path / "voc")).summary,
+    }
+    rel = {k: (s["box_sizes"]["relative_area"], s["box_sizes"]["relative_width"], s["box_sizes"]["relative_height"])
+           for k, s in results.items()}
+    assert rel["coco"] == rel["voc"] == rel["yolo"]
+    assert results["coco"]["box_sizes"]["aspect_ratio"] == results["voc"]["box_sizes"]["aspect_ratio"]
+    # the 120x100 box fills image b: relative area 1; the smallest is 30x20 in a 100x80 image
+    assert rel["coco"][0]["max"] == 1.0 and rel["coco"][0]["min"] == pytest.approx(600 / 8000, abs=1e-4)
+    # pixel areas: 600 px² is small (< 32²), 1500 and 1600 medium (< 96²), 12000 large (COCO's buckets)
+    for k in ("coco", "voc"):
+        assert results[k]["box_sizes"]["coco_area_buckets"] == {"small": 1, "medium": 2, "large": 1}
+    assert "coco_area_buckets" not in results["yolo"]["box_sizes"]  # normalised: no pixel sizes, no shapes
+    assert {s["degenerate_boxes"] for s in results.values()} == {0}
+
+
+def test_a_degenerate_box_is_counted(tmp_path):
+    p = make_coco(tmp_path)
+    data = json.loads(p.read_text())
+    data["annotations"][0]["bbox"] = [10, 10, 0, 20]  # zero width
+    p.write_text(json.dumps(data))
+    s = detect(p).summary
+    assert s["degenerate_boxes"] == 1 and s["box_sizes"]["degenerate"] == 1
+
+
+def test_data_format_overrides_detection(tmp_path):
+    root = make_voc(tmp_path / "both")
+    lp = root / "labels" / "a.txt"
+    lp.parent.mkdir()
+    lp.write_text("0 0.5 0.5 0.2 0.2\n")
+    d = detect(root, fmt="yolo")  # auto picks voc (priority); the override reads it as YOLO
+    _ok(d, "yolo", "detection")
+    assert d.candidates == [("yolo", "detection")]
+    assert "set, not detected" in d.evidence[0] and not any(e.startswith("ambiguous") for e in d.evidence)
+    with pytest.raises(AetherError) as e:
+        detect(make_coco(tmp_path / "coco"), fmt="voc")
+    msg = str(e.value)
+    assert "data.format=voc" in msg and "not a voc dataset" in msg and "looks like coco" in msg

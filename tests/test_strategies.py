@@ -246,3 +246,38 @@ def test_gradual_unfreeze_resumes_with_its_extra_param_groups(tmp_path: Path) ->
     assert r.returncode == 0, r.stderr[-2000:]
     history = json.loads((run / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+
+
+def test_qlora_mechanics_checkpoint_and_export(image_folder: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """QLoRA's own code on the CPU (bitsandbytes 0.45+ quantises on the CPU too; the product still
+    refuses CPU, see above): a whole run trains the adapters over 4-bit Linear layers, the test
+    stage reloads best.ckpt (Linear4bit writes quantisation state it cannot read back without
+    Aether's hook), and the exported model is a plain float network that gives the 4-bit model's
+    logits: dequantise-then-merge keeps the LoRA update in full precision."""
+    pytest.importorskip("bitsandbytes")
+    from aether.models.saved import load_model_dir
+    from aether.strategies.lora import QLora
+
+    monkeypatch.setattr(QLora, "device", "cpu")
+    # bitsandbytes 0.50.2 repacks 4-bit weights for AVX512-BF16 CPUs in eval mode, and that path
+    # fails on layers with a bias (in-place add on a leaf); it is a CPU-only path Aether never uses
+    monkeypatch.setattr("bitsandbytes.nn.modules.has_avx512bf16", lambda: False)
+    run_dir = tmp_path / "run"
+    rc = run_in_process(run_dir, [f"data={image_folder}", "model=test_vit", "+model.kwargs.img_size=32",
+                                  "strategy=qlora", "strategy.compute_dtype=float32", "trainer.max_epochs=1"])
+    assert rc.strategy.name == "qlora"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "accuracy" in metrics["test"]  # the test stage ran on the reloaded best checkpoint
+    assert (run_dir / "model" / "adapter" / "adapter_model.safetensors").is_file()
+
+    exported, _, _ = load_model_dir(run_dir / "model")
+    assert not any(type(m).__name__ == "Linear4bit" for m in exported.modules())
+    # the same weights, reloaded as QLoRA from best.ckpt, against the exported float model
+    job = prepare(rc)
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    job.module.load_state_dict(state, strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        quantised, plain = job.module.model.eval()(x), exported.eval()(x)
+    assert (quantised - plain).abs().max().item() < 1e-3

@@ -186,6 +186,14 @@ def test_coco_yolo_and_voc_load_identical_targets(tmp_path: Path, det_scenes: li
                                                  for box, lab in zip(i.target["boxes"], i.target["labels"]))
                        for i in index.items}
     assert loaded["coco"] == loaded["yolo"] == loaded["voc"]
+    from aether.config.validate import validate
+    from aether.tasks.base import resolve_task
+
+    for fmt in ("auto", "coco"):  # task=auto follows the doctor, or data.format when it is given
+        rc = validate(compose_raw([f"data={tmp_path / 'coco'}", f"data.format={fmt}"]))
+        assert resolve_task(rc).name == "detection" and rc.task == "detection"
+    with pytest.raises(AetherError, match="not a voc dataset"):
+        resolve_task(validate(compose_raw([f"data={tmp_path / 'coco'}", "data.format=voc"])))
     coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
     coco["annotations"].append({**coco["annotations"][0], "id": 999, "iscrowd": 1})
     (tmp_path / "coco" / "annotations.json").write_text(json.dumps(coco))

@@ -15,6 +15,7 @@ from aether import registry
 from aether.errors import AetherError
 from aether.config.schema import RunCfg
 from aether.suggest import did_you_mean
+from aether.doctor.detect import STRUCTURED_FORMATS  # stdlib-only module: validation stays light
 
 # Sections that select a registered part by `name`.
 PART_SECTIONS = {
@@ -107,7 +108,11 @@ def validate(cfg: Dict[str, Any]) -> RunCfg:
     data = cfg.get("data") or {}
     if isinstance(data, dict):
         fmt = data.get("format", "auto")
-        if fmt != "auto":
+        known = [*registry.adapters.names(), *(f for f in STRUCTURED_FORMATS if f not in registry.adapters)]
+        if fmt != "auto" and fmt not in known:
+            problems.append(Problem("data.format", fmt, f"unknown data format; choose auto or one of: {', '.join(known)}",
+                                    did_you_mean(str(fmt), known)))
+        elif fmt in registry.adapters:
             problems += _check_part("data", {"name": fmt, **(data.get("options") or {})},
                                     registry.adapters, name_key="format", options_key="options")
     task = cfg.get("task", "auto")

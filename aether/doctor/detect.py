@@ -51,6 +51,9 @@ MASK_DIR_NAMES = ("masks", "labels", "annotations")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 SEGMENTATION_NAME_HINTS = ("seg", "panoptic", "stuff")
 PRIORITY = ("coco", "voc", "yolo", "masks", "folder", "manifest")
+# detection / segmentation formats: `data.format=` accepts them (the doctor reads them) even
+# where no training adapter of that name is registered
+STRUCTURED_FORMATS = ("coco", "voc", "yolo", "masks")
 FORMATS_LOOKED_FOR = (
     "coco (.json with images/annotations/categories), voc (Annotations/*.xml), "
     "yolo (data.yaml or labels/*.txt), masks (images/ + masks/|labels/|annotations/), "
@@ -100,6 +103,42 @@ def _spread(values: Sequence[float]) -> Dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
+class _BoxSizes:
+    """Box-size statistics that read the same for every box format: sizes relative to the image
+    (YOLO only has those), plus aspect ratios and COCO's small/medium/large pixel-area buckets
+    (< 32², < 96², more) where the image size in pixels is known (COCO, VOC). Zero- or negative-size boxes are counted
+    apart as `degenerate`: they train nothing and often explain a detector's mAP of 0."""
+
+    def __init__(self) -> None:
+        self.rel_w: List[float] = []
+        self.rel_h: List[float] = []
+        self.rel_area: List[float] = []
+        self.aspect: List[float] = []
+        self.buckets = {"small": 0, "medium": 0, "large": 0}
+        self.degenerate = 0
+
+    def add(self, bw: float, bh: float, img_w: float, img_h: float, pixels: bool) -> None:
+        if bw <= 0 or bh <= 0 or img_w <= 0 or img_h <= 0:
+            self.degenerate += 1
+            return
+        self.rel_w.append(bw / img_w)
+        self.rel_h.append(bh / img_h)
+        self.rel_area.append(bw * bh / (img_w * img_h))
+        if pixels:  # a normalised box's w/h is not its shape on screen
+            self.aspect.append(bw / bh)
+            area = bw * bh
+            self.buckets["small" if area < 32 ** 2 else "medium" if area < 96 ** 2 else "large"] += 1
+
+    def summary(self) -> Dict[str, Any]:
+        r = lambda d: {k: round(v, 4) for k, v in d.items()}  # noqa: E731
+        out: Dict[str, Any] = {"relative_width": r(_spread(self.rel_w)), "relative_height": r(_spread(self.rel_h)),
+                               "relative_area": r(_spread(self.rel_area)), "degenerate": self.degenerate}
+        if self.aspect:  # pixel sizes known (COCO, VOC)
+            out["aspect_ratio"] = r(_spread(self.aspect))
+            out["coco_area_buckets"] = dict(self.buckets)
+        return out
+
+
 def _out_of_bounds(x0: float, y0: float, x1: float, y1: float, w: float, h: float) -> bool:
     """Box given by corners against an image of size w x h (pixels, or 1 x 1 when normalised)."""
     return x0 < -EPS or y0 < -EPS or x1 > w + EPS or y1 > h + EPS or x1 < x0 - EPS or y1 < y0 - EPS
@@ -145,6 +184,7 @@ def _match_coco(path: Path, task_hint: Optional[str]) -> Optional[_Match]:
     per_image: List[int] = []
     all_segmented = True
     name_hint = False
+    sizes_stats = _BoxSizes()
     for p, obj in files:
         images = [i for i in obj["images"] if isinstance(i, dict)]
         anns = [a for a in obj["annotations"] if isinstance(a, dict)]
@@ -165,6 +205,7 @@ def _match_coco(path: Path, task_hint: Optional[str]) -> Optional[_Match]:
                 x, y, bw, bh = (float(v) for v in bbox)
                 if _out_of_bounds(x, y, x + bw, y + bh, float(wh[0]), float(wh[1])):
                     file_oob += 1
+                sizes_stats.add(bw, bh, float(wh[0]), float(wh[1]), pixels=True)
         n_img += len(images)
         n_ann += len(anns)
         n_cat += len(cats)
@@ -196,6 +237,8 @@ def _match_coco(path: Path, task_hint: Optional[str]) -> Optional[_Match]:
         "unknown_category_ids": unknown,
         "images_without_annotations": without,
         "boxes_per_image": _spread(per_image),
+        "box_sizes": sizes_stats.summary(),
+        "degenerate_boxes": sizes_stats.degenerate,
     }
     return _Match("coco", "segmentation" if segmentation else "detection", evidence, summary)
 
@@ -221,6 +264,7 @@ def _match_voc(path: Path) -> Optional[_Match]:
     objects = oob = bad = 0
     names: Dict[str, int] = {}
     per_file: List[int] = []
+    sizes_stats = _BoxSizes()
     for x in xmls:
         try:
             root = ET.parse(x).getroot()
@@ -251,6 +295,7 @@ def _match_voc(path: Path) -> Optional[_Match]:
                 continue
             if _out_of_bounds(x0, y0, x1, y1, w, h):
                 oob += 1
+            sizes_stats.add(x1 - x0, y1 - y0, w, h, pixels=True)
         objects += n
         per_file.append(n)
     if len(xmls) == bad:
@@ -272,6 +317,8 @@ def _match_voc(path: Path) -> Optional[_Match]:
         "boxes_out_of_bounds": oob,
         "unreadable": bad,
         "boxes_per_image": _spread(per_file),
+        "box_sizes": sizes_stats.summary(),
+        "degenerate_boxes": sizes_stats.degenerate,
     }
     return _Match("voc", "detection", evidence, summary)
 
@@ -319,6 +366,7 @@ def _match_yolo(path: Path) -> Optional[_Match]:
     boxes = polygons = malformed = out_of_range = oob = unknown = 0
     class_ids: Dict[int, int] = {}
     per_file: List[int] = []
+    sizes_stats = _BoxSizes()
     for lf in label_files:
         n = 0
         try:
@@ -341,6 +389,7 @@ def _match_yolo(path: Path) -> Optional[_Match]:
                 cx, cy, w, h = vals
                 if _out_of_bounds(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, 1.0, 1.0) or w < 0 or h < 0:
                     oob += 1
+                sizes_stats.add(w, h, 1.0, 1.0, pixels=False)  # normalised: relative sizes only
             elif len(vals) >= 6 and len(vals) % 2 == 0:
                 polygons += 1
             else:
@@ -398,6 +447,8 @@ def _match_yolo(path: Path) -> Optional[_Match]:
         "num_images": images_total,
         "images_without_labels": images_unlabelled,
         "boxes_per_image": _spread(per_file),
+        "box_sizes": sizes_stats.summary(),
+        "degenerate_boxes": sizes_stats.degenerate,
     }
     task = "segmentation" if polygons and not boxes else "detection"
     return _Match("yolo", task, evidence, summary)
@@ -533,11 +584,13 @@ def _match_manifest(path: Path) -> Optional[_Match]:
 # ------------------------------------------------------------------------------------- detect
 
 
-def detect(path: Path, *, task_hint: Optional[str] = None) -> Detection:
+def detect(path: Path, *, task_hint: Optional[str] = None, fmt: Optional[str] = None) -> Detection:
     """Detect the dataset format and task at `path` (a folder, or a COCO/manifest file).
 
     `task_hint="segmentation"` lets a COCO file whose annotations all carry segmentations be
-    reported as segmentation. Raises `AetherError` when nothing matches."""
+    reported as segmentation. `fmt` (`data.format`) reads the data as that format only: no
+    guessing, no ambiguity; an error says why it does not fit and what the data looks like
+    instead. Raises `AetherError` when nothing matches."""
     path = Path(path)
     if not path.exists():
         raise AetherError(f"{path}: no such file or folder")
@@ -548,6 +601,8 @@ def detect(path: Path, *, task_hint: Optional[str] = None) -> Detection:
         "masks": lambda: _match_masks(path),
         "manifest": lambda: _match_manifest(path),
     }
+    if fmt is not None:
+        return _detect_as(path, fmt, {**matchers, "folder": lambda: _match_folder(path)}, task_hint)
     matches = [m for name in PRIORITY if name in matchers for m in [matchers[name]()] if m is not None]
     if not matches:
         folder = _match_folder(path)  # only when no structured format matched
@@ -573,4 +628,22 @@ def detect(path: Path, *, task_hint: Optional[str] = None) -> Detection:
     )
 
 
-__all__ = ["Detection", "detect", "PRIORITY", "FORMATS_LOOKED_FOR"]
+
+def _detect_as(path: Path, fmt: str, matchers: Dict[str, Callable[[], Optional[_Match]]],
+               task_hint: Optional[str]) -> Detection:
+    if fmt not in matchers:
+        raise AetherError(f"data.format={fmt}: the dataset doctor knows {', '.join(PRIORITY)}")
+    m = matchers[fmt]()
+    if m is None:
+        try:
+            auto = detect(path, task_hint=task_hint)
+            instead = f"it looks like {auto.format} ({auto.task}): {auto.evidence[0]}"
+        except AetherError:
+            instead = "no known format matches it"
+        raise AetherError(f"data.format={fmt}: {path} is not a {fmt} dataset; {instead}. "
+                          f"Formats: {FORMATS_LOOKED_FOR}")
+    return Detection(format=m.format, task=m.task, evidence=[f"data.format={fmt} (set, not detected)", *m.evidence],
+                     candidates=[(m.format, m.task)], summary=m.summary)
+
+
+__all__ = ["Detection", "detect", "PRIORITY", "FORMATS_LOOKED_FOR", "STRUCTURED_FORMATS"]

@@ -62,10 +62,10 @@ def resolve_source(cfg: DataCfg) -> tuple[Optional[Path], List[Skipped], Dict[st
     return path, [], {}, []
 
 
-def detect_structure(root: Path):  # type: ignore[no-untyped-def]
+def detect_structure(root: Path, fmt: str = "auto"):  # type: ignore[no-untyped-def]
     from aether.doctor.detect import detect
 
-    return detect(root)
+    return detect(root, fmt=None if fmt == "auto" else fmt)
 
 
 def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
@@ -75,10 +75,12 @@ def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
     from aether.doctor.checks import check_files
     from aether.paths import cache_dir
 
+    from aether.doctor.detect import STRUCTURED_FORMATS
+
     root, refused, ignored, notes = resolve_source(cfg)
-    if root is None or cfg.format != "auto":
+    if root is None or (cfg.format != "auto" and cfg.format not in STRUCTURED_FORMATS):
         return None
-    det = detect_structure(root)
+    det = detect_structure(root, cfg.format)
     if det.task == "classification":
         return None
     images, ign = walk_images(root) if root.is_dir() else ([], {})
@@ -94,7 +96,7 @@ def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
             bad.append({"path": rep.path, "reason": f"{rep.issues[0] if rep.issues else 'unusable'}: {rep.detail}"})
     summary = det.summary
     warnings = [f"{summary[k]} {text}" for k, text in (
-        ("boxes_out_of_bounds", "box(es) outside their image"), ("unknown_category_ids", "annotation(s) with an unknown category id"),
+        ("boxes_out_of_bounds", "box(es) outside their image"), ("degenerate_boxes", "box(es) of zero or negative size"), ("unknown_category_ids", "annotation(s) with an unknown category id"),
         ("unknown_class_ids", "label(s) with a class id beyond the names list"), ("out_of_range", "label line(s) with coordinates outside 0..1"),
         ("malformed_lines", "malformed label line(s)"), ("images_without_annotations", "image(s) without annotations"),
         ("images_without_labels", "image(s) without a label file"), ("size_mismatches", "mask(s) whose size differs from the image"),
@@ -119,9 +121,12 @@ def examine(cfg: DataCfg, progress: bool = False) -> Examination:
     from aether.doctor.checks import check_files
     from aether.paths import cache_dir
 
+    from aether.doctor.detect import STRUCTURED_FORMATS
+
     root, refused, ignored, notes = resolve_source(cfg)
-    if cfg.format == "auto" and root is not None:
-        det = detect_structure(root)
+    structured = cfg.format in STRUCTURED_FORMATS and cfg.format not in registry.adapters
+    if (cfg.format == "auto" or structured) and root is not None:
+        det = detect_structure(root, cfg.format)
         if det.task != "classification":
             raise AetherError(
                 f"data.path={cfg.path} looks like a {det.format} {det.task} dataset ({det.evidence[0]}). "
@@ -240,7 +245,18 @@ def print_summary(report: Dict[str, Any], out_dir: Path) -> None:
     t.add_column("images", justify="right")
     for c, n in report["classes"].items():
         t.add_row(c, str(n))
-    con.print(t)
+    if report["classes"]:
+        con.print(t)
+    summary = report.get("summary") or {}
+    sizes = summary.get("box_sizes")
+    if sizes:
+        per = summary.get("boxes_per_image", {})
+        area = sizes["relative_area"]
+        line = (f"{summary.get('num_boxes', 0)} boxes, {per.get('median', 0):g} per image (max {per.get('max', 0):g}); "
+                f"box area / image area min {area['min']:.3g}, median {area['median']:.3g}, max {area['max']:.3g}")
+        if "coco_area_buckets" in sizes:
+            line += "; " + ", ".join(f"{k} {v}" for k, v in sizes["coco_area_buckets"].items()) + " (COCO pixel-area sizes)"
+        con.print(f"[cyan]boxes[/] {line}")
     for b in report["bad"][:20]:
         con.print(f"[red]bad[/] {b['path']}: {b['reason']}")
     if len(report["bad"]) > 20:

@@ -48,6 +48,14 @@ class TimmProvider:
                 raise _no_weights_error(cfg.name, exc) from None
         else:
             model = timm.create_model(cfg.name, pretrained=False, **kwargs)
+        if cfg.grad_checkpointing:
+            # timm's non-reentrant checkpointing: gradients still reach LoRA adapters inside a
+            # block whose input comes from frozen layers (the reentrant kind would drop them)
+            try:
+                model.set_grad_checkpointing(True)
+            except (AssertionError, NotImplementedError, AttributeError):
+                raise AetherError(f"model.grad_checkpointing=true: timm's '{cfg.name}' does not support gradient "
+                                  "checkpointing; set model.grad_checkpointing=false") from None
         data_config = timm.data.resolve_model_data_config(model)
         info = {"provider": self.name, "name": cfg.name, "kwargs": {k: v for k, v in kwargs.items() if k != "num_classes"}}
         return Backbone(model=model, head=model.get_classifier(), data_config=data_config, info=info)

@@ -124,11 +124,12 @@ class QLora(Lora):
     weights on the GPU, LoRA adapters train in `compute_dtype`. Exported merged, in full precision."""
 
     name = "qlora"
+    device = "cuda"  # bitsandbytes quantises a Params4bit when it moves to this device
 
     def apply(self, backbone: Backbone) -> nn.Module:
         import torch
 
-        if not torch.cuda.is_available():
+        if self.device == "cuda" and not torch.cuda.is_available():
             raise AetherError(
                 "strategy=qlora needs a CUDA GPU: its 4-bit base weights (bitsandbytes) run on CUDA only, and "
                 "this machine has none. Use strategy=lora instead (the same adapters over a full-precision base).")
@@ -152,27 +153,58 @@ class QLora(Lora):
             q.weight = bnb.nn.Params4bit(layer.weight.data, requires_grad=False, quant_type=o.quant_type)
             if layer.bias is not None:
                 q.bias = nn.Parameter(layer.bias.data, requires_grad=False)
+            # Linear4bit writes its quantisation state into the state dict (weight.absmax, ...) but
+            # cannot read it back: without this hook Lightning's best/last checkpoints don't load
+            q.register_load_state_dict_pre_hook(_load_prequantized)
             setattr(parent, child, q)
             quantized += 1
         if not quantized:
             raise AetherError(f"strategy=qlora: none of the {len(self.targets)} target layers is a Linear layer "
                               "(4-bit quantisation applies to Linear layers); use strategy=lora for this backbone")
-        model.cuda()  # bitsandbytes quantises on the move to the GPU
+        model.to(self.device)  # quantises the Params4bit weights
         return super().apply(Backbone(model, backbone.head, backbone.data_config, backbone.info))
 
     def export(self, model: nn.Module, model_dir: Path) -> Tuple[nn.Module, Dict[str, Any]]:
-        import bitsandbytes as bnb
         import torch
 
         model.save_pretrained(str(model_dir / "adapter"))
-        merged = copy.deepcopy(model).merge_and_unload()
-        for name, m in list(merged.named_modules()):  # back to plain float Linear layers for serving
-            if isinstance(m, bnb.nn.Linear4bit):
-                w = bnb.functional.dequantize_4bit(m.weight.data, m.weight.quant_state).float()
-                plain = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-                plain.weight.data.copy_(w)
-                if m.bias is not None:
-                    plain.bias.data.copy_(m.bias.data.float())
+        plain = copy.deepcopy(model)
+        # dequantise the base first, then merge: the LoRA update is added in full precision
+        # (merging into the 4-bit weights would re-quantise it away), and the served model is a
+        # plain float network that needs neither bitsandbytes nor a GPU
+        for name, module in list(plain.named_modules()):
+            if _is_4bit(module):
                 parent_name, _, child = name.rpartition(".")
-                setattr(merged.get_submodule(parent_name) if parent_name else merged, child, plain)
+                setattr(plain.get_submodule(parent_name) if parent_name else plain, child, _dequantized(module))
+        merged = plain.merge_and_unload()
         return merged.to(torch.float32).cpu(), {"adapter": "adapter", "merged": True}
+
+
+def _is_4bit(module: nn.Module) -> bool:
+    return type(module).__name__ == "Linear4bit" and hasattr(module.weight, "quant_state")
+
+
+def _dequantized(module: nn.Module) -> nn.Linear:
+    import bitsandbytes as bnb
+
+    w = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state).float()
+    plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None, device=w.device)
+    plain.weight.data.copy_(w)
+    if module.bias is not None:
+        plain.bias.data.copy_(module.bias.data.float())
+    return plain
+
+
+def _load_prequantized(module: nn.Module, state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook of a Linear4bit: rebuild its 4-bit weight from the packed data and
+    quantisation state a checkpoint holds (`weight`, `weight.absmax`, ...), exactly as saved."""
+    import bitsandbytes as bnb
+
+    stats_prefix = prefix + "weight."
+    stats = {k[len(stats_prefix):]: state_dict.pop(k) for k in list(state_dict) if k.startswith(stats_prefix)}
+    if not stats or prefix + "weight" not in state_dict:
+        return  # a plain (unquantised) state dict: nothing to rebuild
+    device = module.weight.device
+    module.weight = bnb.nn.Params4bit.from_prequantized(
+        data=state_dict[prefix + "weight"], quantized_stats=stats, requires_grad=False, device=device, module=module)
+    state_dict[prefix + "weight"] = module.weight  # the default loader then copies it onto itself

@@ -62,9 +62,9 @@ def detected_task(rc: RunCfg) -> Tuple[str, str]:
     """(task, why) for `task=auto`: from data.format when it names a structured format, else from
     the dataset doctor's detection; a manifest with a `labels` column (and no `label`) is multilabel."""
     fmt = rc.data.format
-    if fmt in FORMAT_TASKS:
-        return FORMAT_TASKS[fmt], f"data.format={fmt}"
-    if fmt != "auto" or rc.data.path is None:
+    if fmt == "multilabel":
+        return "multilabel", "data.format=multilabel"
+    if (fmt != "auto" and fmt not in FORMAT_TASKS) or rc.data.path is None:
         return "classification", "classification dataset"
     from aether.doctor.inspect import detect_structure, resolve_source
 
@@ -72,8 +72,10 @@ def detected_task(rc: RunCfg) -> Tuple[str, str]:
     if root is None:
         return "classification", "embedded sample"
     try:
-        det = detect_structure(root)
+        det = detect_structure(root, fmt)  # data.format=coco|voc|yolo|masks: read as that, or say why not
     except AetherError:
+        if fmt != "auto":
+            raise
         return "classification", "no structured format found"  # the folder adapter explains what is wrong
     if det.format == "manifest" and _manifest_has_labels_column(root, rc.data.options):
         return "multilabel", f"{root.name} has a '{_labels_column(rc.data.options)}' column"

@@ -94,7 +94,7 @@ class Detection(Task):
         root = resolve_source(rc.data)[0]
         if root is None:
             raise AetherError("task=detection needs data=PATH to a COCO, YOLO or VOC dataset")
-        fmt = rc.data.format if rc.data.format in ADAPTERS else detect_structure(root).format
+        fmt = detect_structure(root, rc.data.format).format
         if fmt not in ADAPTERS:
             raise AetherError(f"data.path={rc.data.path}: looks like {fmt}, not a detection dataset; expected COCO, "
                               "YOLO or VOC (data.format=coco|yolo|voc)")

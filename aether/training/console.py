@@ -6,7 +6,10 @@ import logging
 
 NOISE = ("💡 Tip", "was configured so 100% of the batches", "to estimate number of stepping batches",
          "TPU available", "HPU available", "LOCAL_RANK:", "Restoring states from the checkpoint path",
-         "`Trainer.fit` stopped: `max_epochs")
+         "`Trainer.fit` stopped: `max_epochs",
+         # bitsandbytes (the qlora extra), imported by PEFT in every LoRA run, hints at an optional
+         # CPU kernel package; Aether never runs 4-bit layers on the CPU
+         "Failed to load CPU gemm_4bit_forward")
 
 
 class _DropNoise(logging.Filter):

@@ -86,6 +86,9 @@ class TorchvisionProvider:
                 f"(torchvision.models.get_model_weights('{cfg.name}').DEFAULT.url) and pass "
                 "model.weights=/path/to/file.pth (or .safetensors); or set model.pretrained=false to train from scratch."
             )
+        if getattr(cfg, "grad_checkpointing", False):
+            raise AetherError(f"model.grad_checkpointing=true: torchvision's '{cfg.name}' has no gradient "
+                              "checkpointing switch; set model.grad_checkpointing=false (or use a timm model)")
         kwargs: Dict[str, Any] = dict(cfg.kwargs)
         if cfg.name in ("inception_v3", "googlenet"):
             kwargs.setdefault("aux_logits", False)  # the training loop expects plain logits
