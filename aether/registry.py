@@ -107,8 +107,9 @@ strategies = Registry("strategy", "strategies")
 optimizers = Registry("optimizer", "optimizers")
 schedulers = Registry("scheduler", "schedulers")
 loggers = Registry("logger", "loggers")
+tasks = Registry("task", "tasks")
 
-REGISTRIES = {r.plural: r for r in (adapters, backbones, strategies, optimizers, schedulers, loggers)}
+REGISTRIES = {r.plural: r for r in (adapters, backbones, strategies, optimizers, schedulers, loggers, tasks)}
 
 _plugins_loaded = False
 plugin_errors: list[str] = []

@@ -100,6 +100,7 @@ class Job:
     params: Dict[str, int]
     module: Any  # aether.training.module.ClassificationModule
     datamodule: Any  # aether.data.datamodule.ClassificationData
+    task: Any = None  # aether.tasks.base.Task for tasks other than classification
 
 
 @dataclass
@@ -115,8 +116,12 @@ def prepare(rc: RunCfg) -> Job:
     from aether.data.dataset import build_data
     from aether.data.transforms import resolve_preprocessing
     from aether.strategies.base import count_params
+    from aether.tasks.base import resolve_task
     from aether.training.module import ClassificationModule
 
+    task = resolve_task(rc)
+    if task.name != "classification":
+        return task.prepare(rc)  # multilabel, segmentation, detection: aether/tasks/
     bundle = build_data(rc.data, rc.seed)
     log.info("data: %s (%s) - %d classes, train/val/test %d/%d/%d, %d skipped", bundle.index.source,
              bundle.index.format, len(bundle.classes), len(bundle.splits["train"]), len(bundle.splits["val"]),
@@ -231,6 +236,9 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
     from aether.sweeps.trial import trial_section
 
     metrics.update(trial_section(trainer))  # a sweep trial: its number and state (complete/pruned)
+    if job.task is not None:  # the task writes metrics.json, its plots, model/ and report.md
+        log.info("%s - report: %s", job.task.finish(run_dir, metrics, job, raw), run_dir / "report.md")
+        return score
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     confusion_matrix_png(metrics["confusion_matrix"], job.bundle.classes, run_dir / "confusion_matrix.png")
     curves_png(history, run_dir / "curves.png")

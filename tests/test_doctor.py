@@ -146,8 +146,10 @@ def test_inspect_explains_a_coco_detection_dataset_and_training_says_why_not(tmp
     assert any("outside their image" in w for w in rep["warnings"]) and any("unknown category" in w for w in rep["warnings"])
     assert r.returncode == 2
     assert rep["summary"]["box_sizes"]["coco_area_buckets"] == {"small": 2, "medium": 0, "large": 0}
-    r = run_cli([f"data={d}", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    # task=auto would train it as detection (tests/test_tasks.py); forced classification says why not
+    r = run_cli(["task=classification", f"data={d}", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert r.returncode == 2 and "coco detection dataset" in r.stderr and "aether inspect" in r.stderr
+    assert "task=detection" in r.stderr
     # data.format overrides detection: read as VOC it does not fit, and the error says what it is
     r = run_cli(["inspect", f"data={d}", "data.format=voc", f"hydra.run.dir={tmp_path / 'voc'}"], tmp_path)
     assert r.returncode == 2 and "not a voc dataset" in r.stderr and "looks like coco" in r.stderr

@@ -167,7 +167,9 @@ class PartCfg(Strict):
 
 class RunCfg(Strict):
     recipe: str = "default"  # set by each recipe, shown in reports
-    task: Literal["classification"] = "classification"
+    # auto (from the dataset doctor's detection) | a registered task (aether list tasks)
+    task: str = "auto"
+    task_options: Dict[str, Any] = Field(default_factory=dict)  # the task's own options
     seed: int = 42
     resume: Optional[str] = None  # a run directory to continue
     data: DataCfg = Field(default_factory=DataCfg)

@@ -115,6 +115,10 @@ def validate(cfg: Dict[str, Any]) -> RunCfg:
         elif fmt in registry.adapters:
             problems += _check_part("data", {"name": fmt, **(data.get("options") or {})},
                                     registry.adapters, name_key="format", options_key="options")
+    task = cfg.get("task", "auto")
+    if isinstance(task, str) and task != "auto":  # `auto`: the options are checked once the data says which task
+        problems += _check_part("task", {"name": task, **(cfg.get("task_options") or {})}, registry.tasks,
+                                name_key="", options_key="task_options")
     model = cfg.get("model") or {}
     if isinstance(model, dict) and "provider" in model:
         if model["provider"] not in registry.backbones:
@@ -131,7 +135,7 @@ def _check_part(section: str, node: Dict[str, Any], reg: registry.Registry,
                 name_key: str = "name", options_key: Optional[str] = None) -> List[Problem]:
     name = node["name"]
     if name not in reg:
-        return [Problem(f"{section}.{name_key}", name,
+        return [Problem(f"{section}.{name_key}".rstrip("."), name,
                         f"unknown {reg.kind}; choose one of: {', '.join(reg.names())}",
                         did_you_mean(name, reg.names()))]
     entry = reg.get(name)
@@ -141,7 +145,7 @@ def _check_part(section: str, node: Dict[str, Any], reg: registry.Registry,
     try:
         entry.config.model_validate(options)
     except ValidationError as err:
-        prefix = f"{section}.{options_key}" if options_key else section
+        prefix = (f"{section}.{options_key}" if name_key else options_key) if options_key else section
         return _problems_from(err, entry.config, prefix)
     return []
 

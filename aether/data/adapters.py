@@ -94,6 +94,8 @@ class ManifestAdapter:
             raise AetherError(
                 f"{path}: manifest needs columns '{path_col}' and '{label_col}' (found: "
                 f"{', '.join(rows[0][1])}); set data.options.path_column / label_column to match"
+                + ("; a 'labels' column with several labels per image trains with task=multilabel"
+                   if "labels" in rows[0][1] else "")
             )
         skipped: List[Skipped] = []
         entries: List[Tuple[str, str, Optional[str]]] = []

@@ -130,8 +130,8 @@ def examine(cfg: DataCfg, progress: bool = False) -> Examination:
         if det.task != "classification":
             raise AetherError(
                 f"data.path={cfg.path} looks like a {det.format} {det.task} dataset ({det.evidence[0]}). "
-                f"Aether trains image classification (class folders, or a CSV/JSONL manifest) for now; "
-                f"`aether inspect data={cfg.path}` checks it"
+                f"task=classification expects class folders or a CSV/JSONL manifest; train it with "
+                f"task={det.task} (or task=auto); `aether inspect data={cfg.path}` checks it"
             )
     fmt = cfg.format if cfg.format != "auto" else detect_format(str(root) if root else None)
     index: DatasetIndex = registry.adapters.get(fmt).load()().load(root, dict(cfg.options))

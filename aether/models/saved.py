@@ -43,8 +43,12 @@ def load_model_dir(path: Path) -> Tuple[nn.Module, List[str], Dict[str, Any]]:
     cfg = ModelCfg(provider=info["provider"], name=info["name"], pretrained=False,
                    drop_rate=kwargs.pop("drop_rate", 0.0), drop_path_rate=kwargs.pop("drop_path_rate", 0.0),
                    kwargs=kwargs)
-    backbone = registry.backbones.get(cfg.provider).load()().create(cfg, len(classes))
-    model = backbone.model
+    if info.get("features_only"):  # segmentation / detection: timm encoder + the task's head
+        from aether.models.dense import rebuild_dense
+
+        model = rebuild_dense(info, len(classes), pre)
+    else:
+        model = registry.backbones.get(cfg.provider).load()().create(cfg, len(classes)).model
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     if info.get("adapter") and not info.get("merged", True):  # LoRA kept separate: apply it now
         from peft import PeftModel

@@ -11,7 +11,7 @@ def build_metrics(rc: Any, job: Any, trainer: Any, mon: Any, train_s: float,
     price = rc.cost.gpu_per_hour if device == "cuda" else rc.cost.cpu_per_hour
     device_hours = train_s / 3600 * trainer.world_size
     test = dict(job.module.test_results)
-    confusion = test.pop("confusion_matrix")
+    confusion = test.pop("confusion_matrix", None)  # classification and multilabel only
     best_score = mon.checkpoint.best_model_score
     return {
         "test": test,
@@ -31,5 +31,5 @@ def build_metrics(rc: Any, job: Any, trainer: Any, mon: Any, train_s: float,
         },
         "best_checkpoint": {"path": mon.checkpoint.best_model_path or None, "monitor": rc.trainer.checkpoint.monitor,
                             "score": float(best_score) if best_score is not None else None},
-        "confusion_matrix": confusion,
+        **({"confusion_matrix": confusion} if confusion is not None else {}),
     }

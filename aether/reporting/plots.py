@@ -40,19 +40,22 @@ def curves_png(history: List[Dict[str, Any]], path: Path) -> None:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     epochs = [r["epoch"] + 1 for r in history]
     for key, ax, style in (("train/loss", ax_loss, "-o"), ("val/loss", ax_loss, "-s"),
-                           ("train/acc", ax_acc, "-o"), ("val/acc", ax_acc, "-s")):
+                           ("train/acc", ax_acc, "-o"), ("val/acc", ax_acc, "-s"),
+                           # the headline validation metric of the other tasks
+                           ("val/map", ax_acc, "-s"), ("val/map_50", ax_acc, "-^"), ("val/miou", ax_acc, "-s")):
         xs = [e for e, r in zip(epochs, history) if key in r]
         ys = [r[key] for r in history if key in r]
         if ys:
             ax.plot(xs, ys, style, label=key, markersize=3)
     ax_loss.set_title("loss")
-    ax_acc.set_title("accuracy")
+    ax_acc.set_title("accuracy" if any("val/acc" in r for r in history) else "validation score")
     ax_acc.set_ylim(0, 1.02)
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def write_report(run_dir: Path, metrics: Dict[str, Any], cfg: Dict[str, Any]) -> Path:
-    t, d, p, tm = metrics["test"], metrics["data"], metrics["params"], metrics["time"]
-    lines = [
+def header_lines(metrics: Dict[str, Any], cfg: Dict[str, Any]) -> List[str]:
+    """Title and the run's model, strategy, optimizer and data in one bullet each."""
+    d, p = metrics["data"], metrics["params"]
+    return [
         f"# Aether run: {cfg.get('recipe', 'default')}",
         "",
         f"- model: `{cfg['model']['name']}` ({cfg['model']['provider']}, pretrained={cfg['model']['pretrained']}"
@@ -24,23 +25,13 @@ def write_report(run_dir: Path, metrics: Dict[str, Any], cfg: Dict[str, Any]) ->
         f"- data: {d['source']} ({d['format']}), {len(d['classes'])} classes, train/val/test = "
         f"{d['num_train']}/{d['num_val']}/{d['num_test']}",
         "",
-        "## Test results (best checkpoint)",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        f"| accuracy (top-1) | {_pct(t['accuracy'])} |",
-        f"| accuracy (top-5) | {_pct(t['accuracy_top5'])} |",
-        f"| F1 (macro) | {t['f1_macro']:.4f} |",
-        "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
     ]
-    for c, r in t["per_class"].items():
-        lines.append(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
-    lines += [
-        "",
-        "![confusion matrix](confusion_matrix.png)",
-        "",
+
+
+def training_lines(metrics: Dict[str, Any]) -> List[str]:
+    """Curves, throughput, cost; then the data: counts, notes, ignored and skipped files."""
+    d, tm = metrics["data"], metrics["time"]
+    lines = [
         "## Training",
         "",
         "![curves](curves.png)",
@@ -55,7 +46,7 @@ def write_report(run_dir: Path, metrics: Dict[str, Any], cfg: Dict[str, Any]) ->
     ]
     counts = d.get("class_counts", {})
     if counts:
-        lines.append("| class | images |")
+        lines.append(f"| class | {d.get('counts_of', 'images')} |")
         lines.append("|---|---|")
         lines += [f"| {c} | {n} |" for c, n in counts.items()]
         lines.append("")
@@ -69,6 +60,26 @@ def write_report(run_dir: Path, metrics: Dict[str, Any], cfg: Dict[str, Any]) ->
         lines += [f"| {s['path']} | {s['reason']} |" for s in d["skipped"]]
     else:
         lines.append("- every indexed image decoded; none skipped")
+    return lines
+
+
+def write_report(run_dir: Path, metrics: Dict[str, Any], cfg: Dict[str, Any]) -> Path:
+    t = metrics["test"]
+    lines = header_lines(metrics, cfg) + [
+        "## Test results (best checkpoint)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| accuracy (top-1) | {_pct(t['accuracy'])} |",
+        f"| accuracy (top-5) | {_pct(t['accuracy_top5'])} |",
+        f"| F1 (macro) | {t['f1_macro']:.4f} |",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    for c, r in t["per_class"].items():
+        lines.append(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
+    lines += ["", "![confusion matrix](confusion_matrix.png)", ""] + training_lines(metrics)
     lines += ["", "Files: `config.yaml` (resolved config), `metrics.json`, `checkpoints/` (best, last), "
               "`model/` (safetensors weights, labels, preprocessing).", ""]
     path = run_dir / "report.md"

@@ -14,9 +14,11 @@ from aether.config.schema import LossCfg
 from aether.strategies.base import Strategy
 
 
-class ClassificationModule(L.LightningModule):
-    def __init__(self, model: nn.Module, classes: List[str], strategy: Strategy, loss: LossCfg,
-                 class_weights: Optional[torch.Tensor], optimizer_cfg: Dict[str, Any],
+class StrategyModule(L.LightningModule):
+    """What every task's module shares: the strategy's train-mode hook and parameter groups, and
+    the optimizer + scheduler built from their registered names."""
+
+    def __init__(self, model: nn.Module, classes: List[str], strategy: Strategy, optimizer_cfg: Dict[str, Any],
                  scheduler_cfg: Dict[str, Any]) -> None:
         super().__init__()
         self.model = model
@@ -24,6 +26,40 @@ class ClassificationModule(L.LightningModule):
         self.strategy = strategy
         self.optimizer_cfg = optimizer_cfg
         self.scheduler_cfg = scheduler_cfg
+        self.test_results: Dict[str, Any] = {}
+
+    def train(self, mode: bool = True) -> "StrategyModule":
+        super().train(mode)
+        if mode:
+            self.strategy.on_train_mode(self.model)
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning leaves module modes as it finds them; set them here so a strategy can keep
+        # frozen BatchNorm layers in eval mode (their statistics must not drift).
+        self.train()
+
+    def configure_optimizers(self) -> Any:
+        opt_entry = registry.optimizers.get(self.optimizer_cfg["name"])
+        opt_options = opt_entry.config.model_validate({k: v for k, v in self.optimizer_cfg.items() if k != "name"})
+        groups = self.strategy.param_groups(self.model, getattr(opt_options, "weight_decay", 0.0))
+        optimizer = opt_entry.load()(groups, opt_options)
+
+        sched_entry = registry.schedulers.get(self.scheduler_cfg["name"])
+        sched_options = sched_entry.config.model_validate({k: v for k, v in self.scheduler_cfg.items() if k != "name"})
+        max_epochs = max(1, self.trainer.max_epochs or 1)
+        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max_epochs)
+        scheduler = sched_entry.load()(optimizer, sched_options, steps_per_epoch, max_epochs)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+class ClassificationModule(StrategyModule):
+    def __init__(self, model: nn.Module, classes: List[str], strategy: Strategy, loss: LossCfg,
+                 class_weights: Optional[torch.Tensor], optimizer_cfg: Dict[str, Any],
+                 scheduler_cfg: Dict[str, Any]) -> None:
+        super().__init__(model, classes, strategy, optimizer_cfg, scheduler_cfg)
         self.criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=loss.label_smoothing)
         k = len(self.classes)
         self.train_acc = tm.classification.MulticlassAccuracy(k, average="micro")
@@ -37,21 +73,9 @@ class ClassificationModule(L.LightningModule):
             "f1": tm.classification.MulticlassF1Score(k, average=None),
             "confusion": tm.classification.MulticlassConfusionMatrix(k),
         }, compute_groups=False)  # shared-state groups mixed macro and per-class F1 here
-        self.test_results: Dict[str, Any] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
-
-    def train(self, mode: bool = True) -> "ClassificationModule":
-        super().train(mode)
-        if mode:
-            self.strategy.on_train_mode(self.model)
-        return self
-
-    def on_train_epoch_start(self) -> None:
-        # Lightning leaves module modes as it finds them; set them here so a strategy can keep
-        # frozen BatchNorm layers in eval mode (their statistics must not drift).
-        self.train()
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -90,18 +114,3 @@ class ClassificationModule(L.LightningModule):
         }
         for key in ("accuracy", "accuracy_top5", "f1_macro"):
             self.log(f"test/{key}", self.test_results[key])
-
-    def configure_optimizers(self) -> Any:
-        opt_entry = registry.optimizers.get(self.optimizer_cfg["name"])
-        opt_options = opt_entry.config.model_validate({k: v for k, v in self.optimizer_cfg.items() if k != "name"})
-        groups = self.strategy.param_groups(self.model, getattr(opt_options, "weight_decay", 0.0))
-        optimizer = opt_entry.load()(groups, opt_options)
-
-        sched_entry = registry.schedulers.get(self.scheduler_cfg["name"])
-        sched_options = sched_entry.config.model_validate({k: v for k, v in self.scheduler_cfg.items() if k != "name"})
-        max_epochs = max(1, self.trainer.max_epochs or 1)
-        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max_epochs)
-        scheduler = sched_entry.load()(optimizer, sched_options, steps_per_epoch, max_epochs)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}

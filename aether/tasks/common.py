@@ -1,0 +1,65 @@
+"""Pieces every non-classification task uses: a DataModule over items, and the run outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from aether.config.schema import DataCfg
+from aether.data.dense import DenseBundle, Item, loader_settings
+
+
+class ItemData(L.LightningDataModule):
+    """Loaders over a DenseBundle; `make_dataset(items, train)` builds each split's Dataset."""
+
+    def __init__(self, bundle: DenseBundle, cfg: DataCfg, make_dataset: Callable[[List[Item], bool], Dataset],
+                 collate: Optional[Callable] = None) -> None:
+        super().__init__()
+        self.bundle, self.cfg, self.make_dataset, self.collate = bundle, cfg, make_dataset, collate
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        items = self.bundle.splits[split]
+        return DataLoader(self.make_dataset(items, train), collate_fn=self.collate,
+                          **loader_settings(self.cfg, len(items), train))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+
+def save_run(run_dir: Path, metrics: Dict[str, Any], job: Any, raw: Dict[str, Any], task: Any,
+             test_lines: List[str]) -> Path:
+    """metrics.json, curves.png, model/ (the strategy's export: LoRA merged) and report.md."""
+    from aether.models.saved import save_model_dir
+    from aether.reporting.plots import curves_png
+    from aether.reporting.report import header_lines, training_lines
+
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    curves_png(metrics["history"], run_dir / "curves.png")
+    (run_dir / "model").mkdir(parents=True, exist_ok=True)
+    exported, extra = job.strategy.export(job.module.model, run_dir / "model")
+    info = {**job.backbone.info, **extra, "task": task.name, "task_options": task.options.model_dump()}
+    save_model_dir(run_dir / "model", exported, info, job.bundle.classes, job.preprocessing)
+    lines = header_lines(metrics, raw) + [f"- task: **{task.name}**", ""] + test_lines + [""] + training_lines(metrics)
+    lines += ["", "Files: `config.yaml` (resolved config), `metrics.json`, `checkpoints/` (best, last), "
+              f"`model/` (safetensors weights, labels, preprocessing; model.json names the task `{task.name}`).", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def per_class_table(per_class: Dict[str, Dict[str, Any]], columns: List[str]) -> List[str]:
+    lines = ["| class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for c, r in per_class.items():
+        cells = [f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in columns]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return lines

@@ -1,0 +1,158 @@
+"""Multilabel classification: several labels per image, one sigmoid per label (BCE), per-label
+decision thresholds tuned on the validation split, mAP and F1 on the test split."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Union
+
+import torch
+import torchmetrics as tm
+from torch import nn
+
+from aether import registry
+from aether.config.schema import RunCfg
+from aether.config.validate import part_options
+from aether.tasks.base import Task
+from aether.training.module import StrategyModule
+
+log = logging.getLogger("aether")
+GRID = torch.linspace(0.05, 0.95, 19)
+
+
+def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per label, the grid threshold with the best F1 on (probs, targets); 0.5 for a label that
+    has no positive example to tune on."""
+    pred = probs.unsqueeze(-1) >= GRID  # N x K x G
+    t = targets.bool().unsqueeze(-1)
+    tp = (pred & t).sum(0).float()
+    fp = (pred & ~t).sum(0).float()
+    fn = (~pred & t).sum(0).float()
+    f1 = 2 * tp / (2 * tp + fp + fn).clamp(min=1)
+    best = GRID[f1.argmax(-1)]
+    return torch.where(targets.sum(0) > 0, best, torch.full_like(best, 0.5))
+
+
+class MultilabelModule(StrategyModule):
+    def __init__(self, model: nn.Module, classes: List[str], strategy: Any, threshold: Union[str, float],
+                 optimizer_cfg: Dict[str, Any], scheduler_cfg: Dict[str, Any]) -> None:
+        super().__init__(model, classes, strategy, optimizer_cfg, scheduler_cfg)
+        k = len(self.classes)
+        self.tune = threshold == "tune"
+        # a buffer: saved in checkpoints, so testing the best checkpoint uses that epoch's thresholds
+        self.register_buffer("thresholds", torch.full((k,), 0.5 if self.tune else float(threshold)))
+        self.criterion = nn.BCEWithLogitsLoss()
+        self.val_map = tm.classification.MultilabelAveragePrecision(k, average="macro")
+        self._val: List[torch.Tensor] = []
+        self._test: List[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.criterion(self(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.val_map.update(logits.sigmoid(), y.int())
+        self._val.append(torch.cat([logits.sigmoid(), y], 1).detach().cpu())
+        self.log("val/loss", self.criterion(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.log("val/map", self.val_map, on_epoch=True, prog_bar=True, batch_size=len(y))
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val and self.tune:
+            k = len(self.classes)
+            both = torch.cat(self._val)
+            self.thresholds.copy_(tune_thresholds(both[:, :k], both[:, k:]))
+        self._val.clear()
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self._test.append(torch.cat([self(x).sigmoid(), y], 1).detach().cpu())
+
+    def on_test_epoch_end(self) -> None:
+        k = len(self.classes)
+        both = torch.cat(self._test)
+        self._test.clear()
+        self.test_results = multilabel_results(both[:, :k], both[:, k:].int(), self.thresholds.cpu(), self.classes)
+        for key in ("map", "f1_macro", "f1_micro"):
+            self.log(f"test/{key}", self.test_results[key])
+
+
+def multilabel_results(probs: torch.Tensor, y: torch.Tensor, thr: torch.Tensor, classes: List[str]) -> Dict[str, Any]:
+    k = len(classes)
+    pred = (probs >= thr).int()
+    ap = tm.functional.classification.multilabel_average_precision(probs, y, k, average=None)
+    prec = tm.functional.classification.multilabel_precision(pred, y, k, average=None, zero_division=0)
+    rec = tm.functional.classification.multilabel_recall(pred, y, k, average=None, zero_division=0)
+    f1 = tm.functional.classification.multilabel_f1_score(pred, y, k, average=None, zero_division=0)
+    f1_micro = tm.functional.classification.multilabel_f1_score(pred, y, k, average="micro", zero_division=0)
+    # "confusion": row = a true label, column = a predicted label, counted over test images
+    confusion = (y.T.float() @ pred.float()).int().tolist()
+    per_class = {c: {"ap": float(ap[i]), "precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
+                     "threshold": round(float(thr[i]), 4), "support": int(y[:, i].sum())} for i, c in enumerate(classes)}
+    return {
+        "map": float(torch.nan_to_num(ap).mean()),
+        "f1_macro": float(f1.mean()),
+        "f1_micro": float(f1_micro),
+        "exact_match": float((pred == y).all(1).float().mean()),
+        "per_class": per_class,
+        "confusion_matrix": confusion,
+    }
+
+
+class Multilabel(Task):
+    name = "multilabel"
+    monitor = ("val/map", "max")
+
+    def prepare(self, rc: RunCfg) -> Any:
+        from aether.data.dense import build_bundle
+        from aether.data.multilabel import MultilabelDataset, MultilabelManifestAdapter
+        from aether.data.transforms import eval_transform, resolve_preprocessing, train_transform
+        from aether.doctor.inspect import resolve_source
+        from aether.run import Job, _check_input_size
+        from aether.strategies.base import count_params
+        from aether.tasks.common import ItemData
+
+        root = resolve_source(rc.data)[0]
+        if root is None:
+            from aether.errors import AetherError
+
+            raise AetherError("task=multilabel needs data=PATH to a CSV/JSONL manifest with path,labels columns")
+        index = MultilabelManifestAdapter().load(root, dict(rc.data.options))
+        counts = {c: sum(it.target[i] for it in index.items) for i, c in enumerate(index.classes)}
+        bundle = build_bundle(self.name, index, rc.data, rc.seed, counts)
+        backbone = registry.backbones.get(rc.model.provider).load()().create(rc.model, len(bundle.classes))
+        pre = resolve_preprocessing(backbone.data_config, rc.data.image_size, rc.data.crop_pct)
+        _check_input_size(backbone.model, pre, rc.model.name)
+        strategy = registry.strategies.get(rc.strategy.name).load()(part_options(rc.strategy.model_dump(), registry.strategies))
+        model = strategy.apply(backbone)
+        module = MultilabelModule(model, bundle.classes, strategy, self.options.threshold, rc.optimizer.model_dump(),
+                                  rc.scheduler.model_dump())
+        train_tf, eval_tf = train_transform(pre, rc.data.augment), eval_transform(pre)
+        data = ItemData(bundle, rc.data, lambda items, train: MultilabelDataset(items, train_tf if train else eval_tf))
+        return Job(bundle, backbone, pre, strategy, count_params(model), module, data, task=self)
+
+    def finish(self, run_dir: Path, metrics: Dict[str, Any], job: Any, raw: Dict[str, Any]) -> str:
+        import json
+
+        from aether.reporting.plots import confusion_matrix_png
+        from aether.tasks.common import per_class_table, save_run
+
+        confusion_matrix_png(metrics["confusion_matrix"], job.bundle.classes, run_dir / "confusion_matrix.png")
+        t = metrics["test"]
+        lines = ["## Test results (best checkpoint; thresholds tuned on the validation split)" if self.options.threshold == "tune"
+                 else f"## Test results (best checkpoint; threshold {self.options.threshold})", "",
+                 "| metric | value |", "|---|---|", f"| mAP (macro) | {t['map']:.4f} |", f"| F1 (macro) | {t['f1_macro']:.4f} |",
+                 f"| F1 (micro) | {t['f1_micro']:.4f} |", f"| exact match | {t['exact_match']:.4f} |", ""]
+        lines += per_class_table(t["per_class"], ["ap", "precision", "recall", "f1", "threshold", "support"])
+        lines += ["", "![label confusion](confusion_matrix.png) (row: a true label; column: a predicted label)"]
+        save_run(run_dir, metrics, job, raw, self, lines)
+        thresholds = {c: r["threshold"] for c, r in t["per_class"].items()}
+        (run_dir / "model" / "thresholds.json").write_text(json.dumps(thresholds, indent=2))
+        return f"test mAP {t['map']:.4f}, F1 macro {t['f1_macro']:.4f}"

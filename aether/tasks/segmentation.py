@@ -1,0 +1,147 @@
+"""Semantic segmentation: a timm encoder + light FPN decoder, cross-entropy per pixel, mIoU and
+Dice per class on the test split, overlays of predictions in the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+import torchmetrics as tm
+from torch import nn
+
+from aether import registry
+from aether.config.schema import RunCfg
+from aether.config.validate import part_options
+from aether.tasks.base import Task
+from aether.training.module import StrategyModule
+
+
+class SegmentationModule(StrategyModule):
+    def __init__(self, model: nn.Module, classes: List[str], strategy: Any, ignore_index: Optional[int],
+                 optimizer_cfg: Dict[str, Any], scheduler_cfg: Dict[str, Any]) -> None:
+        super().__init__(model, classes, strategy, optimizer_cfg, scheduler_cfg)
+        k = len(self.classes)
+        self.criterion = nn.CrossEntropyLoss(ignore_index=-100 if ignore_index is None else ignore_index)
+        self.val_iou = tm.classification.MulticlassJaccardIndex(k, average="macro", ignore_index=ignore_index)
+        self.test_metrics = tm.MetricCollection({
+            "iou": tm.classification.MulticlassJaccardIndex(k, average=None, ignore_index=ignore_index),
+            # pixel-level F1 per class, accumulated over the split = the Dice coefficient
+            "dice": tm.classification.MulticlassF1Score(k, average=None, ignore_index=ignore_index),
+            "pixel_accuracy": tm.classification.MulticlassAccuracy(k, average="micro", ignore_index=ignore_index),
+        }, compute_groups=False)
+        self.support = torch.zeros(k, dtype=torch.long)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.criterion(self(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.val_iou(logits.argmax(1), y)
+        self.log("val/loss", self.criterion(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.log("val/miou", self.val_iou, on_epoch=True, prog_bar=True, batch_size=len(y))
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.test_metrics.update(self(x).argmax(1), y)
+        k = len(self.classes)
+        self.support += torch.bincount(y[(y >= 0) & (y < k)].flatten().cpu(), minlength=k)
+
+    def on_test_epoch_end(self) -> None:
+        r = {k: v.detach().cpu() for k, v in self.test_metrics.compute().items()}
+        self.test_metrics.reset()
+        present = self.support > 0  # classes absent from the test masks are not averaged in
+        per_class = {c: {"iou": float(r["iou"][i]), "dice": float(r["dice"][i]), "pixels": int(self.support[i])}
+                     for i, c in enumerate(self.classes)}
+        self.test_results = {
+            "miou": float(r["iou"][present].mean()) if present.any() else 0.0,
+            "dice": float(r["dice"][present].mean()) if present.any() else 0.0,
+            "pixel_accuracy": float(r["pixel_accuracy"]),
+            "per_class": per_class,
+        }
+        self.support.zero_()
+        for key in ("miou", "dice", "pixel_accuracy"):
+            self.log(f"test/{key}", self.test_results[key])
+
+
+class Segmentation(Task):
+    name = "segmentation"
+    monitor = ("val/miou", "max")
+
+    def prepare(self, rc: RunCfg) -> Any:
+        from aether.data.dense import build_bundle
+        from aether.data.segmentation import MaskFolderAdapter, SegmentationDataset, mask_transforms
+        from aether.data.transforms import resolve_preprocessing
+        from aether.doctor.inspect import resolve_source
+        from aether.models.backbone import Backbone
+        from aether.models.dense import DenseNet, create_encoder, make_head
+        from aether.run import Job, _check_input_size
+        from aether.strategies.base import count_params
+        from aether.tasks.common import ItemData
+
+        o = self.options
+        root = resolve_source(rc.data)[0]
+        if root is None:
+            from aether.errors import AetherError
+
+            raise AetherError("task=segmentation needs data=PATH to a folder with images/ and masks/")
+        index = MaskFolderAdapter().load(root, dict(rc.data.options), o.ignore_index, o.classes)
+        bundle = build_bundle(self.name, index, rc.data, rc.seed, {})
+        encoder, data_config, info = create_encoder(rc.model)
+        pre = resolve_preprocessing(data_config, rc.data.image_size, rc.data.crop_pct)
+        decoder = make_head(self.name, o.model_dump(), encoder, len(bundle.classes), pre)
+        net = DenseNet(encoder, decoder, rc.model.name)
+        backbone = Backbone(net, decoder, data_config, info)
+        _check_input_size(net, pre, rc.model.name)
+        strategy = registry.strategies.get(rc.strategy.name).load()(part_options(rc.strategy.model_dump(), registry.strategies))
+        model = strategy.apply(backbone)
+        module = SegmentationModule(model, bundle.classes, strategy, o.ignore_index, rc.optimizer.model_dump(),
+                                    rc.scheduler.model_dump())
+        size = pre["input_size"][-1]
+        train_tf = mask_transforms(size, rc.data.augment, pre["mean"], pre["std"])
+        eval_tf = mask_transforms(size, None, pre["mean"], pre["std"])
+        data = ItemData(bundle, rc.data, lambda items, train: SegmentationDataset(items, train_tf if train else eval_tf))
+        return Job(bundle, backbone, pre, strategy, count_params(model), module, data, task=self)
+
+    def finish(self, run_dir: Path, metrics: Dict[str, Any], job: Any, raw: Dict[str, Any]) -> str:
+        from aether.tasks.common import per_class_table, save_run
+
+        t = metrics["test"]
+        self._overlays(job, run_dir / "overlays.png")
+        lines = ["## Test results (best checkpoint)", "", "| metric | value |", "|---|---|",
+                 f"| mIoU | {t['miou']:.4f} |", f"| Dice (mean) | {t['dice']:.4f} |",
+                 f"| pixel accuracy | {t['pixel_accuracy']:.4f} |", ""]
+        lines += per_class_table(t["per_class"], ["iou", "dice", "pixels"])
+        lines += ["", "Test images: true mask (middle), prediction (right):", "", "![overlays](overlays.png)"]
+        save_run(run_dir, metrics, job, raw, self, lines)
+        return f"test mIoU {t['miou']:.4f}, Dice {t['dice']:.4f}"
+
+    @staticmethod
+    def _overlays(job: Any, path: Path, n: int = 6) -> None:
+        import numpy as np
+        from PIL import Image
+
+        from aether.data.images import load_rgb
+        from aether.data.segmentation import SegmentationDataset, mask_transforms
+        from aether.reporting.dense import segmentation_sheet
+
+        pre = job.preprocessing
+        size = pre["input_size"][-1]
+        items = job.bundle.splits["test"][:n]
+        ds = SegmentationDataset(items, mask_transforms(size, None, pre["mean"], pre["std"]))
+        model = job.module.model.eval()
+        samples = []
+        with torch.no_grad():
+            for i, it in enumerate(items):
+                x, y = ds[i]
+                pred = model(x.unsqueeze(0).to(job.module.device)).argmax(1)[0].cpu().numpy()
+                img = load_rgb(it.path).resize((size, size), Image.BILINEAR)
+                samples.append((img, y.numpy().astype(np.int64), pred))
+        segmentation_sheet(samples, path)
