@@ -173,10 +173,11 @@ def _number(verb_name: str, opts: Dict[str, str], key: str, default: float, kind
 @verb("export")
 def cmd_export(args: List[str]) -> int:
     """`aether export run=RUN [format=bento|onnx] [name=NAME] [max_upload_mb=20] [batching=true]
-    [backend=torch|onnx]`."""
+    [backend=torch|onnx] [score_threshold=P]` (detection: boxes below P are left out)."""
     opts = _options("export", args, {"run": "a finished run folder", "format": "bento (default) or onnx",
                                      "name": "model name in the BentoML store", "max_upload_mb": "upload limit",
                                      "batching": "adaptive batching, true/false",
+                                     "score_threshold": "detection: lowest box score answered",
                                      "backend": "what serves: torch (default) or onnx (onnxruntime)"}, ["run"])
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     fmt = opts.get("format", "bento")
@@ -198,7 +199,9 @@ def cmd_export(args: List[str]) -> int:
 
     res = export_bento(opts["run"], name=opts.get("name"), batching=batching == "true",
                        max_upload_mb=_number("export", opts, "max_upload_mb", 20.0, float),
-                       backend=opts.get("backend", "torch"))
+                       backend=opts.get("backend", "torch"),
+                       score_threshold=_number("export", opts, "score_threshold", 0, float)
+                       if "score_threshold" in opts else None)
     plan = res["batching"]
     print(f"{'stored' if res['created'] else 'already stored'} BentoML model {res['tag']} ({res['store_path']})\n"
           f"wrote {res['bento_dir']}/ (service.py, bentofile.yaml, aether_serve.json); {res['backend']} backend, "
@@ -211,17 +214,21 @@ def cmd_export(args: List[str]) -> int:
 
 @verb("predict")
 def cmd_predict(args: List[str]) -> int:
-    """`aether predict run=RUN images=PATH[,PATH...] [out=DIR] [batch_size=32] [top_k=5] [device=cpu]`."""
+    """`aether predict run=RUN images=PATH[,PATH...] [out=DIR] [batch_size=32] [top_k=5] [device=cpu]
+    [score_threshold=P]`; multilabel, detection and segmentation runs write their own layout."""
     opts = _options("predict", args, {"run": "a finished run folder",
                                       "images": "folder, file or list.txt; comma-separated",
                                       "out": "output folder", "batch_size": "images per forward pass",
-                                      "top_k": "classes per prediction", "device": "cpu, cuda, ..."}, ["run", "images"])
+                                      "top_k": "classes per prediction", "device": "cpu, cuda, ...",
+                                      "score_threshold": "detection: lowest box score kept"}, ["run", "images"])
     from aether.deploy.predict import predict_images
 
     res = predict_images(opts["run"], opts["images"].split(","), out=opts.get("out"),
                          batch_size=int(_number("predict", opts, "batch_size", 32)),
-                         top_k=int(_number("predict", opts, "top_k", 5)), device=opts.get("device"))
-    print(f"{res['num_predicted']} of {res['num_files']} files classified in {res['seconds']:.1f} s -> "
+                         top_k=int(_number("predict", opts, "top_k", 5)), device=opts.get("device"),
+                         score_threshold=_number("predict", opts, "score_threshold", 0, float)
+                         if "score_threshold" in opts else None)
+    print(f"{res['num_predicted']} of {res['num_files']} files {res.get('verb', 'classified')} in {res['seconds']:.1f} s -> "
           f"{res['out_dir']}/predictions.csv, predictions.json")
     for f in res["failed"]:
         print(f"  not classified: {f['path']}: {f['reason']} ({f['detail']})", file=sys.stderr)

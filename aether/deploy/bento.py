@@ -22,6 +22,9 @@ from aether.errors import AetherError
 MODEL_FILES = ("model.safetensors", "model.json", "labels.json", "preprocessing.json")
 DEFAULT_MAX_UPLOAD_MB = 20.0
 SERVICE_CLASS = "AetherClassifier"
+# test metrics quoted in the model store and /metadata (each task has its own)
+SERVED_METRICS = ("accuracy", "accuracy_top5", "f1_macro", "f1_micro", "map", "map_50", "miou", "dice",
+                  "pixel_accuracy")
 
 
 def check_run(run: str) -> Path:
@@ -90,15 +93,15 @@ def batch_plan(model_dir: Path, budget_s: float = 1.0) -> Dict[str, Any]:
     per batch served 0.81x in-process throughput, 4 per batch 0.63x; benchmarks/serve.py)."""
     import torch
 
-    from aether.deploy.predictor import Predictor
+    from aether.deploy.tasks import TaskPredictor
 
-    pred = Predictor(model_dir)
+    pred = TaskPredictor(model_dir)
     x = torch.zeros(8, *pred.pre.preprocessing["input_size"])
-    pred.probabilities(x[:1])  # warm-up
+    pred.outputs(x[:1])  # warm-up
     times = []
     for _ in range(3):  # the fastest of three: other work on the machine only ever adds time
         t0 = time.perf_counter()
-        pred.probabilities(x)
+        pred.outputs(x)
         times.append(time.perf_counter() - t0)
     per_image = max(min(times) / 8, 1e-5)
     size = 4
@@ -116,18 +119,22 @@ def batch_plan(model_dir: Path, budget_s: float = 1.0) -> Dict[str, Any]:
 
 
 def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-                 batching: bool = True, backend: str = "torch") -> Dict[str, Any]:
+                 batching: bool = True, backend: str = "torch", score_threshold: Optional[float] = None
+                 ) -> Dict[str, Any]:
     """Store the model, write RUN/bento/; return what was done (tag, paths). `backend="onnx"`
-    serves RUN/model/model.onnx with onnxruntime (exported and parity-checked first if missing)."""
+    serves RUN/model/model.onnx with onnxruntime (exported and parity-checked first if missing).
+    `score_threshold`: detections below it are left out of answers (default: the run's draw_threshold)."""
     import bentoml
     from bentoml.exceptions import NotFound
 
     from aether.deploy.predictor import ImageLimits
+    from aether.deploy.tasks import serve_options
 
     run_dir = check_run(run)
     model_dir = run_dir / "model"
     if backend not in ("torch", "onnx"):
         raise AetherError(f"export: backend={backend!r}: expected torch or onnx")
+    task_options = serve_options(model_dir, score_threshold)  # before any work: a bad threshold stops here
     if backend == "onnx" and not (model_dir / "model.onnx").is_file():
         from aether.deploy.onnx_export import export_onnx
 
@@ -145,9 +152,10 @@ def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DE
         "dataset_fingerprint": dataset_fingerprint(metrics),
         "test_accuracy": f"{test['accuracy']:.4f}" if "accuracy" in test else "",
         "test_f1_macro": f"{test['f1_macro']:.4f}" if "f1_macro" in test else "",
+        "task": task_options["task"],
     }
     metadata = {"classes": classes, "preprocessing": pre, "run": str(run_dir.resolve()),
-                "metrics": {k: test[k] for k in ("accuracy", "accuracy_top5", "f1_macro") if k in test}}
+                "metrics": {k: test[k] for k in SERVED_METRICS if k in test}}
     try:
         stored = bentoml.models.get(tag)
         created = False
@@ -173,11 +181,14 @@ def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DE
         "limits": {"max_pixels": limits.max_pixels, "min_side": limits.min_side},
         "max_upload_bytes": int(max_upload_mb * 1024 * 1024),
         "top_k": min(5, len(classes)),
+        "task": task_options["task"],
+        "task_options": task_options,
         "batching": plan,
     }
     bento_dir = write_bento_dir(run_dir / "bento", settings)
     return {"tag": str(stored.tag), "created": created, "bento_dir": str(bento_dir),
-            "store_path": str(bentoml.models.get(tag).path), "batching": plan, "backend": backend}
+            "store_path": str(bentoml.models.get(tag).path), "batching": plan, "backend": backend,
+            "task": task_options["task"]}
 
 
 def write_bento_dir(bento_dir: Path, settings: Dict[str, Any]) -> Path:

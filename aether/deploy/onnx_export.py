@@ -16,6 +16,7 @@ from typing import Any, Dict
 from aether.errors import AetherError
 
 DEFAULT_ATOL = 1e-4
+ONNX_TASKS = ("classification", "multilabel")  # multilabel: the same graph; sigmoid + thresholds applied after
 
 
 def export_onnx(run: str, atol: float = DEFAULT_ATOL, opset: int = 18) -> Dict[str, Any]:
@@ -29,6 +30,11 @@ def export_onnx(run: str, atol: float = DEFAULT_ATOL, opset: int = 18) -> Dict[s
 
     run_dir = check_run(run)
     out = run_dir / "model" / "model.onnx"
+    task = json.loads((run_dir / "model" / "model.json").read_text()).get("task") or "classification"
+    if task not in ONNX_TASKS:
+        raise AetherError(f"export format=onnx: not available for task={task} (run={run}): the torchvision "
+                          "detector and the dense decoder are not exported with a parity check yet; serve it "
+                          "with `aether export run=RUN` (PyTorch backend) instead")
     pred = Predictor(run_dir / "model", device="cpu")
     model = pred.model
     if hasattr(model, "merge_and_unload"):  # a LoRA adapter kept separate: export the merged network
@@ -98,10 +104,15 @@ def parity(model: Any, onnx_path: Path, shape: tuple, batch_sizes: tuple = (1, 3
 
 class OnnxRunner:
     """The serving backend for `aether export backend=onnx`: model.onnx on onnxruntime (CUDA
-    when onnxruntime has it, else CPU), same contract as `Predictor.probabilities`."""
+    when onnxruntime has it, else CPU), same contract as `Predictor.probabilities` (and as
+    `TaskPredictor.outputs`: softmax for classification, sigmoid for multilabel)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, task: str = "classification") -> None:
         import onnxruntime as ort
+
+        if task not in ONNX_TASKS:
+            raise AetherError(f"{path}: the onnx backend serves {' and '.join(ONNX_TASKS)} models, not task={task}")
+        self.task = task
 
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
@@ -113,3 +124,11 @@ class OnnxRunner:
         logits = self.session.run(["logits"], {"images": np.asarray(batch, dtype=np.float32)})[0]
         z = np.exp(logits - logits.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
+
+    def outputs(self, batch: Any) -> Any:
+        if self.task == "multilabel":
+            import numpy as np
+
+            logits = self.session.run(["logits"], {"images": np.asarray(batch, dtype=np.float32)})[0]
+            return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        return self.probabilities(batch)

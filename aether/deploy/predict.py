@@ -44,13 +44,20 @@ def collect(images: List[str]) -> List[str]:
 
 
 def predict_images(run: str, images: List[str], out: Optional[str] = None, batch_size: int = 32, top_k: int = 5,
-                   device: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
+                   device: Optional[str] = None, progress: bool = True,
+                   score_threshold: Optional[float] = None) -> Dict[str, Any]:
     from aether.deploy.bento import check_run
     from aether.deploy.predictor import ImageLimits, Predictor
+    from aether.deploy.tasks import task_of
 
     run_dir = check_run(run)
     paths = collect(images)
     out_dir = Path(out).expanduser() if out else run_dir / "predictions" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    if task_of(json.loads((run_dir / "model" / "model.json").read_text())) != "classification":
+        from aether.deploy.task_outputs import predict_task_images
+
+        return predict_task_images(run_dir, paths, out_dir, batch_size, device, score_threshold,
+                                   lambda n: _progress(n, progress))
     predictor = Predictor(run_dir / "model", device=device, limits=ImageLimits.from_run(run_dir))
     t0 = time.perf_counter()
     with _progress(len(paths), progress) as advance:

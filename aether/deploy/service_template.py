@@ -2,6 +2,8 @@
 
     bentoml serve RUN/bento                          # http://localhost:3000
     curl -F image=@cat.jpg localhost:3000/predict    # {"label": ..., "score": ..., "top_k": [...]}
+    # other tasks answer in their own shape (aether/deploy/tasks.py): multilabel {"labels", "scores"},
+    # detection {"boxes", "labels", "scores"}, segmentation {"width", "height", "areas", "mask_png"}
     curl -F images=@a.jpg -F images=@b.png localhost:3000/predict_batch
     curl -X POST localhost:3000/metadata             # tag, classes, metrics, input size, limits
     curl localhost:3000/readyz                       # 200 once the model is loaded (/livez, /healthz)
@@ -25,6 +27,7 @@ from aether.deploy.serving import RequestGuard, error_response, load_settings
 
 SETTINGS = load_settings(Path(__file__).with_name("aether_serve.json"))
 BATCHING = SETTINGS["batching"]
+TASK = SETTINGS.get("task", "classification")
 
 
 @bentoml.service(name="aether_model", workers=1, traffic={"timeout": 120})
@@ -35,18 +38,19 @@ class AetherModel:
         if SETTINGS.get("backend") == "onnx":  # `aether export ... backend=onnx`
             from aether.deploy.onnx_export import OnnxRunner
 
-            self.predictor = OnnxRunner(Path(self.stored.path) / "model.onnx")
+            self.predictor = OnnxRunner(Path(self.stored.path) / "model.onnx", task=TASK)
         else:
-            from aether.deploy.predictor import Predictor
+            from aether.deploy.tasks import TaskPredictor
 
             # the model/ folder as exported: safetensors weights + JSON, loaded without pickle
-            self.predictor = Predictor(Path(self.stored.path))
+            self.predictor = TaskPredictor(Path(self.stored.path))
 
     @bentoml.api(batchable=bool(BATCHING["enabled"]), max_batch_size=max(2, int(BATCHING["max_batch_size"])),
                  max_latency_ms=int(BATCHING["max_latency_ms"]))
     def classify(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, H, W) preprocessed images -> (N, classes) probabilities."""
-        return self.predictor.probabilities(batch)
+        """(N, 3, H, W) preprocessed images -> the task's raw output: (N, classes) probabilities
+        for classification (sigmoid scores for multilabel, class-id masks, padded detections)."""
+        return self.predictor.outputs(batch)
 
 
 @bentoml.service(name="aether_classifier", traffic={"timeout": 120})
@@ -55,14 +59,17 @@ class AetherClassifier:
 
     def __init__(self) -> None:
         from aether.deploy.predictor import ImageLimits, Preprocessor
+        from aether.deploy.tasks import make_codec
 
         self.pre = Preprocessor(SETTINGS["preprocessing"], SETTINGS["classes"], ImageLimits(**SETTINGS["limits"]))
         self.top = int(SETTINGS["top_k"])
+        self.codec = make_codec(self.pre, SETTINGS.get("task_options") or {"task": TASK, "top_k": self.top})
 
     async def _tensor(self, path: Path) -> Any:
+        """(preprocessed tensor, original (width, height)) of one upload."""
         import anyio
 
-        return await anyio.to_thread.run_sync(self.pre.load, str(path))
+        return await anyio.to_thread.run_sync(self.codec.load, str(path))
 
     async def _classify(self, batch: np.ndarray) -> np.ndarray:
         """Call the model service; retried on a dropped connection (the call is idempotent).
@@ -80,15 +87,15 @@ class AetherClassifier:
 
     @bentoml.api
     async def predict(self, image: Path) -> Dict[str, Any]:
-        """One image file -> {label, score, top_k: [{label, score}, ...]}."""
+        """One image file -> {label, score, top_k: [{label, score}, ...]} (other tasks: their answer)."""
         from aether.deploy.predictor import BadImage
 
         try:
-            x = await self._tensor(image)
+            x, size = await self._tensor(image)
         except BadImage as bad:
             return error_response(bad.code, bad.detail)
-        probs = await self._classify(x.unsqueeze(0).numpy())
-        return self.pre.top_k(probs, self.top)[0]
+        rows = await self._classify(x.unsqueeze(0).numpy())
+        return self.codec.decode(rows, [size])[0]
 
     @bentoml.api
     async def predict_batch(self, images: List[Path]) -> Dict[str, Any]:
@@ -99,17 +106,20 @@ class AetherClassifier:
         from aether.deploy.predictor import BadImage
 
         out: List[Dict[str, Any]] = []
-        good, tensors = [], []
+        good, tensors, sizes = [], [], []
         for i, path in enumerate(images):
             try:
-                tensors.append(await self._tensor(path))
-                good.append(i)
-                out.append({})
+                x, size = await self._tensor(path)
             except BadImage as bad:
                 out.append({"error": bad.code, "detail": bad.detail})
+                continue
+            tensors.append(x)
+            sizes.append(size)
+            good.append(i)
+            out.append({})
         if tensors:
-            probs = await self._classify(torch.stack(tensors).numpy())
-            for i, row in zip(good, self.pre.top_k(probs, self.top)):
+            rows = await self._classify(torch.stack(tensors).numpy())
+            for i, row in zip(good, self.codec.decode(rows, sizes)):
                 out[i] = row
         return {"predictions": [{"index": i, **row} for i, row in enumerate(out)]}
 
@@ -127,6 +137,8 @@ class AetherClassifier:
             "batching": BATCHING,
             "backend": SETTINGS.get("backend", "torch"),
             "top_k": self.top,
+            "task": TASK,
+            "task_options": SETTINGS.get("task_options") or {},
         }
 
 
