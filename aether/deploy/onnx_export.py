@@ -16,7 +16,11 @@ from typing import Any, Dict
 from aether.errors import AetherError
 
 DEFAULT_ATOL = 1e-4
-ONNX_TASKS = ("classification", "multilabel")  # multilabel: the same graph; sigmoid + thresholds applied after
+# multilabel: the classifier's graph, sigmoid + thresholds applied after; segmentation: the
+# encoder + FPN decoder graph ((N, classes, H, W) logits), argmax after. Detection is refused:
+# torchvision's post-processing (score filter, top-k, NMS: data-dependent output sizes) does not
+# pass torch.export (measured with torch 2.x dynamo export: TorchExportError).
+ONNX_TASKS = ("classification", "multilabel", "segmentation")
 
 
 def export_onnx(run: str, atol: float = DEFAULT_ATOL, opset: int = 18) -> Dict[str, Any]:
@@ -33,8 +37,9 @@ def export_onnx(run: str, atol: float = DEFAULT_ATOL, opset: int = 18) -> Dict[s
     task = json.loads((run_dir / "model" / "model.json").read_text()).get("task") or "classification"
     if task not in ONNX_TASKS:
         raise AetherError(f"export format=onnx: not available for task={task} (run={run}): the torchvision "
-                          "detector and the dense decoder are not exported with a parity check yet; serve it "
-                          "with `aether export run=RUN` (PyTorch backend) instead")
+                          "detector's post-processing (score filter, NMS) has data-dependent output sizes that "
+                          "torch.export cannot trace, so no parity-checked model.onnx can be made; serve it with "
+                          "`aether export run=RUN` (PyTorch backend) instead")
     pred = Predictor(run_dir / "model", device="cpu")
     model = pred.model
     if hasattr(model, "merge_and_unload"):  # a LoRA adapter kept separate: export the merged network
@@ -68,7 +73,9 @@ def export_onnx(run: str, atol: float = DEFAULT_ATOL, opset: int = 18) -> Dict[s
                           "model.onnx was not written")
     tmp.replace(out)
     info = {"path": str(out), "opset": opset, "input": {"name": "images", "shape": ["batch", *shape]},
-            "output": {"name": "logits", "shape": ["batch", len(pred.classes)]},
+            "output": {"name": "logits", "shape": ["batch", len(pred.classes), *shape[1:]] if task == "segmentation"
+                       else ["batch", len(pred.classes)]},
+            "task": task,
             "classes": pred.classes, "preprocessing": pred.pre.preprocessing, "atol": atol,
             "export_s": round(export_s, 3), "bytes": out.stat().st_size, **worst,
             "versions": {"torch": torch.__version__, "onnxruntime": _ort_version()}}
@@ -105,13 +112,14 @@ def parity(model: Any, onnx_path: Path, shape: tuple, batch_sizes: tuple = (1, 3
 class OnnxRunner:
     """The serving backend for `aether export backend=onnx`: model.onnx on onnxruntime (CUDA
     when onnxruntime has it, else CPU), same contract as `Predictor.probabilities` (and as
-    `TaskPredictor.outputs`: softmax for classification, sigmoid for multilabel)."""
+    `TaskPredictor.outputs`: softmax for classification, sigmoid for multilabel, class-id masks
+    for segmentation)."""
 
     def __init__(self, path: Path, task: str = "classification") -> None:
         import onnxruntime as ort
 
         if task not in ONNX_TASKS:
-            raise AetherError(f"{path}: the onnx backend serves {' and '.join(ONNX_TASKS)} models, not task={task}")
+            raise AetherError(f"{path}: the onnx backend serves {', '.join(ONNX_TASKS)} models, not task={task}")
         self.task = task
 
         available = ort.get_available_providers()
@@ -131,4 +139,9 @@ class OnnxRunner:
 
             logits = self.session.run(["logits"], {"images": np.asarray(batch, dtype=np.float32)})[0]
             return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        if self.task == "segmentation":
+            import numpy as np
+
+            logits = self.session.run(["logits"], {"images": np.asarray(batch, dtype=np.float32)})[0]
+            return logits.argmax(1).astype(np.uint8)
         return self.probabilities(batch)
