@@ -113,14 +113,13 @@ def test_multirun_sweep_makes_one_run_dir_per_trial(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_quickstart_reaches_its_accuracy_on_the_embedded_digits(tmp_path: Path) -> None:
-    """The README's main job: no data=, real images, CPU, >= 0.90 test accuracy."""
-    t0 = time.perf_counter()
+    """The README's main job: no data=, real images, CPU, >= 0.90 test accuracy. (Its speed is
+    a benchmark's business, not a timed test's: a loaded CI machine must not fail it.)"""
     r = run_cli(["+recipe=quickstart", "hydra.run.dir=run"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["test"]["accuracy"] >= 0.90
     assert m["data"]["num_train"] + m["data"]["num_val"] + m["data"]["num_test"] == 1797
-    assert time.perf_counter() - t0 < 240
 
 
 def test_installed_wheel_carries_conf_and_recipes(tmp_path: Path) -> None:
