@@ -197,6 +197,7 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
 
     from aether.training.console import tame_lightning_logging
     from aether.training.distributed import is_secondary_rank, rank_zero_scope
+    from aether.training.speed import apply_speedups
 
     tame_lightning_logging()
     if not is_secondary_rank():  # ranks > 0 write nothing (aether.training.distributed)
@@ -204,6 +205,7 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
     L.seed_everything(rc.seed, workers=True, verbose=False)
     job = prepare(rc)
+    apply_speedups(rc, job)
     trainer, mon = build_trainer(rc, run_dir, job, run_name)
     with rank_zero_scope(run_dir):
         return _fit_test_write(rc, raw, run_dir, job, trainer, mon)
@@ -215,6 +217,7 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     from aether.reporting.plots import confusion_matrix_png, curves_png
     from aether.reporting.report import write_report
     from aether.training.distributed import explain_world, is_secondary_rank
+    from aether.training.speed import restore
 
     ckpt_path = None
     if rc.resume:
@@ -231,6 +234,7 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     best = mon.checkpoint.best_model_path or None
     trainer.test(job.module, datamodule=job.datamodule, ckpt_path=best, verbose=False)
     score = float(mon.checkpoint.best_model_score or 0.0)
+    restore(job.module.model)  # trainer.compile: export the plain module
     if not trainer.is_global_zero:
         return score  # rank 0 alone writes the run directory
 

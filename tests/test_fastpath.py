@@ -72,3 +72,28 @@ def test_disk_cache_built_once_then_reused_without_decoding(tmp_path: Path, monk
     (folder / "red" / "red_000.jpg").touch()
     _datamodule(folder, "data.cache=disk").prepare_data()
     assert len(list(cache_mod.cache_root().iterdir())) > len(built)
+
+
+def test_compile_failure_falls_back_to_eager_with_a_message(caplog: pytest.LogCaptureFixture) -> None:
+    import timm
+
+    from aether.training.speed import maybe_compile, restore
+
+    model = timm.create_model("test_vit", num_classes=3, img_size=32).eval()
+    x = torch.zeros(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        assert not maybe_compile(model, True, backend="no_such_backend")
+        assert "torch.compile is not available" in caplog.text and "no_such_backend" in caplog.text
+        assert torch.equal(model(x), ref)
+
+        # a failure at the first call (compilation is lazy): one message, then eager
+        assert maybe_compile(model, True, backend=_failing_backend)
+        assert torch.equal(model(x), ref) and torch.equal(model(x), ref)
+        assert caplog.text.count("continuing in eager mode") == 1
+        restore(model)
+        assert "forward" not in model.__dict__
+
+
+def _failing_backend(gm: Any, example_inputs: Any) -> Any:
+    raise RuntimeError("this backend cannot compile anything")

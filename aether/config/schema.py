@@ -129,6 +129,7 @@ class TrainerCfg(Strict):
     log_every_n_steps: int = Field(10, ge=1)
     deterministic: bool = False
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
+    compile: bool = False  # torch.compile the model; falls back to eager with a message on failure
     early_stopping: EarlyStoppingCfg = Field(default_factory=EarlyStoppingCfg)
     checkpoint: CheckpointCfg = Field(default_factory=CheckpointCfg)
 

@@ -8,7 +8,7 @@ every access, after the cache. Normalisation happens on the device (aether.data.
 Two kinds of entry, one per split:
   eval   the exact PIL steps of the eval transform (resize + centre crop) -> identical tensors
          to the uncached path once normalised the same way (tested).
-  train  the image with its shorter side reduced to the eval resize size (never enlarged), so
+  train  the image with its shorter side reduced to about the crop size (never enlarged), so
          RandomResizedCrop still sees the whole picture; JPEGs are decoded at reduced scale
          (libjpeg's DCT scaling through PIL's draft mode; pillow-simd, a drop-in PIL, is used
          when installed) because the crop discards that detail anyway.
@@ -54,18 +54,18 @@ def pil_steps(transform: Any) -> List[Callable]:
 
 
 def train_side(pre: Dict[str, Any]) -> int:
-    """Shorter side kept for training images: the eval resize size (input / crop_pct)."""
-    import math
+    """The training crop's side: cached training images keep at least this many pixels on
+    their shorter side (and at most KEEP times as many)."""
+    return int(max(pre["input_size"][1:]))
 
-    return int(math.floor(max(pre["input_size"][1:]) / pre["crop_pct"]))
 
-
-# ------------------------------------------------------------------ decoding (runs in workers)
+KEEP = 1.15  # ~ the eval resize margin (224 -> 256): RandomResizedCrop at scale 1 loses nothing
 
 
 def decode_reduced(path: str, side: int) -> Image.Image:
-    """Decode with the shorter side reduced to about `side` (never enlarged); JPEGs are decoded
-    directly at 1/2, 1/4 or 1/8 scale where that still leaves at least `side` pixels."""
+    """Decode with the shorter side reduced towards `side` (never enlarged): JPEGs are decoded
+    directly at 1/2, 1/4 or 1/8 scale where that still leaves at least `side` pixels (libjpeg
+    skips most of the work), then resized to at most KEEP x `side`."""
     with Image.open(path) as im:
         if im.format == "JPEG" and min(im.size) > side:
             scale = min(im.size) / side
@@ -74,7 +74,7 @@ def decode_reduced(path: str, side: int) -> Image.Image:
         im = ImageOps.exif_transpose(im)
         if im.mode in HIGH_DEPTH_MODES:
             im = _to_8bit(im)
-        return _shrink(im.convert("RGB"), side)
+        return _shrink(im.convert("RGB"), int(side * KEEP))
 
 
 def _shrink(img: Image.Image, side: int) -> Image.Image:
@@ -213,12 +213,6 @@ def build(samples: Sequence[Sample], kind: str, steps: List[Callable], side: int
     log.info("data cache: decoded %d %s images into %s (%.0f MB) in %.1fs", len(samples), kind, final,
              offset[0] / 2**20, time.perf_counter() - t0)
     return _open(final)
-
-
-def find(samples: Sequence[Sample], kind: str, steps: List[Callable], side: int) -> Optional[ImageCache]:
-    """The complete disk cache for these samples, or None (never builds)."""
-    final = cache_root() / cache_key(samples, kind, steps, side)
-    return _open(final) if (final / "meta.json").is_file() else None
 
 
 def resolve_mode(mode: str) -> str:

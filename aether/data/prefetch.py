@@ -35,7 +35,7 @@ class DeviceNormalize:
         if x.dtype != torch.uint8:
             return x  # already a float tensor (data.cache=off)
         mean, std = self._stats(x.device)
-        x = x.to(torch.float32).div(255).sub_(mean).div_(std)
+        x = x.to(torch.float32).div_(255).sub_(mean).div_(std)  # = ToTensor + Normalize, op for op
         if train and self.erasing is not None:
             self.erasing.device = x.device
             x = self.erasing(x)
