@@ -161,6 +161,8 @@ def write_md(path: Path, res: Dict[str, Any]) -> None:
              f">= {TARGET_COLD:.0f}x |",
              f"| Aether, warm (cache reused) | {s['aether_warm']:.0f} | {s['warm_speedup']:.2f}x | "
              f">= {TARGET_WARM:.0f}x |", "",
+             f"Each Aether epoch against the torchvision epoch just before it (median of the pairs): cold "
+             f"{s['cold_speedup_paired']:.2f}x, warm {s['warm_speedup_paired']:.2f}x.", "",
              "Rounds (images/s): " + "; ".join(f"{r['side']} {r['images_per_s']:.0f}" for r in res["rounds"]), "",
              "## Machine", ""] + [f"- {k}: {v}" for k, v in res["machine"].items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -191,8 +193,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"[loader] round {r} {side:12s} {res['images_per_s']:8.0f} img/s ({res['seconds']:.1f}s)", flush=True)
     med = {side: statistics.median(x["images_per_s"] for x in rounds if x["side"] == side)
            for side in ("torchvision", "aether_cold", "aether_warm")}
+    # each Aether epoch against the torchvision epoch just before it: robust to load that drifts
+    # during the run (other processes on a shared machine)
+    paired = {side: [b["images_per_s"] / a["images_per_s"] for a, b in zip(rounds, rounds[1:])
+                     if a["side"] == "torchvision" and b["side"] == side] for side in ("aether_cold", "aether_warm")}
     summary = {**med, "cold_speedup": round(med["aether_cold"] / med["torchvision"], 2),
-               "warm_speedup": round(med["aether_warm"] / med["torchvision"], 2)}
+               "warm_speedup": round(med["aether_warm"] / med["torchvision"], 2),
+               "cold_speedup_paired": round(statistics.median(paired["aether_cold"]), 2),
+               "warm_speedup_paired": round(statistics.median(paired["aether_warm"]), 2)}
     files = list(data.rglob("*.jpg"))
     from PIL import Image
 

@@ -53,6 +53,10 @@ def test_disk_cache_built_once_then_reused_without_decoding(tmp_path: Path, monk
     assert train[0][0].dtype == torch.float32 and train[0][0].shape[1:] == (3, 32, 32)
     built = sorted(p.name for p in cache_mod.cache_root().iterdir())
     assert len(built) == 3 and not [b for b in built if ".tmp-" in b]  # train, val, test
+    import pickle
+
+    ds = dm.val_dataloader().dataset  # spawned workers get the folder name, not a copy of the pixels
+    assert len(pickle.dumps(ds.cache)) < 2000 and torch.equal(pickle.loads(pickle.dumps(ds))[0][0], ds[0][0])
 
     # a second run must not decode a single image: any decode now fails loudly
     def no_decoding(*a: Any, **k: Any) -> Any:

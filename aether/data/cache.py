@@ -123,6 +123,18 @@ class ImageCache:
     def __len__(self) -> int:
         return len(self.index)
 
+    def __getstate__(self) -> Dict[str, Any]:
+        # a disk cache travels to spawned loader workers as its folder name, never as pixels
+        state = dict(self.__dict__)
+        if self.where != "memory":
+            state["pixels"] = None
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.pixels is None:
+            self.pixels = _open(Path(self.where)).pixels
+
     def get(self, i: int) -> np.ndarray:
         off, h, w = (int(v) for v in self.index[i])
         return self.pixels[off:off + h * w * 3].reshape(h, w, 3)
