@@ -45,6 +45,7 @@ def test_cached_eval_tensors_equal_uncached(tmp_path: Path) -> None:
 def test_disk_cache_built_once_then_reused_without_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from aether.data import cache as cache_mod
 
+    monkeypatch.setenv("AETHER_CACHE", str(tmp_path / "cache"))  # this test counts cache folders
     folder = make_folder(tmp_path / "imgs", per_class=8, ext=".jpg")
     dm = _datamodule(folder, "data.cache=disk", "data.augment.re_prob=0.5")
     dm.prepare_data()
