@@ -195,37 +195,28 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
 def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str) -> float:
     import lightning as L
 
-    from aether.training.console import tame_lightning_logging
-    from aether.training.distributed import is_secondary_rank, rank_zero_scope
-    from aether.training.speed import apply_speedups
-
-    tame_lightning_logging()
-    if not is_secondary_rank():  # ranks > 0 write nothing (aether.training.distributed)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
-    L.seed_everything(rc.seed, workers=True, verbose=False)
-    job = prepare(rc)
-    apply_speedups(rc, job)
-    trainer, mon = build_trainer(rc, run_dir, job, run_name)
-    with rank_zero_scope(run_dir):
-        return _fit_test_write(rc, raw, run_dir, job, trainer, mon)
-
-
-def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, trainer: Any, mon: Monitors) -> float:
     from aether.models.saved import save_model_dir
     from aether.reporting.metrics import build_metrics
     from aether.reporting.plots import confusion_matrix_png, curves_png
     from aether.reporting.report import write_report
-    from aether.training.distributed import explain_world, is_secondary_rank
-    from aether.training.speed import restore
+    from aether.training import distributed, speed
+    from aether.training.console import tame_lightning_logging
+
+    tame_lightning_logging()
+    if not distributed.is_secondary_rank():  # ranks > 0 write nothing (aether.training.distributed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
+    distributed.begin_run(run_dir)
+    L.seed_everything(rc.seed, workers=True, verbose=False)
+    job = prepare(rc)
+    speed.apply_speedups(rc, job)
+    trainer, mon = build_trainer(rc, run_dir, job, run_name)
+    distributed.log_world(trainer)
 
     ckpt_path = None
     if rc.resume:
         ckpt_path = str(Path(rc.resume).expanduser() / "checkpoints" / "last.ckpt")
         log.info("resuming from %s", ckpt_path)
-    note = explain_world(trainer)
-    if note and not is_secondary_rank():
-        log.info(note)
     t0 = time.perf_counter()
     trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=ckpt_path)
     train_s = time.perf_counter() - t0
@@ -234,7 +225,7 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     best = mon.checkpoint.best_model_path or None
     trainer.test(job.module, datamodule=job.datamodule, ckpt_path=best, verbose=False)
     score = float(mon.checkpoint.best_model_score or 0.0)
-    restore(job.module.model)  # trainer.compile: export the plain module
+    speed.restore(job.module.model)  # trainer.compile: export the plain module
     if not trainer.is_global_zero:
         return score  # rank 0 alone writes the run directory
 

@@ -33,13 +33,18 @@ def _batches(dm: Any, split: str) -> Any:
 
 def test_cached_eval_tensors_equal_uncached(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "imgs", per_class=8, ext=".jpg")
-    cached = _batches(_datamodule(folder, "data.cache=memory"), "val")
     plain = _batches(_datamodule(folder, "data.cache=off"), "val")
-    assert len(cached) == len(plain) > 0
-    for (xc, yc), (xp, yp) in zip(cached, plain):
-        assert xc.dtype == xp.dtype == torch.float32 and xc.shape == xp.shape
-        assert torch.equal(yc, yp)
-        assert torch.equal(xc, xp)  # bit-identical: same PIL steps, same float arithmetic
+    # CPU training: normalised in the loader workers; GPU: uint8 batches normalised after the copy
+    on_cpu = _datamodule(folder, "data.cache=memory")
+    on_gpu = _datamodule(folder, "data.cache=memory")
+    on_gpu._on_gpu = lambda: True
+    assert next(iter(on_gpu.val_dataloader()))[0].dtype == torch.uint8
+    for cached in (_batches(on_cpu, "val"), _batches(on_gpu, "val")):
+        assert len(cached) == len(plain) > 0
+        for (xc, yc), (xp, yp) in zip(cached, plain):
+            assert xc.dtype == xp.dtype == torch.float32 and xc.shape == xp.shape
+            assert torch.equal(yc, yp)
+            assert torch.equal(xc, xp)  # bit-identical: same PIL steps, same float arithmetic
 
 
 def test_disk_cache_built_once_then_reused_without_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

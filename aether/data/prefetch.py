@@ -6,6 +6,9 @@ to pin and copy, and no per-image float work in the workers. After the copy to t
 the backbone's mean/std, applies random erasing to training batches (it needs normalised
 input, so it cannot run before the cache) and, where it helps, switches to channels_last.
 
+When the model trains on the CPU there is no copy to save, and the main process is the one
+that trains: the loader workers then normalise (NormalizingCollate), in parallel with the step.
+
 The arithmetic is exactly torchvision's ToTensor + Normalize (float32 divide by 255, subtract
 mean, divide by std), so cached and uncached evaluation inputs are identical (tested).
 """
@@ -42,6 +45,20 @@ class DeviceNormalize:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+
+class NormalizingCollate:
+    """For CPU training: the same normalisation inside the loader workers, which run in
+    parallel with the training step, instead of in the main process after the "transfer"."""
+
+    def __init__(self, normalize: DeviceNormalize, train: bool) -> None:
+        self.normalize, self.train = normalize, train
+
+    def __call__(self, batch: Any) -> Any:
+        from torch.utils.data import default_collate
+
+        x, y = default_collate(batch)
+        return self.normalize(x, self.train), y
 
 
 def wants_channels_last(model: Any, accelerator_is_cuda: bool) -> bool:

@@ -12,17 +12,17 @@ asking the dataset doctor again, a `-m` sweep re-launching every trial) and writ
   the same command line without Hydra's run machinery, so they create no folder either;
 * only global rank 0 writes: config, metrics, report, model (run.py); Lightning's checkpoint
   and loggers are rank-zero already (one W&B run);
-* after a run, rank 0 restores the launcher's environment variables and closes the process
-  group, so the next trial of a multirun sweep starts its own ranks again.
+* before a run, rank 0 restores the launcher's environment variables and closes the process
+  group a previous run in the same process left behind, so each trial of a multirun sweep
+  starts its own ranks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 log = logging.getLogger("aether")
 
@@ -80,26 +80,27 @@ def run_secondary_rank(args: List[str]) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def rank_zero_scope(run_dir: Path) -> Iterator[None]:
-    """Around fit + test in the main process: tell the ranks Lightning starts where the run is,
-    then leave the process as it was (environment, process group) for the next run."""
+_BASE_ENV: Optional[Dict[str, Optional[str]]] = None  # the launcher variables before this process's first run
+
+
+def begin_run(run_dir: Path) -> None:
+    """In the main process, before a run's Trainer: leave no trace of an earlier run in this
+    process (a multirun sweep's previous trial) and tell the ranks Lightning will start where
+    this run lives."""
+    global _BASE_ENV
     if is_secondary_rank():
-        yield
         return
-    before = {k: os.environ.get(k) for k in (RUN_DIR_ENV, *_LAUNCHER_ENV)}
-    external = before["LOCAL_RANK"] is not None  # torchrun / srun own the processes and the group
-    os.environ[RUN_DIR_ENV] = str(Path(run_dir).resolve())
-    try:
-        yield
-    finally:
-        for k, v in before.items():
+    if _BASE_ENV is None:
+        _BASE_ENV = {k: os.environ.get(k) for k in (RUN_DIR_ENV, *_LAUNCHER_ENV)}
+    else:
+        for k, v in _BASE_ENV.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        if not external:
+        if _BASE_ENV["LOCAL_RANK"] is None:  # the group was Lightning's (not torchrun's/srun's): close it
             _close_process_group()
+    os.environ[RUN_DIR_ENV] = str(Path(run_dir).resolve())
 
 
 def _close_process_group() -> None:
@@ -131,8 +132,7 @@ def block_classes(model: Any) -> set:
     return {type(m) for m in model.modules() if type(m).__name__ in _BLOCK_NAMES}
 
 
-def explain_world(trainer: Any) -> Optional[str]:
-    if getattr(trainer, "world_size", 1) <= 1:
-        return None
-    return (f"distributed: {trainer.world_size} processes ({type(trainer.strategy).__name__}, "
-            f"{trainer.num_nodes} node(s)); batch size {trainer.world_size} x data.batch_size")
+def log_world(trainer: Any) -> None:
+    if getattr(trainer, "world_size", 1) > 1 and not is_secondary_rank():
+        log.info("distributed: %d processes (%s, %d node(s)); batch size %d x data.batch_size", trainer.world_size,
+                 type(trainer.strategy).__name__, trainer.num_nodes, trainer.world_size)
