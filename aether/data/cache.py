@@ -97,7 +97,7 @@ class _Decode:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> np.ndarray:
+    def __getitem__(self, i: int) -> Any:
         path = self.paths[i]
         try:
             if self.kind == "eval":
@@ -108,7 +108,12 @@ class _Decode:
                 img = decode_reduced(path, self.side)
         except Exception as exc:
             raise RuntimeError(f"cannot read {path}: {exc}") from exc
-        return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+        import torch
+
+        # a tensor, not an array: a DataLoader hands tensors from its workers over in shared
+        # memory, where an array would be pickled through a pipe and unpickled by the one main
+        # process that also writes the cache
+        return torch.from_numpy(np.array(img, dtype=np.uint8))
 
 
 # ------------------------------------------------------------------ the cache
@@ -177,7 +182,7 @@ def _decode_all(samples: Sequence[Sample], kind: str, steps: List[Callable], sid
     loader = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=lambda a: a,
                         prefetch_factor=8 if workers else None, generator=torch.Generator())
     for arr in loader:
-        sink(arr)
+        sink(arr.numpy())
 
 
 def build(samples: Sequence[Sample], kind: str, steps: List[Callable], side: int, mode: str,
