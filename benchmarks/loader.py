@@ -179,7 +179,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.getLogger("aether").setLevel(logging.WARNING)
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(usable_cpus())  # as a training process: Aether normalises uint8 batches here
     data = Path(args.data)
     generate(data, args.images)
     setup = aether_data(args, workers)

@@ -72,23 +72,16 @@ class ClassificationData(L.LightningDataModule):
         x, y = batch
         return self.fast.device(x, train=self.trainer is not None and self.trainer.training), y
 
-    def _on_gpu(self) -> bool:
-        if self.trainer is not None:
-            return self.trainer.strategy.root_device.type != "cpu"
-        return torch.cuda.is_available()
-
     def _loader(self, split: str, train: bool) -> DataLoader:
         samples = self.bundle.splits[split]
         workers = auto_workers(len(samples)) if self.cfg.num_workers == "auto" else int(self.cfg.num_workers)
         batch = self.cfg.batch_size if train else (self.cfg.eval_batch_size or 2 * self.cfg.batch_size)
-        collate = None
         if self.fast is not None:
             dataset = self.fast.dataset(samples, train, self.cache_mode, self.cfg.num_workers)
-            collate = self.fast.collate(train, self._on_gpu())
         else:
             dataset = ImageDataset(samples, self.train_tf if train else self.eval_tf)
         return DataLoader(
-            dataset, collate_fn=collate,
+            dataset,
             batch_size=batch, shuffle=train, drop_last=train and len(samples) > batch,
             num_workers=workers, persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -109,7 +102,7 @@ class ClassificationData(L.LightningDataModule):
 
             sampler = UnrepeatedDistributedSampler(loader.dataset, num_replicas=self.trainer.world_size,
                                                    rank=self.trainer.global_rank, shuffle=False)
-            loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, collate_fn=loader.collate_fn,
+            loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
                                 num_workers=loader.num_workers, persistent_workers=loader.persistent_workers,
                                 pin_memory=loader.pin_memory)
         return loader

@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 from aether.config.schema import DataCfg
 from aether.data import cache as cache_mod
 from aether.data.index import Sample
-from aether.data.prefetch import DeviceNormalize, NormalizingCollate
+from aether.data.prefetch import DeviceNormalize
 from aether.data.transforms import eval_transform, train_transform
 
 
@@ -43,11 +43,6 @@ class FastPath:
             self._caches[memo] = cache_mod.build(samples, kind, self.eval_steps, self.side, mode,
                                                  build_workers(len(samples), num_workers))
         return self._caches[memo]
-
-    def collate(self, train: bool, on_gpu: bool) -> Any:
-        """The loader's collate_fn: uint8 batches for a GPU (normalised there), normalised in the
-        workers for the CPU."""
-        return None if on_gpu else NormalizingCollate(self.device, train)
 
     def dataset(self, samples: Sequence[Sample], train: bool, mode: str, num_workers: Union[int, str]) -> Any:
         c = self.cache(samples, train, mode, num_workers)

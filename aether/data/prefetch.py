@@ -6,9 +6,6 @@ to pin and copy, and no per-image float work in the workers. After the copy to t
 the backbone's mean/std, applies random erasing to training batches (it needs normalised
 input, so it cannot run before the cache) and, where it helps, switches to channels_last.
 
-When the model trains on the CPU there is no copy to save, and the main process is the one
-that trains: the loader workers then normalise (NormalizingCollate), in parallel with the step.
-
 The arithmetic is exactly torchvision's ToTensor + Normalize (float32 divide by 255, subtract
 mean, divide by std), so cached and uncached evaluation inputs are identical (tested).
 """
@@ -27,38 +24,36 @@ class DeviceNormalize:
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
         self.erasing = erasing  # timm RandomErasing (batch-aware), training only
         self.channels_last = channels_last
-        self._on: Dict[torch.device, Any] = {}
+        self._on: Dict[Any, Any] = {}
 
     def _stats(self, device: torch.device) -> Any:
         if device not in self._on:
             self._on[device] = (self.mean.to(device), self.std.to(device))
         return self._on[device]
 
+    def _affine(self, device: torch.device) -> Any:
+        key = ("affine", device)
+        if key not in self._on:
+            mean, std = self._stats(device)
+            self._on[key] = (1.0 / (255.0 * std), mean / std)
+        return self._on[key]
+
     def __call__(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         if x.dtype != torch.uint8:
             return x  # already a float tensor (data.cache=off)
         mean, std = self._stats(x.device)
-        x = x.to(torch.float32).div_(255).sub_(mean).div_(std)  # = ToTensor + Normalize, op for op
+        x = x.permute(0, 3, 1, 2)  # NHWC uint8 from the cache: NCHW values, NHWC memory (channels_last)
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = x.to(torch.float32, memory_format=layout)
+        if train:  # fewer passes over the batch; evaluation keeps the exact ToTensor + Normalize arithmetic
+            scale, shift = self._affine(x.device)
+            x = x.mul_(scale).sub_(shift)
+        else:
+            x = x.div_(255).sub_(mean).div_(std)  # = ToTensor + Normalize, op for op
         if train and self.erasing is not None:
             self.erasing.device = x.device
             x = self.erasing(x)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         return x
-
-
-class NormalizingCollate:
-    """For CPU training: the same normalisation inside the loader workers, which run in
-    parallel with the training step, instead of in the main process after the "transfer"."""
-
-    def __init__(self, normalize: DeviceNormalize, train: bool) -> None:
-        self.normalize, self.train = normalize, train
-
-    def __call__(self, batch: Any) -> Any:
-        from torch.utils.data import default_collate
-
-        x, y = default_collate(batch)
-        return self.normalize(x, self.train), y
 
 
 def wants_channels_last(model: Any, accelerator_is_cuda: bool) -> bool:
