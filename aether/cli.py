@@ -95,6 +95,10 @@ def _auto_recipe(args: List[str], overrides: List[str]) -> List[str]:
 @verb("train")
 def cmd_train(args: List[str]) -> int:
     from aether.config import hydra_setup, preflight
+    from aether.training.distributed import is_secondary_rank, run_secondary_rank
+
+    if is_secondary_rank():  # a DDP rank > 0: rank 0's config and run folder, no Hydra
+        return run_secondary_rank(args)
 
     args = preflight.rewrite_data_shorthand(args)
     overrides = [a for a in args if not a.startswith("-") and "=" in a]

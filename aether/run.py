@@ -27,7 +27,8 @@ log = logging.getLogger("aether")
 # into an existing folder, small validation sets).
 for _pattern in (".*does not have many workers.*", ".*exists and is not empty.*",
                  ".*number of training batches.*smaller than the logging interval.*",
-                 ".*that is not a floating point.*", ".*`isinstance\\(treespec, LeafSpec\\)`.*"):
+                 ".*that is not a floating point.*", ".*`isinstance\\(treespec, LeafSpec\\)`.*",
+                 ".*Grad strides do not match bucket view strides.*"):  # DDP + depthwise convs on CPU
     warnings.filterwarnings("ignore", message=_pattern)
 
 
@@ -164,6 +165,7 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from aether.training.callbacks import History, Throughput, progress_callbacks
+    from aether.training.distributed import lightning_strategy
 
     throughput = Throughput()
     history = History(throughput)
@@ -191,7 +193,7 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
     batches = max(1, len(job.bundle.splits["train"]) // rc.data.batch_size)
     trainer = L.Trainer(
         max_epochs=t.max_epochs, precision=t.precision, accelerator=t.accelerator, devices=t.devices,
-        strategy=t.strategy, num_nodes=t.num_nodes, gradient_clip_val=t.gradient_clip_val,
+        strategy=lightning_strategy(t.strategy, job.module.model), num_nodes=t.num_nodes, gradient_clip_val=t.gradient_clip_val,
         accumulate_grad_batches=t.accumulate_grad_batches, limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches, limit_test_batches=t.limit_test_batches,
         log_every_n_steps=min(t.log_every_n_steps, batches), deterministic=t.deterministic, callbacks=callbacks, logger=logger,
@@ -208,14 +210,19 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
     from aether.reporting.metrics import build_metrics
     from aether.reporting.plots import confusion_matrix_png, curves_png
     from aether.reporting.report import write_report
+    from aether.training import distributed, speed
     from aether.training.console import tame_lightning_logging
 
     tame_lightning_logging()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
+    if not distributed.is_secondary_rank():  # ranks > 0 write nothing (aether.training.distributed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
+    distributed.begin_run(run_dir)
     L.seed_everything(rc.seed, workers=True, verbose=False)
     job = prepare(rc)
+    speed.apply_speedups(rc, job)
     trainer, mon = build_trainer(rc, run_dir, job, run_name)
+    distributed.log_world(trainer)
 
     ckpt_path = None
     if rc.resume:
@@ -229,6 +236,7 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
     best = mon.checkpoint.best_model_path or None
     trainer.test(job.module, datamodule=job.datamodule, ckpt_path=best, verbose=False)
     score = float(mon.checkpoint.best_model_score or 0.0)
+    speed.restore(job.module.model)  # trainer.compile: export the plain module
     if not trainer.is_global_zero:
         return score  # rank 0 alone writes the run directory
 

@@ -344,6 +344,7 @@ def plain_round(rc: Any, device: str, accuracy: bool, max_steps: int = 0) -> Dic
         b0 = time.perf_counter()
         wait += b0 - last
         x, y = x.to(dev, non_blocking=non_blocking), y.to(dev, non_blocking=non_blocking)
+        x, y = datamodule.on_after_batch_transfer((x, y), 0)  # data.cache: uint8 -> normalised on the device
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         opt.zero_grad()

@@ -59,6 +59,7 @@ class DataCfg(Strict):
     batch_size: int = Field(32, ge=1)
     eval_batch_size: Optional[int] = Field(None, ge=1)
     num_workers: Union[int, Literal["auto"]] = "auto"
+    cache: Literal["auto", "memory", "disk", "off"] = "auto"  # decoded uint8 image cache (aether.data.cache)
     augment: AugmentCfg = Field(default_factory=AugmentCfg)
     # dataset doctor limits
     max_image_pixels: int = Field(89_478_485, ge=1)  # larger images are refused as decompression bombs
@@ -133,6 +134,7 @@ class TrainerCfg(Strict):
     log_every_n_steps: int = Field(10, ge=1)
     deterministic: bool = False
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
+    compile: bool = False  # torch.compile the model; falls back to eager with a message on failure
     early_stopping: EarlyStoppingCfg = Field(default_factory=EarlyStoppingCfg)
     checkpoint: CheckpointCfg = Field(default_factory=CheckpointCfg)
 

@@ -38,10 +38,11 @@ def eval_transform(pre: Dict[str, Any]) -> Callable:
     )
 
 
-def train_transform(pre: Dict[str, Any], aug: AugmentCfg) -> Callable:
+def train_transform(pre: Dict[str, Any], aug: AugmentCfg, separate: bool = False) -> Callable:
+    """`separate=True`: timm's (PIL geometry, PIL colour, tensor) stages, for the cached path."""
     from timm.data import create_transform
 
-    return create_transform(
+    return create_transform(separate=separate,
         input_size=tuple(pre["input_size"]), is_training=True, interpolation=pre["interpolation"],
         mean=tuple(pre["mean"]), std=tuple(pre["std"]),
         scale=tuple(aug.scale), ratio=tuple(aug.ratio), hflip=aug.hflip, vflip=aug.vflip,

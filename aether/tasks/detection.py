@@ -36,7 +36,7 @@ class DetectionModule(StrategyModule):
         images, targets = batch
         losses = self(images, targets)
         loss = sum(losses.values())
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images), sync_dist=True)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

@@ -38,7 +38,7 @@ class SegmentationModule(StrategyModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = self.criterion(self(x), y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

@@ -94,6 +94,7 @@ class EpochLine(L.Callback):
             if key in r:
                 parts.append(f"{key} {r[key]:.4f}")
         parts.append(f"{r['images_per_s']:.0f} img/s")
+        parts.append(f"data wait {100 * self.history.throughput.data_wait_fraction:.0f}%")
         parts.append(f"{r['time_s']:.1f}s")
         if torch.cuda.is_available():
             parts.append(f"gpu mem {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
@@ -112,6 +113,7 @@ class AetherProgressBar(RichProgressBar):
         items.pop("v_num", None)
         if self.throughput.last_rate:
             items["img/s"] = f"{self.throughput.last_rate:.0f}"
+            items["data wait"] = f"{100 * self.throughput.data_wait_fraction:.0f}%"
         if torch.cuda.is_available():
             items["mem"] = f"{torch.cuda.max_memory_allocated() / 2**30:.1f}G"
         return items

@@ -82,7 +82,8 @@ class ClassificationModule(StrategyModule):
         logits = self(x)
         loss = self.criterion(logits, y)
         self.train_acc(logits, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
+                 sync_dist=True)  # one all-reduce per epoch under DDP; free on one device
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
@@ -113,4 +114,4 @@ class ClassificationModule(StrategyModule):
             "confusion_matrix": r["confusion"].int().tolist(),
         }
         for key in ("accuracy", "accuracy_top5", "f1_macro"):
-            self.log(f"test/{key}", self.test_results[key])
+            self.log(f"test/{key}", self.test_results[key], sync_dist=True)  # already global: no-op mean

@@ -1,0 +1,138 @@
+"""Multi-process runs on Lightning's own engine (DDP, FSDP, torchrun, SLURM), and the Hydra traps.
+
+Lightning's DDP launcher starts ranks 1..N-1 by re-running the command line. Under Hydra that
+means each rank would compose its own config (a second `${now:...}` run folder, `recipe=auto`
+asking the dataset doctor again, a `-m` sweep re-launching every trial) and write its own
+.hydra/ folder and log. Aether avoids all of it:
+
+* rank 0 writes `config.yaml` into the run folder and sets AETHER_RUN_DIR before Lightning
+  starts the other ranks; a process that sees AETHER_RUN_DIR and a non-zero rank skips Hydra
+  altogether and trains from THAT config and folder (`run_secondary_rank`);
+* ranks started by an external launcher (torchrun, srun) have no AETHER_RUN_DIR: they compose
+  the same command line without Hydra's run machinery, so they create no folder either;
+* only global rank 0 writes: config, metrics, report, model (run.py); Lightning's checkpoint
+  and loggers are rank-zero already (one W&B run);
+* before a run, rank 0 restores the launcher's environment variables and closes the process
+  group a previous run in the same process left behind, so each trial of a multirun sweep
+  starts its own ranks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+log = logging.getLogger("aether")
+
+RUN_DIR_ENV = "AETHER_RUN_DIR"
+# set by Lightning's launcher in the parent process; left behind they make the next Trainer
+# believe an external launcher created its processes (and wait for ranks that never come)
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "PL_GLOBAL_SEED")
+
+
+def rank_from_env() -> int:
+    """This process's global rank as the launchers announce it (0 when not distributed)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
+            if var == "SLURM_PROCID" and int(os.environ.get("SLURM_NTASKS", "1") or 1) <= 1:
+                continue
+            return int(os.environ[var])
+    local, node = os.environ.get("LOCAL_RANK", "0"), os.environ.get("NODE_RANK", "0")
+    if local.isdigit() and node.isdigit() and (int(local) or int(node)):
+        return int(node) * 1000 + int(local)  # only "non-zero" matters here
+    return 0
+
+
+def is_secondary_rank() -> bool:
+    return rank_from_env() > 0
+
+
+def run_secondary_rank(args: List[str]) -> int:
+    """Train as rank > 0: rank 0's config and folder, no Hydra, no files written."""
+    from omegaconf import OmegaConf
+
+    from aether.config.validate import validate
+    from aether.run import fit_and_report
+
+    shared = os.environ.get(RUN_DIR_ENV)
+    if shared:
+        run_dir = Path(shared)
+        loaded = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+        assert isinstance(loaded, dict)
+        raw: Dict[str, Any] = loaded
+    else:  # started by torchrun / srun: same command line as rank 0
+        from aether.config import hydra_setup, preflight
+        from aether.run import resume_config
+
+        args = preflight.rewrite_data_shorthand(args)
+        overrides = [a for a in args if not a.startswith("-") and "=" in a]
+        dirs = [o.split("=", 1)[1].strip("\"'") for o in overrides if o.startswith("hydra.run.dir=")]
+        raw, _ = hydra_setup.compose_run([o for o in overrides if not o.startswith("hydra.")])
+        if raw.get("resume"):
+            raw = resume_config(str(raw["resume"]), [o for o in overrides if not o.startswith("hydra.")])
+        # checkpoints go where rank 0 says (ModelCheckpoint broadcasts its folder); this path
+        # only names the run, nothing is created here
+        run_dir = Path(dirs[0] if dirs else (raw.get("resume") or "outputs/rank-0-decides"))
+    rc = validate(raw)
+    fit_and_report(rc, raw, run_dir, run_name=f"{rc.recipe}-{run_dir.name}")
+    return 0
+
+
+_BASE_ENV: Optional[Dict[str, Optional[str]]] = None  # the launcher variables before this process's first run
+
+
+def begin_run(run_dir: Path) -> None:
+    """In the main process, before a run's Trainer: leave no trace of an earlier run in this
+    process (a multirun sweep's previous trial) and tell the ranks Lightning will start where
+    this run lives."""
+    global _BASE_ENV
+    if is_secondary_rank():
+        return
+    if _BASE_ENV is None:
+        _BASE_ENV = {k: os.environ.get(k) for k in (RUN_DIR_ENV, *_LAUNCHER_ENV)}
+    else:
+        for k, v in _BASE_ENV.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if _BASE_ENV["LOCAL_RANK"] is None:  # the group was Lightning's (not torchrun's/srun's): close it
+            _close_process_group()
+    os.environ[RUN_DIR_ENV] = str(Path(run_dir).resolve())
+
+
+def _close_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # the ranks Lightning started have finished
+        dist.destroy_process_group()
+
+
+def lightning_strategy(name: str, model: Any) -> Any:
+    """The Lightning strategy for `trainer.strategy`: FSDP wraps each transformer / residual
+    block of the backbone (one flat unit for the whole model would gather every parameter at
+    once, which is what FSDP is meant to avoid); every other name goes to Lightning as is."""
+    if name != "fsdp":
+        return name
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    blocks = block_classes(model)
+    log.info("FSDP: one shard unit per %s", ", ".join(sorted(c.__name__ for c in blocks)) or "model (no blocks found)")
+    return FSDPStrategy(auto_wrap_policy=blocks or None, state_dict_type="full")
+
+
+_BLOCK_NAMES = ("Block", "SwinTransformerBlock", "ConvNeXtBlock", "Bottleneck", "BasicBlock",
+                "ResidualBlock", "InvertedResidual", "DepthwiseSeparableConv", "EfficientFormerBlock")
+
+
+def block_classes(model: Any) -> set:
+    """timm block classes present in the model (by class name: timm defines one per family)."""
+    return {type(m) for m in model.modules() if type(m).__name__ in _BLOCK_NAMES}
+
+
+def log_world(trainer: Any) -> None:
+    if getattr(trainer, "world_size", 1) > 1 and not is_secondary_rank():
+        log.info("distributed: %d processes (%s, %d node(s)); batch size %d x data.batch_size", trainer.world_size,
+                 type(trainer.strategy).__name__, trainer.num_nodes, trainer.world_size)

@@ -1,0 +1,67 @@
+"""DDP on CPU (gloo, 2 processes) through the real CLI: one run folder, rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import SHRINK, make_folder, run_cli, run_in_process
+
+
+def _shape(x: Any) -> Any:
+    """The structure of a metrics.json: keys, list lengths and value types, not the values."""
+    if isinstance(x, dict):
+        return {k: _shape(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_shape(v) for v in x]
+    return "number" if isinstance(x, (int, float)) else type(x).__name__
+
+
+def test_ddp_two_cpu_processes_one_run_dir(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "imgs", per_class=12)
+    common = [*SHRINK, f"data={folder}", "trainer.max_epochs=1", "model.pretrained=false",
+              "data.batch_size=4"]
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_cli([*common, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=wandb",
+                    f"hydra.run.dir={work / 'run'}"], cwd=work, timeout=300, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed: 2 processes" in proc.stdout, proc.stdout[-3000:]
+
+    # exactly one run folder (no second ${now} folder, no per-rank .hydra/ or logs outside it)
+    configs = sorted(p.parent.relative_to(work) for p in work.rglob("config.yaml") if ".hydra" not in p.parts)
+    assert configs == [Path("run")], configs
+    assert sorted(p.name for p in work.iterdir()) == ["run"]
+    run = work / "run"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert not list(run.rglob("*train_ddp_process*"))
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # one W&B run, from rank 0
+    ddp = json.loads((run / "metrics.json").read_text())
+
+    single = tmp_path / "single"
+    run_in_process(single, [*common[len(SHRINK):], "logger=wandb"])
+    one = json.loads((single / "metrics.json").read_text())
+    assert _shape(ddp) == _shape(one)
+    # the test split is scored over both ranks' shards (synced metrics), not one rank's half
+    assert sum(c["support"] for c in ddp["test"]["per_class"].values()) == ddp["data"]["num_test"]
+
+
+def test_multirun_with_ddp_one_folder_per_trial(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "imgs", per_class=12)
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_cli(["-m", *SHRINK, f"data={folder}", "trainer.max_epochs=1", "data.batch_size=4", "trainer=ddp",
+                    "trainer.accelerator=cpu", "trainer.devices=2", "optimizer.lr=1e-3,3e-3",
+                    f"hydra.sweep.dir={work / 'sweep'}"], cwd=work, timeout=300, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("distributed: 2 processes") == 2  # each trial starts its own ranks
+    assert sorted(p.name for p in work.iterdir()) == ["sweep"]
+    lrs = []
+    for trial in ("0", "1"):
+        assert (work / "sweep" / trial / "metrics.json").is_file()
+        assert (work / "sweep" / trial / "checkpoints" / "last.ckpt").is_file()
+        lrs.append(next(line for line in (work / "sweep" / trial / "config.yaml").read_text().splitlines()
+                        if line.strip().startswith("lr:")).split(":")[1].strip())
+    assert lrs == ["0.001", "0.003"]
+    assert sorted(p.name for p in (work / "sweep").iterdir()) == ["0", "1", "multirun.yaml"]
