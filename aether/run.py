@@ -206,12 +206,9 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
 def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str) -> float:
     import lightning as L
 
-    from aether.models.saved import save_model_dir
-    from aether.reporting.metrics import build_metrics
-    from aether.reporting.plots import confusion_matrix_png, curves_png
-    from aether.reporting.report import write_report
     from aether.training import distributed, speed
     from aether.training.console import tame_lightning_logging
+    from aether.training.loggers import close_loggers
 
     tame_lightning_logging()
     if not distributed.is_secondary_rank():  # ranks > 0 write nothing (aether.training.distributed)
@@ -223,6 +220,18 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
     speed.apply_speedups(rc, job)
     trainer, mon = build_trainer(rc, run_dir, job, run_name)
     distributed.log_world(trainer)
+    try:
+        return _fit_test_write(rc, raw, run_dir, job, trainer, mon)
+    finally:
+        close_loggers(trainer)  # a later run in this process (a sweep trial) must start its own W&B run
+
+
+def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, trainer: Any, mon: Monitors) -> float:
+    from aether.models.saved import save_model_dir
+    from aether.reporting.metrics import build_metrics
+    from aether.reporting.plots import confusion_matrix_png, curves_png
+    from aether.reporting.report import write_report
+    from aether.training import speed
 
     ckpt_path = None
     if rc.resume:

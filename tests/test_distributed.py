@@ -64,4 +64,8 @@ def test_multirun_with_ddp_one_folder_per_trial(tmp_path: Path) -> None:
         lrs.append(next(line for line in (work / "sweep" / trial / "config.yaml").read_text().splitlines()
                         if line.strip().startswith("lr:")).split(":")[1].strip())
     assert lrs == ["0.001", "0.003"]
-    assert sorted(p.name for p in (work / "sweep").iterdir()) == ["0", "1", "multirun.yaml"]
+    # one folder per trial (no per-rank folders), plus the sweep's own files: its summary has both trials
+    entries = {p.name for p in (work / "sweep").iterdir()}
+    assert {p for p in entries if p.isdigit()} == {"0", "1"}
+    assert {"multirun.yaml", "summary.csv", "summary.json", "best_recipe.yaml"} <= entries
+    assert len((work / "sweep" / "summary.csv").read_text().strip().splitlines()) == 3  # header + 2 trials

@@ -108,6 +108,11 @@ def test_wandb_offline_and_tensorboard_loggers(image_folder: Path, tmp_path: Pat
     run_in_process(tmp_path / "wb", [f"data={image_folder}", "logger=wandb", "trainer.max_epochs=1",
                                      "trainer.limit_train_batches=2"])
     assert list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    # a second run in the same process (a sweep trial) gets its own W&B run, in its own folder
+    run_in_process(tmp_path / "wb2", [f"data={image_folder}", "logger=wandb", "trainer.max_epochs=1",
+                                      "trainer.limit_train_batches=2"])
+    assert len(list((tmp_path / "wb2" / "wandb").glob("offline-run-*"))) == 1
+    assert len(list((tmp_path / "wb" / "wandb").glob("offline-run-*"))) == 1
     run_in_process(tmp_path / "tb", [f"data={image_folder}", "logger=tensorboard", "trainer.max_epochs=1",
                                      "trainer.limit_train_batches=2"])
     assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))

@@ -49,3 +49,13 @@ def build_wandb(run_dir: Path, options: s.WandbCfg, run_name: str) -> Any:
     os.environ.setdefault("WANDB_SILENT", "true")
     return WandbLogger(project=options.project, entity=options.entity, group=options.group, tags=options.tags,
                        name=run_name, save_dir=str(run_dir), mode=mode)
+
+
+def close_loggers(trainer: Any) -> None:
+    """W&B keeps one global run per process and Lightning's WandbLogger never finishes it, so
+    the next run in the same process (a multirun trial, a notebook) would log into this one."""
+    for lg in getattr(trainer, "loggers", []):
+        if type(lg).__name__ == "WandbLogger" and getattr(lg, "_experiment", None) is not None:
+            import wandb
+
+            wandb.finish()
