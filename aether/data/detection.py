@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from torch.utils.data import Dataset
 
 from aether.config.schema import AugmentCfg
 from aether.data.dense import DenseIndex, Item
+from aether.data.item_dataset import ItemDataset
 from aether.data.index import Skipped
 from aether.errors import AetherError
 
@@ -248,24 +248,13 @@ def box_transforms(size: int, aug: Optional[AugmentCfg]) -> Any:
     return v2.Compose(steps)
 
 
-class DetectionDataset(Dataset):
-    def __init__(self, items: List[Item], transform: Any) -> None:
-        self.items, self.transform = items, transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
+class DetectionDataset(ItemDataset):
     def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
         import numpy as np
         from torchvision import tv_tensors
 
-        from aether.data.images import load_rgb
-
         it = self.items[i]
-        try:
-            img = load_rgb(it.path)
-        except Exception as exc:
-            raise RuntimeError(f"cannot read {it.path}: {exc}") from exc
+        img = self.image(it)
         image = tv_tensors.Image(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1))
         boxes = tv_tensors.BoundingBoxes(torch.tensor(it.target["boxes"], dtype=torch.float32).reshape(-1, 4),
                                          format="XYXY", canvas_size=(img.height, img.width))

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import torch
-from torch.utils.data import Dataset
 
 from aether.data.adapters import SPLIT_ALIASES, ManifestAdapter
 from aether.data.dense import DenseIndex, Item
-from aether.data.images import load_rgb
+from aether.data.item_dataset import ItemDataset
 from aether.data.index import Skipped
 from aether.errors import AetherError
 
@@ -80,17 +79,7 @@ class MultilabelManifestAdapter:
         return DenseIndex(str(path), self.name, classes, items, skipped)
 
 
-class MultilabelDataset(Dataset):
-    def __init__(self, items: List[Item], transform: Any) -> None:
-        self.items, self.transform = items, transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
+class MultilabelDataset(ItemDataset):
     def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
         it = self.items[i]
-        try:
-            img = load_rgb(it.path)
-        except Exception as exc:
-            raise RuntimeError(f"cannot read {it.path}: {exc}") from exc
-        return self.transform(img), torch.tensor(it.target, dtype=torch.float32)
+        return self.transform(self.image(it)), torch.tensor(it.target, dtype=torch.float32)

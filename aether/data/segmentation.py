@@ -10,11 +10,11 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from aether.config.schema import AugmentCfg
 from aether.data.adapters import SPLIT_ALIASES
 from aether.data.dense import DenseIndex, Item
+from aether.data.item_dataset import ItemDataset
 from aether.data.index import Skipped
 from aether.errors import AetherError
 
@@ -104,26 +104,18 @@ def mask_transforms(size: int, aug: Optional[AugmentCfg], mean: List[float], std
     return v2.Compose(steps)
 
 
-class SegmentationDataset(Dataset):
-    def __init__(self, items: List[Item], transform: Any) -> None:
-        self.items, self.transform = items, transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
+class SegmentationDataset(ItemDataset):
     def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
         from PIL import Image
         from torchvision import tv_tensors
 
-        from aether.data.images import load_rgb
-
         it = self.items[i]
+        img = self.image(it)
         try:
-            img = load_rgb(it.path)
             with Image.open(it.target) as m:
                 mask = np.array(m, dtype=np.int64)
         except Exception as exc:
-            raise RuntimeError(f"cannot read {it.path} / {it.target}: {exc}") from exc
+            raise RuntimeError(f"cannot read the mask {it.target} of {it.path}: {exc}") from exc
         image = tv_tensors.Image(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1))
         x, y = self.transform(image, tv_tensors.Mask(torch.from_numpy(mask)))
         return x.as_subclass(torch.Tensor), y.as_subclass(torch.Tensor).long()
