@@ -164,6 +164,7 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+    from aether.data.fastpath import CacheFinisher
     from aether.training.callbacks import History, Throughput, progress_callbacks
     from aether.training.distributed import lightning_strategy
 
@@ -181,6 +182,7 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
     callbacks: List[Any] = [throughput, history, checkpoint, last]
     callbacks += progress_callbacks(rc.trainer.progress, throughput, history)
     callbacks += job.strategy.callbacks()
+    callbacks.append(CacheFinisher())  # seals each split's decoded-image cache after its first epoch
     from aether.sweeps.trial import sweep_callbacks
 
     callbacks += sweep_callbacks(rc)  # an Optuna trial reports val metrics and may be pruned

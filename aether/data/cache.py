@@ -13,12 +13,22 @@ Two kinds of entry, one per split:
          (libjpeg's DCT scaling through PIL's draft mode; pillow-simd, a drop-in PIL, is used
          when installed) because the crop discards that detail anyway.
 
+Write-through, so the first epoch costs no more than plain loading: every entry's shape is
+known from the file headers alone (the draft scale, the EXIF rotation and the resize are
+decided before any pixel is decoded), so the cache is laid out before training starts and
+each loader worker decodes an image the first time the sampler asks for it, writes it into
+its slot and marks it filled. Nothing decodes an image twice and nothing is copied between
+processes. At the end of the split's first epoch (aether.data.fastpath.CacheFinisher) the few
+entries the epoch skipped (drop_last, limit_*_batches) are filled and the cache is sealed.
+
 Storage: one flat uint8 buffer plus an (N, 3) index of [offset, height, width]; images may
 differ in shape. `disk` writes it under $AETHER_CACHE/images/<key>/ and memory-maps it, so a
 second run (and every DDP rank, and every loader worker) reads the same pages without
-decoding; `memory` keeps it in RAM for one run. The key hashes the cache format, the kind, the
+decoding; while it is being filled it lives in `<key>.partial-<run>`, shared by the ranks of
+that run, and appears under its final name only once complete (atomic rename). `memory` keeps
+it in shared anonymous memory for one run. The key hashes the cache format, the kind, the
 resize steps and every sample's (path, size, mtime): change a file or the image size and a new
-cache is built. A directory appears under its final name only once complete (atomic rename).
+cache is built.
 """
 
 from __future__ import annotations
@@ -26,12 +36,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -41,10 +51,12 @@ from aether.data.index import Sample
 
 log = logging.getLogger("aether")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # Steps of a timm/torchvision transform that turn a PIL image into a float tensor: everything
 # before them is deterministic PIL work the cache can hold (for the eval transform).
 _TENSOR_STEPS = ("ToTensor", "MaybeToTensor", "Normalize", "ToNumpy", "MaybeToNumpy")
+_SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees (exif_transpose swaps w, h)
+STALE_S = 24 * 3600  # unfinished caches of crashed runs older than this are removed
 
 
 def pil_steps(transform: Any) -> List[Callable]:
@@ -62,71 +74,117 @@ def train_side(pre: Dict[str, Any]) -> int:
 KEEP = 1.15  # ~ the eval resize margin (224 -> 256): RandomResizedCrop at scale 1 loses nothing
 
 
+# ------------------------------------------------------------------ one entry: plan and decode
+
+
+def _open_reduced(path: str, side: int) -> Image.Image:
+    """The file opened (header only) with JPEG draft mode set: the size it reports is the size
+    `load()` will decode at - 1/2, 1/4 or 1/8 scale where that still leaves `side` pixels."""
+    im = Image.open(path)
+    if im.format == "JPEG" and min(im.size) > side:
+        scale = min(im.size) / side
+        im.draft("RGB", (int(im.size[0] / scale), int(im.size[1] / scale)))
+    return im
+
+
+def _shrunk(size: Tuple[int, int], side: int) -> Tuple[int, int]:
+    w, h = size
+    if min(w, h) <= side:
+        return w, h
+    if w <= h:
+        return side, max(1, round(h * side / w))
+    return max(1, round(w * side / h)), side
+
+
 def decode_reduced(path: str, side: int) -> Image.Image:
-    """Decode with the shorter side reduced towards `side` (never enlarged): JPEGs are decoded
-    directly at 1/2, 1/4 or 1/8 scale where that still leaves at least `side` pixels (libjpeg
-    skips most of the work), then resized to at most KEEP x `side`."""
-    with Image.open(path) as im:
-        if im.format == "JPEG" and min(im.size) > side:
-            scale = min(im.size) / side
-            im.draft("RGB", (int(im.size[0] / scale), int(im.size[1] / scale)))
+    """Decode with the shorter side reduced towards `side` (never enlarged), then resized to at
+    most KEEP x `side`."""
+    with _open_reduced(path, side) as im:
         im.load()
         if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation (exif_transpose would copy every image)
             im = ImageOps.exif_transpose(im)
         if im.mode in HIGH_DEPTH_MODES:
             im = _to_8bit(im)
-        return _shrink(im if im.mode == "RGB" else im.convert("RGB"), int(side * KEEP))
+        img = im if im.mode == "RGB" else im.convert("RGB")
+        size = _shrunk(img.size, int(side * KEEP))
+        # BOX (area averaging) is a proper anti-aliased downscale at half bilinear's cost; training
+        # crops are resampled again by RandomResizedCrop anyway
+        return img if size == img.size else img.resize(size, Image.BOX)
 
 
-def _shrink(img: Image.Image, side: int) -> Image.Image:
-    w, h = img.size
-    if min(w, h) <= side:
+def planned_shape(path: str, kind: str, steps: List[Callable], side: int) -> Tuple[int, int]:
+    """(height, width) of the entry for `path`, from its header alone."""
+    fixed = _fixed_output(steps) if kind == "eval" else None
+    if fixed is not None:
+        return fixed
+    with (_open_reduced(path, side) if kind == "train" else Image.open(path)) as im:
+        w, h = im.size
+        if im.getexif().get(0x0112, 1) in _SWAPS_SIDES:
+            w, h = h, w
+    if kind == "train":
+        w, h = _shrunk((w, h), int(side * KEEP))
+        return h, w
+    out = Image.new("RGB", (w, h))  # an eval transform of unknown geometry: its output size for this input
+    for step in steps:
+        out = step(out)
+    return out.size[1], out.size[0]
+
+
+def _fixed_output(steps: List[Callable]) -> Optional[Tuple[int, int]]:
+    """(h, w) when the last step always produces one size (timm's eval transforms end with a
+    centre crop, which pads smaller images)."""
+    if not steps:
+        return None
+    last = steps[-1]
+    size = getattr(last, "size", None)
+    if type(last).__name__ in ("CenterCrop", "CenterCropOrPad") and size is not None:
+        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        return (int(size[0]), int(size[-1]))
+    return None
+
+
+def decode_entry(path: str, kind: str, steps: List[Callable], side: int) -> Image.Image:
+    try:
+        if kind == "train":
+            return decode_reduced(path, side)
+        img = load_rgb(path)
+        for step in steps:
+            img = step(img)
         return img
-    if w <= h:
-        size = (side, max(1, round(h * side / w)))
-    else:
-        size = (max(1, round(w * side / h)), side)
-    # BOX (area averaging) is a proper anti-aliased downscale at half bilinear's cost; training
-    # crops are resampled again by RandomResizedCrop anyway
-    return img.resize(size, Image.BOX)
-
-
-class _Decode:
-    """A Dataset (for a DataLoader's worker processes) that yields one cached entry per sample."""
-
-    def __init__(self, paths: Sequence[str], kind: str, steps: List[Callable], side: int) -> None:
-        self.paths, self.kind, self.steps, self.side = list(paths), kind, steps, side
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> Any:
-        path = self.paths[i]
-        try:
-            if self.kind == "eval":
-                img = load_rgb(path)
-                for step in self.steps:
-                    img = step(img)
-            else:
-                img = decode_reduced(path, self.side)
-        except Exception as exc:
-            raise RuntimeError(f"cannot read {path}: {exc}") from exc
-        import torch
-
-        # a tensor, not an array: a DataLoader hands tensors from its workers over in shared
-        # memory, where an array would be pickled through a pipe and unpickled by the one main
-        # process that also writes the cache
-        return torch.from_numpy(np.array(img, dtype=np.uint8))
+    except Exception as exc:  # the file changed after the up-front check: say which one
+        raise RuntimeError(f"cannot read {path}: {exc}") from exc
 
 
 # ------------------------------------------------------------------ the cache
 
 
-@dataclass
 class ImageCache:
-    pixels: np.ndarray  # flat uint8 (np.memmap for disk caches)
-    index: np.ndarray  # (N, 3) int64: offset, height, width
-    where: str  # the cache folder, or "memory"
+    """Entries by sample index; `get` decodes and stores an entry on first access."""
+
+    def __init__(self, index: np.ndarray, where: str, source: Optional[Dict[str, Any]] = None,
+                 buffers: Optional[Tuple[Any, Any]] = None) -> None:
+        self.index = index  # (N, 3) int64: offset, height, width
+        self.where = where  # the cache folder, or "memory"
+        # how to make a missing entry (paths, kind, steps, side); None once the cache is complete
+        self.source = source
+        self._buffers = buffers  # memory caches: (pixels, filled) anonymous shared mmaps
+        self._open()
+
+    @property
+    def complete(self) -> bool:
+        return self.source is None
+
+    def _open(self) -> None:
+        total = max(1, int(self.index[-1, 0] + self.index[-1, 1] * self.index[-1, 2] * 3)) if len(self.index) else 1
+        if self._buffers is not None:
+            self.pixels = np.frombuffer(self._buffers[0], dtype=np.uint8)
+            self.filled = np.frombuffer(self._buffers[1], dtype=np.uint8)
+            return
+        folder = Path(self.where)
+        mode = "r" if self.complete else "r+"
+        self.pixels = np.memmap(folder / "pixels.u8", dtype=np.uint8, mode=mode, shape=(total,))
+        self.filled = None if self.complete else np.memmap(folder / "filled.u8", dtype=np.uint8, mode="r+",
+                                                           shape=(max(1, len(self.index)),))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -134,18 +192,52 @@ class ImageCache:
     def __getstate__(self) -> Dict[str, Any]:
         # a disk cache travels to spawned loader workers as its folder name, never as pixels
         state = dict(self.__dict__)
-        if self.where != "memory":
-            state["pixels"] = None
+        state["pixels"] = state["filled"] = None
+        if self._buffers is not None:  # memory, spawned workers (fork shares the mapping itself)
+            state["_buffers"] = (bytes(self._buffers[0]), bytes(self._buffers[1]))
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
-        if self.pixels is None:
-            self.pixels = _open(Path(self.where)).pixels
+        if self._buffers is not None:
+            self._buffers = tuple(_shared(len(b), b) for b in self._buffers)  # type: ignore[assignment]
+        self._open()
 
-    def get(self, i: int) -> np.ndarray:
+    def _view(self, i: int) -> np.ndarray:
         off, h, w = (int(v) for v in self.index[i])
         return self.pixels[off:off + h * w * 3].reshape(h, w, 3)
+
+    def get(self, i: int) -> np.ndarray:
+        """The entry's uint8 HWC pixels (a view of the cache)."""
+        if self.filled is None or self.filled[i]:
+            return self._view(i)
+        return np.asarray(self.fill(i))
+
+    def fill(self, i: int) -> Image.Image:
+        """Decode entry i, store it, mark it filled; returns the decoded image (so the first
+        epoch augments what it just decoded instead of reading it back)."""
+        assert self.source is not None and self.filled is not None
+        src = self.source
+        img = decode_entry(src["paths"][i], src["kind"], src["steps"], src["side"])
+        slot = self._view(i)
+        if (img.size[1], img.size[0]) != slot.shape[:2]:
+            # the header announced another size than the pixels have (a malformed file): keep
+            # the layout and resize to what was announced
+            img = img.resize((slot.shape[1], slot.shape[0]), Image.BOX)
+        slot[...] = np.asarray(img, dtype=np.uint8).reshape(slot.shape)
+        self.filled[i] = 1  # after the pixels: a reader that sees the flag sees the pixels (x86 store order)
+        return img
+
+    def missing(self) -> List[int]:
+        return [] if self.filled is None else np.flatnonzero(self.filled[:len(self.index)] == 0).tolist()
+
+
+def _shared(size: int, data: Optional[bytes] = None) -> mmap.mmap:
+    """Anonymous shared memory: forked loader workers write into the same pages."""
+    buf = mmap.mmap(-1, max(1, size), flags=mmap.MAP_SHARED)
+    if data:
+        buf[:len(data)] = data
+    return buf
 
 
 def cache_key(samples: Sequence[Sample], kind: str, steps: List[Callable], side: int) -> str:
@@ -167,100 +259,133 @@ def cache_root() -> Path:
     return cache_dir() / "images"
 
 
-def _open(folder: Path) -> ImageCache:
-    index = np.load(folder / "index.npy")
-    total = int(json.loads((folder / "meta.json").read_text())["bytes"])
-    pixels = np.memmap(folder / "pixels.u8", dtype=np.uint8, mode="r", shape=(max(1, total),))
-    return ImageCache(pixels, index, str(folder))
+def _layout(paths: Sequence[str], kind: str, steps: List[Callable], side: int) -> np.ndarray:
+    index = np.zeros((len(paths), 3), dtype=np.int64)
+    offset = 0
+    for i, path in enumerate(paths):
+        try:
+            h, w = planned_shape(path, kind, steps, side)
+        except Exception as exc:
+            raise RuntimeError(f"cannot read {path}: {exc}") from exc
+        index[i] = (offset, h, w)
+        offset += h * w * 3
+    return index
 
 
-def _decode_all(samples: Sequence[Sample], kind: str, steps: List[Callable], side: int, workers: int,
-                sink: Callable[[np.ndarray], None]) -> None:
+def _run_token() -> str:
+    """Names the unfinished cache of THIS run: the ranks of one distributed run share it (they
+    know the same run folder or launcher job), a different or later run never picks it up."""
+    from aether.training.distributed import RUN_DIR_ENV
+
+    for var in (RUN_DIR_ENV, "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
+        if os.environ.get(var):
+            return hashlib.sha256(f"{var}={os.environ[var]}".encode()).hexdigest()[:12]
+    return f"pid{os.getpid()}"
+
+
+def open_cache(samples: Sequence[Sample], kind: str, steps: List[Callable], side: int, mode: str) -> ImageCache:
+    """The cache for these samples (`mode`: disk | memory): the finished one when it exists,
+    else a new one laid out from the file headers, filled as the loaders read it."""
+    paths = [s.path for s in samples]
+    source = {"paths": paths, "kind": kind, "steps": steps, "side": side}
+    if mode == "memory":
+        index = _layout(paths, kind, steps, side)
+        total = int(index[-1, 0] + index[-1, 1] * index[-1, 2] * 3) if len(index) else 0
+        return ImageCache(index, "memory", source, (_shared(total), _shared(len(paths))))
+
+    key = cache_key(samples, kind, steps, side)
+    root = cache_root()
+    final = root / key
+    if (final / "meta.json").is_file():
+        return ImageCache(np.load(final / "index.npy"), str(final))
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale(root)
+    partial = root / f"{key}.partial-{_run_token()}"
+    if not (partial / "index.npy").is_file():
+        tmp = root / f"{key}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        index = _layout(paths, kind, steps, side)
+        total = int(index[-1, 0] + index[-1, 1] * index[-1, 2] * 3) if len(index) else 0
+        with open(tmp / "pixels.u8", "wb") as f:
+            f.truncate(max(1, total))  # sparse: pages are allocated as entries are written
+        with open(tmp / "filled.u8", "wb") as f:
+            f.truncate(max(1, len(paths)))
+        np.save(tmp / "index.npy", index)
+        try:
+            os.rename(tmp, partial)
+        except OSError:  # another rank of this run laid it out first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ImageCache(np.load(partial / "index.npy"), str(partial), source)
+
+
+def complete(cache: ImageCache, workers: int = 0) -> ImageCache:
+    """Fill what is still missing and seal the cache; returns the finished cache (for disk: its
+    final folder, which the next run finds)."""
+    if cache.complete:
+        return cache
+    t0 = time.perf_counter()
+    todo = cache.missing()
+    if todo:
+        _fill_all(cache, todo, workers)
+    if cache.where == "memory":
+        cache.source, cache.filled = None, None
+        return cache
+    assert cache.source is not None
+    src = cache.source
+    partial = Path(cache.where)
+    final = partial.parent / partial.name.split(".partial-")[0]
+    total = int(cache.pixels.shape[0])
+    cache.pixels.flush()
+    meta = {"version": FORMAT_VERSION, "kind": src["kind"], "images": len(cache), "bytes": total,
+            "created": time.time()}
+    try:
+        (partial / "meta.json").write_text(json.dumps(meta))
+        (partial / "filled.u8").unlink(missing_ok=True)
+        os.rename(partial, final)
+    except OSError:  # sealed first by a parallel run, or by another node's ranks on a shared folder
+        if not (final / "meta.json").is_file():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
+    log.info("data cache: %d %s images in %s (%.0f MB)%s", len(cache), src["kind"], final, total / 2**20,
+             f", {len(todo)} decoded at sealing in {time.perf_counter() - t0:.1f}s" if todo else "")
+    return ImageCache(cache.index, str(final))
+
+
+class _Fill:
+    """A Dataset over the missing entries: each item decodes one into the cache."""
+
+    def __init__(self, cache: ImageCache, todo: List[int]) -> None:
+        self.cache, self.todo = cache, todo
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, k: int) -> int:
+        self.cache.fill(self.todo[k])
+        return 0
+
+
+def _fill_all(cache: ImageCache, todo: List[int], workers: int) -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    ds = _Decode([s.path for s in samples], kind, steps, side)
-    # its own generator: building a cache must not draw from the global RNG, or a run that
-    # builds the cache and one that reuses it would train differently with the same seed
-    loader = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=lambda a: a,
-                        prefetch_factor=8 if workers else None, generator=torch.Generator())
-    for arr in loader:
-        sink(arr.numpy())
+    workers = workers if len(todo) >= 64 else 0
+    # its own generator: filling a cache must not draw from the global RNG, or a run that builds
+    # the cache and one that reuses it would train differently with the same seed
+    for _ in DataLoader(_Fill(cache, todo), batch_size=16, num_workers=workers, generator=torch.Generator()):
+        pass
 
 
-def build(samples: Sequence[Sample], kind: str, steps: List[Callable], side: int, mode: str,
-          workers: int) -> ImageCache:
-    """Open the cache for these samples, building it first if needed (`mode`: disk | memory)."""
-    t0 = time.perf_counter()
-    index = np.zeros((len(samples), 3), dtype=np.int64)
-    offset = [0]
-    pos = [0]
-
-    def record(arr: np.ndarray) -> None:
-        index[pos[0]] = (offset[0], arr.shape[0], arr.shape[1])
-        offset[0] += arr.size
-        pos[0] += 1
-
-    if mode == "memory":
-        chunks: List[np.ndarray] = []
-        _decode_all(samples, kind, steps, side, workers, lambda a: (record(a), chunks.append(a.reshape(-1))))
-        pixels = np.concatenate(chunks) if chunks else np.zeros(1, np.uint8)
-        log.info("data cache: decoded %d images into memory (%.0f MB) in %.1fs", len(samples),
-                 pixels.nbytes / 2**20, time.perf_counter() - t0)
-        return ImageCache(pixels, index, "memory")
-
-    key = cache_key(samples, kind, steps, side)
-    final = cache_root() / key
-    if (final / "meta.json").is_file():
-        return _open(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f"{key}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        with open(tmp / "pixels.u8", "wb") as f:
-            _decode_all(samples, kind, steps, side, workers, lambda a: (record(a), f.write(a.tobytes())))
-        np.save(tmp / "index.npy", index)
-        (tmp / "meta.json").write_text(json.dumps({"version": FORMAT_VERSION, "kind": kind, "images": len(samples),
-                                                   "bytes": offset[0], "created": time.time()}))
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process (a DDP rank, a parallel run) finished the same cache first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("data cache: decoded %d %s images into %s (%.0f MB) in %.1fs", len(samples), kind, final,
-             offset[0] / 2**20, time.perf_counter() - t0)
-    return _open(final)
+def _remove_stale(root: Path) -> None:
+    """Unfinished caches of runs that crashed long ago (a running run touches its own)."""
+    now = time.time()
+    for p in root.iterdir():
+        if (".partial-" in p.name or ".tmp-" in p.name) and now - p.stat().st_mtime > STALE_S:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def resolve_mode(mode: str) -> str:
     """`auto` -> disk: memory-mapped pages are served from RAM by the OS when they fit, and a
     second run reuses them; `memory` is for read-only or slow cache folders."""
     return "disk" if mode == "auto" else mode
-
-
-# ------------------------------------------------------------------ datasets over the cache
-
-
-class CachedDataset:
-    """(uint8 HWC tensor, target) per sample, read from an ImageCache; `transform` (PIL to PIL,
-    random augmentation) runs after the cache, on every access. Targets come from the samples,
-    so the cache itself only ever holds images. HWC keeps collation a contiguous copy; the
-    channel move happens in the one float conversion on the device (aether.data.prefetch)."""
-
-    def __init__(self, cache: ImageCache, targets: Sequence[Any], transform: Optional[Callable] = None) -> None:
-        self.cache, self.targets, self.transform = cache, list(targets), transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
-        import torch
-
-        arr = self.cache.get(i)
-        if self.transform is not None:
-            arr = self.transform(Image.fromarray(arr))
-        arr = np.array(arr, dtype=np.uint8)  # a private, writable copy (never memory-mapped pages)
-        return torch.from_numpy(arr), self.targets[i]

@@ -59,13 +59,6 @@ class ClassificationData(L.LightningDataModule):
         # the fast path: uint8 from a decoded-image cache, normalised on the device
         self.fast = FastPath(preprocessing, cfg) if self.cache_mode != "off" else None
 
-    def prepare_data(self) -> None:
-        # Lightning calls this once per node (local rank 0) before the other ranks' setup():
-        # the disk cache is built once and every rank memory-maps it.
-        if self.fast is not None and self.cache_mode == "disk":
-            for split in ("train", "val", "test"):
-                self.fast.cache(self.bundle.splits[split], split == "train", "disk", self.cfg.num_workers)
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.fast is None:
             return batch
@@ -77,7 +70,7 @@ class ClassificationData(L.LightningDataModule):
         workers = auto_workers(len(samples)) if self.cfg.num_workers == "auto" else int(self.cfg.num_workers)
         batch = self.cfg.batch_size if train else (self.cfg.eval_batch_size or 2 * self.cfg.batch_size)
         if self.fast is not None:
-            dataset = self.fast.dataset(samples, train, self.cache_mode, self.cfg.num_workers)
+            dataset = self.fast.dataset(samples, split, train, self.cache_mode)  # filled as it is read
         else:
             dataset = ImageDataset(samples, self.train_tf if train else self.eval_tf)
         return DataLoader(
