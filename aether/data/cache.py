@@ -336,7 +336,9 @@ def complete(cache: ImageCache, workers: int = 0) -> ImageCache:
     partial = Path(cache.where)
     final = partial.parent / partial.name.split(".partial-")[0]
     total = int(cache.pixels.shape[0])
-    cache.pixels.flush()
+    # no msync: the kernel writes the pages back on its own; forcing it here would stall the run
+    # for the whole cache's disk write (an OS crash right after sealing can leave a damaged
+    # cache - delete its folder - exactly as with any file written without fsync)
     meta = {"version": FORMAT_VERSION, "kind": src["kind"], "images": len(cache), "bytes": total,
             "created": time.time()}
     try:
