@@ -136,3 +136,32 @@ def log_world(trainer: Any) -> None:
     if getattr(trainer, "world_size", 1) > 1 and not is_secondary_rank():
         log.info("distributed: %d processes (%s, %d node(s)); batch size %d x data.batch_size", trainer.world_size,
                  type(trainer.strategy).__name__, trainer.num_nodes, trainer.world_size)
+
+
+def rewrap_ddp(trainer: Any) -> bool:
+    """Build a fresh DistributedDataParallel wrapper around the LightningModule, so parameters
+    that became trainable after the wrapper was built (a gradual unfreeze) have their gradients
+    all-reduced too. Returns whether it re-wrapped (only under DDP with several processes).
+
+    Why: DDP registers only the parameters that require grad when it is constructed; a
+    parameter unfrozen later gets a local gradient that no rank ever averages, so every rank
+    steps it differently and the replicas silently drift apart. Lightning's DDPStrategy
+    builds the wrapper in `configure_ddp()` as `_setup_model(module)` then
+    `_register_ddp_hooks()` and keeps it in `strategy.model`; doing the same again is the
+    whole fix. Constructing DDP is a collective (it checks shapes and broadcasts rank 0's
+    parameters and buffers), which is safe here because every rank runs the same schedule and
+    changes its trainable set at the same epoch start. The old wrapper's gradient hooks stay
+    inert (its reducer no longer expects a backward pass) until it is garbage-collected.
+    """
+    from lightning.pytorch.strategies import DDPStrategy
+    from torch.nn.parallel import DistributedDataParallel
+
+    strategy = trainer.strategy
+    if trainer.world_size <= 1 or not isinstance(strategy, DDPStrategy):
+        return False
+    if not isinstance(strategy.model, DistributedDataParallel):
+        return False  # not fitting (evaluation is never wrapped), or already torn down
+    strategy.model = strategy._setup_model(strategy.model.module)
+    strategy._register_ddp_hooks()
+    return True
+
