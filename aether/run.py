@@ -109,6 +109,7 @@ class Monitors:
     throughput: Any
     history: Any
     checkpoint: Any
+    params_in_sync: Optional[bool] = None  # several processes: did every rank end with the same weights
 
 
 def prepare(rc: RunCfg) -> Job:
@@ -240,6 +241,9 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     t0 = time.perf_counter()
     trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=ckpt_path)
     train_s = time.perf_counter() - t0
+    from aether.training.distributed import params_in_sync
+
+    mon.params_in_sync = params_in_sync(trainer, job.module)  # a collective: every rank calls it
     history = list(mon.history.rows)  # testing the best checkpoint restores callback states from it
 
     best = mon.checkpoint.best_model_path or None

@@ -42,6 +42,10 @@ def test_ddp_two_cpu_processes_one_run_dir(tmp_path: Path) -> None:
     single = tmp_path / "single"
     run_in_process(single, [*common[len(SHRINK):], "logger=wandb"])
     one = json.loads((single / "metrics.json").read_text())
+    # the same `distributed` section either way; only its verdict is null for one process
+    assert ddp["distributed"] == {"world_size": 2, "strategy": "DDPStrategy", "params_in_sync": True}
+    assert one["distributed"]["world_size"] == 1 and one["distributed"]["params_in_sync"] is None
+    ddp["distributed"]["params_in_sync"] = None
     assert _shape(ddp) == _shape(one)
     # the test split is scored over both ranks' shards (synced metrics), not one rank's half
     assert sum(c["support"] for c in ddp["test"]["per_class"].values()) == ddp["data"]["num_test"]
@@ -69,3 +73,4 @@ def test_multirun_with_ddp_one_folder_per_trial(tmp_path: Path) -> None:
     assert {p for p in entries if p.isdigit()} == {"0", "1"}
     assert {"multirun.yaml", "summary.csv", "summary.json", "best_recipe.yaml"} <= entries
     assert len((work / "sweep" / "summary.csv").read_text().strip().splitlines()) == 3  # header + 2 trials
+

@@ -165,3 +165,34 @@ def rewrap_ddp(trainer: Any) -> bool:
     strategy._register_ddp_hooks()
     return True
 
+
+def params_in_sync(trainer: Any, module: Any) -> Optional[bool]:
+    """After fit, whether every rank holds the same parameters: each rank's float64 (sum,
+    sum of squares) over all parameters, gathered and compared. None for one process, and for
+    FSDP (each rank holds its own shard by design: there are no replicas to compare). Every
+    rank must call this (it is a collective). A mismatch is logged loudly with its size."""
+    import torch
+
+    if getattr(trainer, "world_size", 1) <= 1 or "FSDP" in type(trainer.strategy).__name__:
+        return None
+    with torch.no_grad():
+        total = torch.zeros(2, dtype=torch.float64, device=trainer.strategy.root_device)
+        for p in module.parameters():
+            x = p.detach().to(device=total.device, dtype=torch.float64)
+            total += torch.stack([x.sum(), (x * x).sum()])
+    gathered = trainer.strategy.all_gather(total).reshape(-1, 2).cpu()
+    diff = float((gathered - gathered[0]).abs().max())
+    # replicas that apply the same all-reduced gradients are bitwise equal; the tolerance only
+    # forgives summation-order noise, far below what one unsynced step produces
+    ok = diff <= 1e-9 * max(1.0, float(gathered[0].abs().max()))
+    if not ok and trainer.is_global_zero:
+        log.warning("DISTRIBUTED RANKS OUT OF SYNC: parameter checksums differ between ranks by up to %.3g "
+                    "(per rank [sum, sum of squares]: %s); the replicas trained different models", diff,
+                    [[round(v, 6) for v in row] for row in gathered.tolist()])
+    return ok
+
+
+def section(trainer: Any, in_sync: Optional[bool]) -> Dict[str, Any]:
+    """metrics.json's `distributed` section: the same keys for one process or many."""
+    return {"world_size": int(getattr(trainer, "world_size", 1)), "strategy": type(trainer.strategy).__name__,
+            "params_in_sync": in_sync}
