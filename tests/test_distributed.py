@@ -74,3 +74,23 @@ def test_multirun_with_ddp_one_folder_per_trial(tmp_path: Path) -> None:
     assert {"multirun.yaml", "summary.csv", "summary.json", "best_recipe.yaml"} <= entries
     assert len((work / "sweep" / "summary.csv").read_text().strip().splitlines()) == 3  # header + 2 trials
 
+
+def test_ddp_gradual_unfreeze_keeps_ranks_in_sync(tmp_path: Path) -> None:
+    """A block group unfrozen at epoch 1 joins DDP's gradient all-reduce (the model is re-wrapped):
+    without that each rank would step it on its own gradients and the replicas would drift."""
+    folder = make_folder(tmp_path / "imgs", per_class=8)
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_cli([*SHRINK, f"data={folder}", "model.pretrained=false", "data.batch_size=4", "trainer.max_epochs=2",
+                    "strategy=gradual_unfreeze", "strategy.every_n_epochs=1", "strategy.lr_scale=1.0",
+                    "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={work / 'run'}"],
+                   cwd=work, timeout=300, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((work / "run" / "metrics.json").read_text())
+    assert metrics["distributed"] == {"world_size": 2, "strategy": "DDPStrategy", "params_in_sync": True}
+    assert "DDP: model re-wrapped at epoch 2" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    assert "OUT OF SYNC" not in proc.stdout + proc.stderr
+    # img/s counts both ranks' images: each rank trains floor(ceil(n/2) / 4) full batches an epoch
+    n, t = metrics["data"]["num_train"], metrics["time"]
+    images = 2 * 2 * (-(-n // 2) // 4) * 4  # epochs x ranks x batches x batch size
+    assert abs(t["images_per_s"] * t["train_s"] - images) < 0.02 * images, (t, n)
