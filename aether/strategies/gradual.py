@@ -131,9 +131,9 @@ def _refuse_unsupported_strategy(trainer: Any) -> None:
 
     name = type(trainer.strategy).__name__
     if "FSDP" in name or (getattr(trainer, "world_size", 1) > 1 and not isinstance(trainer.strategy, DDPStrategy)):
-        raise AetherError(f"strategy=gradual_unfreeze does not work with Lightning's {name} "
-                          f"({trainer.world_size} process(es)): parameters unfrozen during the run would not be "
-                          "trained consistently. Use trainer=ddp (or one device), or strategy=full / lora")
+        raise AetherError(f"strategy=gradual_unfreeze does not work with {name} ({trainer.world_size} process(es)): "
+                          "parameters unfrozen during the run would not be trained consistently. Use trainer=ddp or "
+                          "one device (trainer=default / gpu), or another strategy (full, lora)")
 
 
 def _sync_schedulers(trainer: Any) -> None:

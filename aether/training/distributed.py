@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from aether.errors import AetherError
+
 log = logging.getLogger("aether")
 
 RUN_DIR_ENV = "AETHER_RUN_DIR"
@@ -110,7 +112,7 @@ def _close_process_group() -> None:
         dist.destroy_process_group()
 
 
-def lightning_strategy(name: str, model: Any) -> Any:
+def lightning_strategy(name: str, model: Any, accelerator: str = "auto") -> Any:
     """The Lightning strategy for `trainer.strategy`: FSDP wraps each transformer / residual
     block of the backbone (one flat unit for the whole model would gather every parameter at
     once, which is what FSDP is meant to avoid); every other name goes to Lightning as is."""
@@ -120,7 +122,67 @@ def lightning_strategy(name: str, model: Any) -> Any:
 
     blocks = block_classes(model)
     log.info("FSDP: one shard unit per %s", ", ".join(sorted(c.__name__ for c in blocks)) or "model (no blocks found)")
-    return FSDPStrategy(auto_wrap_policy=blocks or None, state_dict_type="full")
+    cls = _cpu_fsdp_strategy() if accelerator == "cpu" else FSDPStrategy
+    return cls(auto_wrap_policy=blocks or None, state_dict_type="full")
+
+
+def _cpu_fsdp_strategy() -> Any:
+    """FSDP over gloo on CPU processes, so the FSDP path runs (and is tested) without a GPU.
+    Lightning refuses `fsdp` with accelerator=cpu (by exact class, hence a subclass), and torch's
+    FSDP needs the CPU device stated (`device_id=None` makes it look for an accelerator and fail):
+    this is Lightning's own wrapping call with `device_id` set. Its two post-wrap steps (moving
+    torchmetrics to the device, activation checkpointing) do nothing on CPU with Aether's options."""
+    from lightning.pytorch.strategies import FSDPStrategy
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    class CPUFSDPStrategy(FSDPStrategy):
+        def _setup_model(self, model: Any) -> Any:
+            if self.root_device.type != "cpu" or any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+                return super()._setup_model(model)
+            return FullyShardedDataParallel(module=model, cpu_offload=self.cpu_offload,
+                                            mixed_precision=self.mixed_precision_config,
+                                            sharding_strategy=self.sharding_strategy, device_id=self.root_device,
+                                            **self.kwargs)
+
+    return CPUFSDPStrategy
+
+
+def unshard(trainer: Any, module: Any, checkpoint: Optional[str]) -> None:
+    """FSDP only (a no-op otherwise): make `module` a plain LightningModule again holding the full
+    weights of `checkpoint` (a full state dict: FSDPStrategy(state_dict_type="full") writes one).
+
+    Why: FSDP wraps each block in place and, after fit, every parameter the module holds is a
+    view into this rank's flat shard (empty on most ranks). Lightning does not re-wrap a module
+    that already contains FSDP units when testing, so `trainer.test` would load a full checkpoint
+    into sharded shapes (a size-mismatch error), and exporting the module would write shards.
+    Removing the FSDP wrappers and assigning the checkpoint's tensors as the parameters gives the
+    unwrapped model back without keeping a second copy of it through training; `trainer.test`
+    then wraps it afresh, and rank 0 does this once more before exporting `model/`."""
+    import torch
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if "FSDP" not in type(trainer.strategy).__name__:
+        return
+    if not checkpoint or not Path(checkpoint).is_file():
+        raise AetherError(f"FSDP: no full checkpoint to restore the unsharded model from ({checkpoint!r})")
+
+    def strip(parent: Any) -> None:
+        for name, child in list(parent.named_children()):
+            while isinstance(child, FullyShardedDataParallel):
+                child = child.module
+                setattr(parent, name, child)
+            strip(child)
+
+    strip(module)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    # new Parameter objects, not copies into the old ones: those have the shard's shape and carry
+    # FSDP's "already flattened" marks, which would stop the next wrap from sharding them
+    for name, old in list(module.named_parameters()):
+        if name not in state:
+            raise AetherError(f"FSDP: {checkpoint} lacks the parameter {name}")
+        owner, _, leaf = name.rpartition(".")
+        setattr(module.get_submodule(owner), leaf, torch.nn.Parameter(state[name], requires_grad=old.requires_grad))
+    module.load_state_dict(state, strict=True)  # buffers, and every key accounted for
 
 
 _BLOCK_NAMES = ("Block", "SwinTransformerBlock", "ConvNeXtBlock", "Bottleneck", "BasicBlock",
