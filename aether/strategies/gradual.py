@@ -79,13 +79,13 @@ class UnfreezeSchedule(BaseFinetuning):
                 for p in group["params"]:
                     p.requires_grad_(True)
         _sync_schedulers(trainer)
-        self._follow_in_ddp(trainer, pl_module)  # a resumed run may have unfrozen groups already
+        self._follow_in_ddp(trainer, pl_module, "at the start of the resumed run")  # groups unfrozen before
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_epoch_start(trainer, pl_module)  # calls finetune_function
-        self._follow_in_ddp(trainer, pl_module)
+        self._follow_in_ddp(trainer, pl_module, f"at epoch {trainer.current_epoch + 1}")
 
-    def _follow_in_ddp(self, trainer: Any, pl_module: Any) -> None:
+    def _follow_in_ddp(self, trainer: Any, pl_module: Any, when: str) -> None:
         """Several DDP processes: re-wrap the model when its trainable parameters changed, or the
         newly unfrozen ones would train on each rank's own gradients (see `rewrap_ddp`)."""
         from aether.training.distributed import rewrap_ddp
@@ -93,8 +93,8 @@ class UnfreezeSchedule(BaseFinetuning):
         now = _trainable(pl_module)
         if self._wrapped is not None and now != self._wrapped and rewrap_ddp(trainer):
             if trainer.is_global_zero:
-                log.info("DDP: model re-wrapped at epoch %d, %d trainable parameter tensors now all-reduced (was %d)",
-                         trainer.current_epoch + 1, len(now), len(self._wrapped))
+                log.info("DDP: model re-wrapped %s, %d trainable parameter tensors now all-reduced (was %d)",
+                         when, len(now), len(self._wrapped))
             self._wrapped = now
 
     def finetune_function(self, pl_module: Any, epoch: int, optimizer: Any) -> None:

@@ -234,6 +234,7 @@ def params_in_sync(trainer: Any, module: Any) -> Optional[bool]:
     FSDP (each rank holds its own shard by design: there are no replicas to compare). Every
     rank must call this (it is a collective). A mismatch is logged loudly with its size."""
     import torch
+    import torch.distributed as dist
 
     if getattr(trainer, "world_size", 1) <= 1 or "FSDP" in type(trainer.strategy).__name__:
         return None
@@ -242,7 +243,9 @@ def params_in_sync(trainer: Any, module: Any) -> Optional[bool]:
         for p in module.parameters():
             x = p.detach().to(device=total.device, dtype=torch.float64)
             total += torch.stack([x.sum(), (x * x).sum()])
-    gathered = trainer.strategy.all_gather(total).reshape(-1, 2).cpu()
+    parts = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, total)  # plain collective (Lightning's all_gather goes through a deprecated autograd one)
+    gathered = torch.stack(parts).cpu()
     diff = float((gathered - gathered[0]).abs().max())
     # replicas that apply the same all-reduced gradients are bitwise equal; the tolerance only
     # forgives summation-order noise, far below what one unsynced step produces
