@@ -109,6 +109,7 @@ class Monitors:
     throughput: Any
     history: Any
     checkpoint: Any
+    params_in_sync: Optional[bool] = None  # several processes: did every rank end with the same weights
 
 
 def prepare(rc: RunCfg) -> Job:
@@ -195,7 +196,7 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
     batches = max(1, len(job.bundle.splits["train"]) // rc.data.batch_size)
     trainer = L.Trainer(
         max_epochs=t.max_epochs, precision=t.precision, accelerator=t.accelerator, devices=t.devices,
-        strategy=lightning_strategy(t.strategy, job.module.model), num_nodes=t.num_nodes, gradient_clip_val=t.gradient_clip_val,
+        strategy=lightning_strategy(t.strategy, job.module.model, t.accelerator), num_nodes=t.num_nodes, gradient_clip_val=t.gradient_clip_val,
         accumulate_grad_batches=t.accumulate_grad_batches, limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches, limit_test_batches=t.limit_test_batches,
         log_every_n_steps=min(t.log_every_n_steps, batches), deterministic=t.deterministic, callbacks=callbacks, logger=logger,
@@ -233,7 +234,7 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     from aether.reporting.metrics import build_metrics
     from aether.reporting.plots import confusion_matrix_png, curves_png
     from aether.reporting.report import write_report
-    from aether.training import speed
+    from aether.training import distributed, speed
 
     ckpt_path = None
     if rc.resume:
@@ -242,14 +243,18 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     t0 = time.perf_counter()
     trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=ckpt_path)
     train_s = time.perf_counter() - t0
+    mon.params_in_sync = distributed.params_in_sync(trainer, job.module)  # a collective: every rank calls it
     history = list(mon.history.rows)  # testing the best checkpoint restores callback states from it
 
     best = mon.checkpoint.best_model_path or None
+    weights = best or str(Path(mon.checkpoint.dirpath) / "last.ckpt")
+    distributed.unshard(trainer, job.module, weights)  # FSDP: full weights, unwrapped, before re-wrapping for test
     trainer.test(job.module, datamodule=job.datamodule, ckpt_path=best, verbose=False)
     score = float(mon.checkpoint.best_model_score or 0.0)
     speed.restore(job.module.model)  # trainer.compile: export the plain module
     if not trainer.is_global_zero:
         return score  # rank 0 alone writes the run directory
+    distributed.unshard(trainer, job.module, weights)  # FSDP: export the full weights, not rank 0's shard
 
     metrics = build_metrics(rc, job, trainer, mon, train_s, history)
     from aether.sweeps.trial import trial_section

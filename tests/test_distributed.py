@@ -42,6 +42,10 @@ def test_ddp_two_cpu_processes_one_run_dir(tmp_path: Path) -> None:
     single = tmp_path / "single"
     run_in_process(single, [*common[len(SHRINK):], "logger=wandb"])
     one = json.loads((single / "metrics.json").read_text())
+    # the same `distributed` section either way; only its verdict is null for one process
+    assert ddp["distributed"] == {"world_size": 2, "strategy": "DDPStrategy", "params_in_sync": True}
+    assert one["distributed"]["world_size"] == 1 and one["distributed"]["params_in_sync"] is None
+    ddp["distributed"]["params_in_sync"] = None
     assert _shape(ddp) == _shape(one)
     # the test split is scored over both ranks' shards (synced metrics), not one rank's half
     assert sum(c["support"] for c in ddp["test"]["per_class"].values()) == ddp["data"]["num_test"]
@@ -69,3 +73,59 @@ def test_multirun_with_ddp_one_folder_per_trial(tmp_path: Path) -> None:
     assert {p for p in entries if p.isdigit()} == {"0", "1"}
     assert {"multirun.yaml", "summary.csv", "summary.json", "best_recipe.yaml"} <= entries
     assert len((work / "sweep" / "summary.csv").read_text().strip().splitlines()) == 3  # header + 2 trials
+
+
+def test_ddp_gradual_unfreeze_keeps_ranks_in_sync(tmp_path: Path) -> None:
+    """A block group unfrozen at epoch 1 joins DDP's gradient all-reduce (the model is re-wrapped):
+    without that each rank would step it on its own gradients and the replicas would drift."""
+    folder = make_folder(tmp_path / "imgs", per_class=8)
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_cli([*SHRINK, f"data={folder}", "model.pretrained=false", "data.batch_size=4", "trainer.max_epochs=2",
+                    "strategy=gradual_unfreeze", "strategy.every_n_epochs=1", "strategy.lr_scale=1.0",
+                    "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={work / 'run'}"],
+                   cwd=work, timeout=300, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((work / "run" / "metrics.json").read_text())
+    assert metrics["distributed"] == {"world_size": 2, "strategy": "DDPStrategy", "params_in_sync": True}
+    assert "DDP: model re-wrapped at epoch 2" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    assert "OUT OF SYNC" not in proc.stdout + proc.stderr
+    # img/s counts both ranks' images: each rank trains floor(ceil(n/2) / 4) full batches an epoch
+    n, t = metrics["data"]["num_train"], metrics["time"]
+    images = 2 * 2 * (-(-n // 2) // 4) * 4  # epochs x ranks x batches x batch size
+    assert abs(t["images_per_s"] * t["train_s"] - images) < 0.02 * images, (t, n)
+
+
+def test_fsdp_two_cpu_processes_exports_full_weights(tmp_path: Path) -> None:
+    """FSDP over gloo: after fit every rank holds a shard; the test split and the exported model/
+    use the full weights of best.ckpt (not rank 0's shard)."""
+    import torch
+
+    from aether.models.saved import load_model_dir
+
+    folder = make_folder(tmp_path / "imgs", per_class=8)
+    work = tmp_path / "work"
+    work.mkdir()
+    fsdp = [*SHRINK, "model=test_vit", f"data={folder}", "model.pretrained=false", "data.batch_size=4",
+            "trainer.max_epochs=1", "trainer=fsdp", "trainer.accelerator=cpu", "trainer.precision=32"]
+    proc = run_cli([*fsdp, "trainer.devices=2", f"hydra.run.dir={work / 'run'}"], cwd=work, timeout=300,
+                   env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = work / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["distributed"] == {"world_size": 2, "strategy": "CPUFSDPStrategy", "params_in_sync": None}
+    assert sum(c["support"] for c in metrics["test"]["per_class"].values()) == metrics["data"]["num_test"]
+    model, classes, _ = load_model_dir(run / "model")
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    exported = model.state_dict()
+    assert {f"model.{k}" for k in exported} == {k for k in best if k.startswith("model.")}
+    for k, v in exported.items():
+        assert torch.equal(v, best[f"model.{k}"]), k
+    x = torch.randn(2, 3, 32, 32)
+    assert model.eval()(x).shape == (2, len(classes))
+
+    # gradual_unfreeze cannot follow its schedule under FSDP: refused by name, before training
+    proc = run_cli([*fsdp, "trainer.devices=1", "strategy=gradual_unfreeze", f"hydra.run.dir={work / 'refused'}"],
+                   cwd=work, timeout=300, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "strategy=gradual_unfreeze does not work with CPUFSDPStrategy" in proc.stderr, proc.stderr[-3000:]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+from aether.training.distributed import section
+
 
 def build_metrics(rc: Any, job: Any, trainer: Any, mon: Any, train_s: float,
                   history: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -31,5 +33,6 @@ def build_metrics(rc: Any, job: Any, trainer: Any, mon: Any, train_s: float,
         },
         "best_checkpoint": {"path": mon.checkpoint.best_model_path or None, "monitor": rc.trainer.checkpoint.monitor,
                             "score": float(best_score) if best_score is not None else None},
+        "distributed": section(trainer, getattr(mon, "params_in_sync", None)),
         **({"confusion_matrix": confusion} if confusion is not None else {}),
     }

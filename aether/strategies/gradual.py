@@ -7,13 +7,17 @@ learning rate (`lr_scale` x the head's) and follow the LR schedule from then on.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import logging
+from typing import Any, Dict, List, Optional
 
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 
+from aether.errors import AetherError
 from aether.models.backbone import Backbone
 from aether.strategies.base import Strategy, eval_frozen_modules, layer_map
+
+log = logging.getLogger("aether")
 
 
 class GradualUnfreeze(Strategy):
@@ -57,17 +61,41 @@ class UnfreezeSchedule(BaseFinetuning):
         super().__init__()
         self.strategy = strategy
         self.steps: List[Dict[str, Any]] = []  # (epoch, groups unfrozen so far) for tests and reports
+        self._wrapped: Optional[frozenset] = None  # the trainable names the DDP wrapper was built with
 
     def freeze_before_training(self, pl_module: Any) -> None:
         pass  # the strategy froze the backbone when it was applied
 
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        _refuse_unsupported_strategy(trainer)
+
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        # the DDP wrapper was built just before this hook, with the parameters trainable now
+        self._wrapped = _trainable(pl_module)
         super().on_fit_start(trainer, pl_module)  # a resumed run: re-adds the saved param groups
         for opt in trainer.optimizers:
             for group in opt.param_groups:
                 for p in group["params"]:
                     p.requires_grad_(True)
         _sync_schedulers(trainer)
+        self._follow_in_ddp(trainer, pl_module, "at the start of the resumed run")  # groups unfrozen before
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_epoch_start(trainer, pl_module)  # calls finetune_function
+        self._follow_in_ddp(trainer, pl_module, f"at epoch {trainer.current_epoch + 1}")
+
+    def _follow_in_ddp(self, trainer: Any, pl_module: Any, when: str) -> None:
+        """Several DDP processes: re-wrap the model when its trainable parameters changed, or the
+        newly unfrozen ones would train on each rank's own gradients (see `rewrap_ddp`)."""
+        from aether.training.distributed import rewrap_ddp
+
+        now = _trainable(pl_module)
+        if self._wrapped is not None and now != self._wrapped and rewrap_ddp(trainer):
+            if trainer.is_global_zero:
+                log.info("DDP: model re-wrapped %s, %d trainable parameter tensors now all-reduced (was %d)",
+                         when, len(now), len(self._wrapped))
+            self._wrapped = now
 
     def finetune_function(self, pl_module: Any, epoch: int, optimizer: Any) -> None:
         named = dict(pl_module.model.named_parameters())
@@ -87,6 +115,25 @@ class UnfreezeSchedule(BaseFinetuning):
             _sync_schedulers(pl_module.trainer)  # the new group follows the LR schedule too
         eval_frozen_modules(pl_module.model)
         self.steps.append({"epoch": epoch, "groups": target})
+
+
+def _trainable(pl_module: Any) -> frozenset:
+    return frozenset(n for n, p in pl_module.named_parameters() if p.requires_grad)
+
+
+def _refuse_unsupported_strategy(trainer: Any) -> None:
+    """gradual_unfreeze changes which parameters train in the middle of a run. Under DDP Aether
+    re-wraps the model when that happens; FSDP fixes `requires_grad` per flattened shard unit when
+    it wraps (later unfreezing would not reach the optimizer or the gradient reduction, even on
+    one device), and other multi-process strategies are not re-wrapped: refuse them by name
+    rather than train silently wrong replicas."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    name = type(trainer.strategy).__name__
+    if "FSDP" in name or (getattr(trainer, "world_size", 1) > 1 and not isinstance(trainer.strategy, DDPStrategy)):
+        raise AetherError(f"strategy=gradual_unfreeze does not work with {name} ({trainer.world_size} process(es)): "
+                          "parameters unfrozen during the run would not be trained consistently. Use trainer=ddp or "
+                          "one device (trainer=default / gpu), or another strategy (full, lora)")
 
 
 def _sync_schedulers(trainer: Any) -> None:

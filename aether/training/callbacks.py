@@ -37,7 +37,10 @@ class Throughput(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
         now = time.perf_counter()
-        n = len(batch[1])
+        # every rank's DistributedSampler shard has the same length (padded) and the same batch
+        # size, so the whole job trains world_size x this rank's batch per step: count that, not
+        # rank 0's share (img/s, time.images_per_s). The data wait stays rank 0's own.
+        n = len(batch[1]) * trainer.world_size
         self.busy_s += now - self._t0
         self.images += n
         self.epoch_images += n

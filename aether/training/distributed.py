@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from aether.errors import AetherError
+
 log = logging.getLogger("aether")
 
 RUN_DIR_ENV = "AETHER_RUN_DIR"
@@ -110,7 +112,7 @@ def _close_process_group() -> None:
         dist.destroy_process_group()
 
 
-def lightning_strategy(name: str, model: Any) -> Any:
+def lightning_strategy(name: str, model: Any, accelerator: str = "auto") -> Any:
     """The Lightning strategy for `trainer.strategy`: FSDP wraps each transformer / residual
     block of the backbone (one flat unit for the whole model would gather every parameter at
     once, which is what FSDP is meant to avoid); every other name goes to Lightning as is."""
@@ -120,7 +122,67 @@ def lightning_strategy(name: str, model: Any) -> Any:
 
     blocks = block_classes(model)
     log.info("FSDP: one shard unit per %s", ", ".join(sorted(c.__name__ for c in blocks)) or "model (no blocks found)")
-    return FSDPStrategy(auto_wrap_policy=blocks or None, state_dict_type="full")
+    cls = _cpu_fsdp_strategy() if accelerator == "cpu" else FSDPStrategy
+    return cls(auto_wrap_policy=blocks or None, state_dict_type="full")
+
+
+def _cpu_fsdp_strategy() -> Any:
+    """FSDP over gloo on CPU processes, so the FSDP path runs (and is tested) without a GPU.
+    Lightning refuses `fsdp` with accelerator=cpu (by exact class, hence a subclass), and torch's
+    FSDP needs the CPU device stated (`device_id=None` makes it look for an accelerator and fail):
+    this is Lightning's own wrapping call with `device_id` set. Its two post-wrap steps (moving
+    torchmetrics to the device, activation checkpointing) do nothing on CPU with Aether's options."""
+    from lightning.pytorch.strategies import FSDPStrategy
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    class CPUFSDPStrategy(FSDPStrategy):
+        def _setup_model(self, model: Any) -> Any:
+            if self.root_device.type != "cpu" or any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+                return super()._setup_model(model)
+            return FullyShardedDataParallel(module=model, cpu_offload=self.cpu_offload,
+                                            mixed_precision=self.mixed_precision_config,
+                                            sharding_strategy=self.sharding_strategy, device_id=self.root_device,
+                                            **self.kwargs)
+
+    return CPUFSDPStrategy
+
+
+def unshard(trainer: Any, module: Any, checkpoint: Optional[str]) -> None:
+    """FSDP only (a no-op otherwise): make `module` a plain LightningModule again holding the full
+    weights of `checkpoint` (a full state dict: FSDPStrategy(state_dict_type="full") writes one).
+
+    Why: FSDP wraps each block in place and, after fit, every parameter the module holds is a
+    view into this rank's flat shard (empty on most ranks). Lightning does not re-wrap a module
+    that already contains FSDP units when testing, so `trainer.test` would load a full checkpoint
+    into sharded shapes (a size-mismatch error), and exporting the module would write shards.
+    Removing the FSDP wrappers and assigning the checkpoint's tensors as the parameters gives the
+    unwrapped model back without keeping a second copy of it through training; `trainer.test`
+    then wraps it afresh, and rank 0 does this once more before exporting `model/`."""
+    import torch
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if "FSDP" not in type(trainer.strategy).__name__:
+        return
+    if not checkpoint or not Path(checkpoint).is_file():
+        raise AetherError(f"FSDP: no full checkpoint to restore the unsharded model from ({checkpoint!r})")
+
+    def strip(parent: Any) -> None:
+        for name, child in list(parent.named_children()):
+            while isinstance(child, FullyShardedDataParallel):
+                child = child.module
+                setattr(parent, name, child)
+            strip(child)
+
+    strip(module)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    # new Parameter objects, not copies into the old ones: those have the shard's shape and carry
+    # FSDP's "already flattened" marks, which would stop the next wrap from sharding them
+    for name, old in list(module.named_parameters()):
+        if name not in state:
+            raise AetherError(f"FSDP: {checkpoint} lacks the parameter {name}")
+        owner, _, leaf = name.rpartition(".")
+        setattr(module.get_submodule(owner), leaf, torch.nn.Parameter(state[name], requires_grad=old.requires_grad))
+    module.load_state_dict(state, strict=True)  # buffers, and every key accounted for
 
 
 _BLOCK_NAMES = ("Block", "SwinTransformerBlock", "ConvNeXtBlock", "Bottleneck", "BasicBlock",
@@ -136,3 +198,66 @@ def log_world(trainer: Any) -> None:
     if getattr(trainer, "world_size", 1) > 1 and not is_secondary_rank():
         log.info("distributed: %d processes (%s, %d node(s)); batch size %d x data.batch_size", trainer.world_size,
                  type(trainer.strategy).__name__, trainer.num_nodes, trainer.world_size)
+
+
+def rewrap_ddp(trainer: Any) -> bool:
+    """Build a fresh DistributedDataParallel wrapper around the LightningModule, so parameters
+    that became trainable after the wrapper was built (a gradual unfreeze) have their gradients
+    all-reduced too. Returns whether it re-wrapped (only under DDP with several processes).
+
+    Why: DDP registers only the parameters that require grad when it is constructed; a
+    parameter unfrozen later gets a local gradient that no rank ever averages, so every rank
+    steps it differently and the replicas silently drift apart. Lightning's DDPStrategy
+    builds the wrapper in `configure_ddp()` as `_setup_model(module)` then
+    `_register_ddp_hooks()` and keeps it in `strategy.model`; doing the same again is the
+    whole fix. Constructing DDP is a collective (it checks shapes and broadcasts rank 0's
+    parameters and buffers), which is safe here because every rank runs the same schedule and
+    changes its trainable set at the same epoch start. The old wrapper's gradient hooks stay
+    inert (its reducer no longer expects a backward pass) until it is garbage-collected.
+    """
+    from lightning.pytorch.strategies import DDPStrategy
+    from torch.nn.parallel import DistributedDataParallel
+
+    strategy = trainer.strategy
+    if trainer.world_size <= 1 or not isinstance(strategy, DDPStrategy):
+        return False
+    if not isinstance(strategy.model, DistributedDataParallel):
+        return False  # not fitting (evaluation is never wrapped), or already torn down
+    strategy.model = strategy._setup_model(strategy.model.module)
+    strategy._register_ddp_hooks()
+    return True
+
+
+def params_in_sync(trainer: Any, module: Any) -> Optional[bool]:
+    """After fit, whether every rank holds the same parameters: each rank's float64 (sum,
+    sum of squares) over all parameters, gathered and compared. None for one process, and for
+    FSDP (each rank holds its own shard by design: there are no replicas to compare). Every
+    rank must call this (it is a collective). A mismatch is logged loudly with its size."""
+    import torch
+    import torch.distributed as dist
+
+    if getattr(trainer, "world_size", 1) <= 1 or "FSDP" in type(trainer.strategy).__name__:
+        return None
+    with torch.no_grad():
+        total = torch.zeros(2, dtype=torch.float64, device=trainer.strategy.root_device)
+        for p in module.parameters():
+            x = p.detach().to(device=total.device, dtype=torch.float64)
+            total += torch.stack([x.sum(), (x * x).sum()])
+    parts = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, total)  # plain collective (Lightning's all_gather goes through a deprecated autograd one)
+    gathered = torch.stack(parts).cpu()
+    diff = float((gathered - gathered[0]).abs().max())
+    # replicas that apply the same all-reduced gradients are bitwise equal; the tolerance only
+    # forgives summation-order noise, far below what one unsynced step produces
+    ok = diff <= 1e-9 * max(1.0, float(gathered[0].abs().max()))
+    if not ok and trainer.is_global_zero:
+        log.warning("DISTRIBUTED RANKS OUT OF SYNC: parameter checksums differ between ranks by up to %.3g "
+                    "(per rank [sum, sum of squares]: %s); the replicas trained different models", diff,
+                    [[round(v, 6) for v in row] for row in gathered.tolist()])
+    return ok
+
+
+def section(trainer: Any, in_sync: Optional[bool]) -> Dict[str, Any]:
+    """metrics.json's `distributed` section: the same keys for one process or many."""
+    return {"world_size": int(getattr(trainer, "world_size", 1)), "strategy": type(trainer.strategy).__name__,
+            "params_in_sync": in_sync}
