@@ -166,6 +166,7 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from aether.data.fastpath import CacheFinisher
+    from aether.training.checkpoint_io import DirectCheckpointIO
     from aether.training.callbacks import History, Throughput, progress_callbacks
     from aether.training.distributed import lightning_strategy
 
@@ -202,6 +203,7 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
         log_every_n_steps=min(t.log_every_n_steps, batches), deterministic=t.deterministic, callbacks=callbacks, logger=logger,
         default_root_dir=str(run_dir), enable_model_summary=False, num_sanity_val_steps=1,
         enable_progress_bar=any(type(c).__name__ == "AetherProgressBar" for c in callbacks),
+        plugins=[DirectCheckpointIO()],  # checkpoints go straight to their file, not through a RAM copy
     )
     return trainer, Monitors(throughput, history, checkpoint)
 

@@ -142,6 +142,26 @@ def test_parallel_trials_with_joblib_and_wandb_runs_grouped_by_sweep(tmp_path: P
         assert list((sweep / n / "wandb").glob("offline-run-*"))  # each trial its own offline run
 
 
+def test_sweep_through_the_submitit_launcher(tmp_path: Path) -> None:
+    """hydra-submitit-launcher (the `slurm` extra, in `dev`): its local executor runs the same
+    plugin, job pickling and result collection as on SLURM, as subprocesses of this machine."""
+    make_folder(tmp_path / "imgs", per_class=8)
+    sweep = tmp_path / "sweep"
+    r = run_cli(["-m", *TINY, "trainer.max_epochs=1", "optimizer.lr=1e-3,3e-3", "hydra/launcher=submitit_local",
+                 f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Submitit 'local' sweep" in r.stdout + r.stderr
+    rows = _summary(sweep)
+    assert len(rows) == 2 and {row["state"] for row in rows} == {"COMPLETE"}
+    assert list((sweep / ".submitit").iterdir())  # the executor's job folders live inside the sweep
+    _check_run(sweep / "1")
+    # the SLURM preset composes onto the plugin just exercised (submitting needs a SLURM cluster)
+    r = run_cli(["-m", *TINY, "hydra/launcher=aether_slurm", f"hydra.sweep.dir={sweep}", "--cfg", "hydra"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    launcher = yaml.safe_load(r.stdout)["hydra"]["launcher"]
+    assert launcher["_target_"].endswith("SlurmLauncher") and launcher["gpus_per_node"] == 1
+
+
 def test_recipe_auto_picks_for_the_data_and_says_why(tmp_path: Path) -> None:
     make_folder(tmp_path / "tiny", per_class=6)
     make_folder(tmp_path / "larger", per_class=180)

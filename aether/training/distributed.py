@@ -174,6 +174,8 @@ def unshard(trainer: Any, module: Any, checkpoint: Optional[str]) -> None:
             strip(child)
 
     strip(module)
+    # this run's own checkpoint, written moments ago by this run (not an untrusted file): a full
+    # Lightning checkpoint holds loop and callback state that weights_only would refuse
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     # new Parameter objects, not copies into the old ones: those have the shard's shape and carry
     # FSDP's "already flattened" marks, which would stop the next wrap from sharding them
