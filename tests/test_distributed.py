@@ -84,10 +84,13 @@ def test_ddp_gradual_unfreeze_keeps_ranks_in_sync(tmp_path: Path) -> None:
     proc = run_cli([*SHRINK, f"data={folder}", "model.pretrained=false", "data.batch_size=4", "trainer.max_epochs=2",
                     "strategy=gradual_unfreeze", "strategy.every_n_epochs=1", "strategy.lr_scale=1.0",
                     "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={work / 'run'}"],
-                   cwd=work, timeout=300, env={"OMP_NUM_THREADS": "1"})
+                   cwd=work, timeout=300, env={"OMP_NUM_THREADS": "1", "AETHER_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((work / "run" / "metrics.json").read_text())
     assert metrics["distributed"] == {"world_size": 2, "strategy": "DDPStrategy", "params_in_sync": True}
+    # both ranks filled one shared image cache per split, sealed once (no partial left behind)
+    caches = sorted(p.name for p in (tmp_path / "cache" / "images").iterdir())
+    assert len(caches) == 3 and not [c for c in caches if "." in c], caches
     assert "DDP: model re-wrapped at epoch 2" in proc.stdout + proc.stderr, proc.stdout[-3000:]
     assert "OUT OF SYNC" not in proc.stdout + proc.stderr
     # img/s counts both ranks' images: each rank trains floor(ceil(n/2) / 4) full batches an epoch

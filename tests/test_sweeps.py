@@ -156,7 +156,7 @@ def test_sweep_through_the_submitit_launcher(tmp_path: Path) -> None:
     assert list((sweep / ".submitit").iterdir())  # the executor's job folders live inside the sweep
     _check_run(sweep / "1")
     # the SLURM preset composes onto the plugin just exercised (submitting needs a SLURM cluster)
-    r = run_cli(["-m", *TINY, "hydra/launcher=aether_slurm", f"hydra.sweep.dir={sweep}", "--cfg", "hydra"], tmp_path)
+    r = run_cli([*TINY, "hydra/launcher=aether_slurm", f"hydra.sweep.dir={sweep}", "--cfg", "hydra"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     launcher = yaml.safe_load(r.stdout)["hydra"]["launcher"]
     assert launcher["_target_"].endswith("SlurmLauncher") and launcher["gpus_per_node"] == 1
@@ -186,4 +186,4 @@ def test_sweep_errors_are_clear_before_anything_runs(tmp_path: Path) -> None:
     r = run_cli([*TINY, "+sweep=lora_optuna", "sweep.n_trials=0"], tmp_path)
     assert r.returncode == 2 and "sweep.n_trials" in r.stderr
     r = run_cli([*TINY, "+sweep=lora_optuna", "hydra/launcher=aether_slurm"], tmp_path)
-    assert r.returncode == 2 and "aether[slurm]" in r.stderr
+    assert r.returncode == 2 and "sbatch" in r.stderr and "Traceback" not in r.stderr  # no SLURM on this machine

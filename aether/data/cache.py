@@ -181,6 +181,12 @@ class ImageCache:
             self.filled = np.frombuffer(self._buffers[1], dtype=np.uint8)
             return
         folder = Path(self.where)
+        if not folder.is_dir() and ".partial-" in folder.name:
+            # sealed (renamed to its final name) by another process of this run since this object
+            # was made: a loader worker started later opens the finished cache
+            sealed = folder.parent / folder.name.split(".partial-")[0]
+            if (sealed / "meta.json").is_file():
+                folder, self.where, self.source = sealed, str(sealed), None
         mode = "r" if self.complete else "r+"
         self.pixels = np.memmap(folder / "pixels.u8", dtype=np.uint8, mode=mode, shape=(total,))
         self.filled = None if self.complete else np.memmap(folder / "filled.u8", dtype=np.uint8, mode="r+",

@@ -89,11 +89,18 @@ class CacheFinisher(L.Callback):
     """Seals each split's cache at the end of its first epoch (after every rank has read its
     shard, so only the entries no rank read are decoded here)."""
 
+    def __init__(self) -> None:
+        # decided here, identically on every rank: a rank's own view of its cache (sealed by
+        # local rank 0, not by itself) must not decide whether it joins a barrier, or the ranks
+        # would wait at different barriers
+        self._sealed: set = set()
+
     def _complete(self, trainer: Any, split: str) -> None:
         dm = trainer.datamodule
         fast = getattr(dm, "fast", None)
-        if fast is None or split not in fast._datasets or fast._datasets[split].cache.complete:
+        if fast is None or split not in fast._datasets or split in self._sealed:
             return
+        self._sealed.add(split)
         trainer.strategy.barrier("aether-cache")  # every rank's workers have written their entries
         if trainer.local_rank == 0:
             fast.complete(split, dm.cfg.num_workers)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from typing import List
 
 from aether.errors import AetherError
 
+# launcher options that submit to a SLURM cluster: they need its `sbatch` on PATH
+SLURM = ("submitit_slurm", "aether_slurm")
 # launcher option -> (the Hydra plugin module it needs, what to install)
 NEEDS = {
     "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher==1.2.0 (an Aether dependency)"),
@@ -27,3 +30,8 @@ def check_launcher(args: List[str]) -> None:
             if module and importlib.util.find_spec(module) is None:
                 raise AetherError(f"hydra/launcher={name} needs the Hydra plugin {module.split('.')[-1]}, which is "
                                   f"not installed: {install}")
+            printing = any(x in ("--cfg", "-c", "--info", "-i") for x in args)  # shows the config, submits nothing
+            if name in SLURM and not printing and shutil.which("sbatch") is None:
+                raise AetherError(f"hydra/launcher={name} submits each trial as a SLURM job, but this machine has no "
+                                  "`sbatch` on PATH (not a SLURM login node?); run the sweep where SLURM is, or use "
+                                  "hydra/launcher=submitit_local (the same launcher, local processes) or joblib")
