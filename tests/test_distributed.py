@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import SHRINK, make_folder, run_cli, run_in_process
+from tests.conftest import AETHER, SHRINK, make_folder, run_cli, run_in_process
 
 
 def _shape(x: Any) -> Any:
@@ -97,6 +99,30 @@ def test_ddp_gradual_unfreeze_keeps_ranks_in_sync(tmp_path: Path) -> None:
     n, t = metrics["data"]["num_train"], metrics["time"]
     images = 2 * 2 * (-(-n // 2) // 4) * 4  # epochs x ranks x batches x batch size
     assert abs(t["images_per_s"] * t["train_s"] - images) < 0.02 * images, (t, n)
+
+
+def test_torchrun_ranks_share_one_run_dir_and_one_cache(tmp_path: Path) -> None:
+    """Ranks started by an external launcher (torchrun here; srun alike) compose the same command
+    line without creating anything; rank 0's Hydra makes the one run folder."""
+    import sys
+
+    folder = make_folder(tmp_path / "imgs", per_class=8)
+    work = tmp_path / "work"
+    work.mkdir()
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "--no-python", AETHER, *SHRINK,
+                           f"data={folder}", "model.pretrained=false", "data.batch_size=4", "trainer=ddp",
+                           "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={work / 'run'}"],
+                          cwd=work, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "AETHER_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in work.iterdir()) == ["run"]
+    metrics = json.loads((work / "run" / "metrics.json").read_text())
+    assert metrics["distributed"] == {"world_size": 2, "strategy": "DDPStrategy", "params_in_sync": True}
+    assert sum(c["support"] for c in metrics["test"]["per_class"].values()) == metrics["data"]["num_test"]
+    # both ranks filled the same cache per split (a rank's own would be left unsealed)
+    caches = sorted(p.name for p in (tmp_path / "cache" / "images").iterdir())
+    assert len(caches) == 3 and not [c for c in caches if "." in c], caches
 
 
 def test_fsdp_two_cpu_processes_exports_full_weights(tmp_path: Path) -> None:

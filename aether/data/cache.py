@@ -279,11 +279,12 @@ def _layout(paths: Sequence[str], kind: str, steps: List[Callable], side: int) -
 
 
 def _run_token() -> str:
-    """Names the unfinished cache of THIS run: the ranks of one distributed run share it (they
-    know the same run folder or launcher job), a different or later run never picks it up."""
+    """Names the unfinished cache of THIS run: the ranks of one distributed run share it, a
+    different run never picks it up. The launcher's job id comes first: ranks started by
+    torchrun or srun do not know rank 0's run folder (only Lightning's own launcher passes it)."""
     from aether.training.distributed import RUN_DIR_ENV
 
-    for var in (RUN_DIR_ENV, "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
+    for var in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", RUN_DIR_ENV):
         if os.environ.get(var):
             return hashlib.sha256(f"{var}={os.environ[var]}".encode()).hexdigest()[:12]
     return f"pid{os.getpid()}"
