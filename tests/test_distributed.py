@@ -114,7 +114,10 @@ def test_torchrun_ranks_share_one_run_dir_and_one_cache(tmp_path: Path) -> None:
                            f"data={folder}", "model.pretrained=false", "data.batch_size=4", "trainer=ddp",
                            "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={work / 'run'}"],
                           cwd=work, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "AETHER_CACHE": str(tmp_path / "cache")})
+                          # a run folder left in the environment (as an earlier in-process run leaves it) must
+                          # not make torchrun's rank 1 train from that folder's config
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "AETHER_CACHE": str(tmp_path / "cache"),
+                               "AETHER_RUN_DIR": str(tmp_path / "an-earlier-run")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in work.iterdir()) == ["run"]
     metrics = json.loads((work / "run" / "metrics.json").read_text())

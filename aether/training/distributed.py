@@ -47,6 +47,13 @@ def rank_from_env() -> int:
     return 0
 
 
+def _external_launcher() -> bool:
+    """Whether torchrun or srun started this process (rather than Lightning's own launcher)."""
+    slurm_tasks = os.environ.get("SLURM_NTASKS", "1")
+    return bool(os.environ.get("TORCHELASTIC_RUN_ID")) or (slurm_tasks.isdigit() and int(slurm_tasks) > 1
+                                                           and "SLURM_PROCID" in os.environ)
+
+
 def is_secondary_rank() -> bool:
     return rank_from_env() > 0
 
@@ -58,7 +65,9 @@ def run_secondary_rank(args: List[str]) -> int:
     from aether.config.validate import validate
     from aether.run import fit_and_report
 
-    shared = os.environ.get(RUN_DIR_ENV)
+    # torchrun / srun never pass rank 0's folder (their ranks start together, not from rank 0): a
+    # value seen there was left in the environment by something else and must not be trusted
+    shared = None if _external_launcher() else os.environ.get(RUN_DIR_ENV)
     if shared:
         run_dir = Path(shared)
         loaded = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
