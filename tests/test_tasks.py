@@ -59,6 +59,29 @@ def test_multilabel_trains_tunes_thresholds_and_beats_untrained(tmp_path: Path) 
     assert "mAP (macro)" in (run / "report.md").read_text()
 
 
+def test_multilabel_reads_the_decoded_image_cache(tmp_path: Path) -> None:
+    """data.cache serves multilabel as it serves classification: uint8 from the cache, the same
+    normalised eval tensors as the uncached path, multi-hot float targets."""
+    import torch
+
+    from aether.config.validate import validate
+    from aether.run import prepare
+
+    manifest = write_multilabel(tmp_path / "ml", n=24)
+
+    def val_batches(cache: str) -> Any:
+        job = prepare(validate(compose_raw([*SHRINK, f"data={manifest}", "model.pretrained=false", f"data.cache={cache}"])))
+        dm = job.datamodule
+        return [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()], dm
+
+    plain, _ = val_batches("off")
+    cached, dm = val_batches("memory")
+    assert dm.fast is not None and next(iter(dm.val_dataloader()))[0].dtype == torch.uint8
+    assert len(cached) == len(plain) > 0
+    for (xc, yc), (xp, yp) in zip(cached, plain):
+        assert torch.equal(xc, xp) and torch.equal(yc, yp) and yc.dtype == torch.float32
+
+
 def test_multilabel_manifest_reads_lists_and_reports_bad_rows(tmp_path: Path) -> None:
     from aether.data.multilabel import MultilabelManifestAdapter
 

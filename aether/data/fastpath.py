@@ -12,7 +12,6 @@ from PIL import Image
 
 from aether.config.schema import DataCfg
 from aether.data import cache as cache_mod
-from aether.data.index import Sample
 from aether.data.prefetch import DeviceNormalize
 from aether.data.transforms import eval_transform, train_transform
 
@@ -40,14 +39,16 @@ class FastPath:
         self.device = DeviceNormalize(pre["mean"], pre["std"], erasing[0] if erasing else None)
         self._datasets: Dict[str, CachedDataset] = {}
 
-    def dataset(self, samples: Sequence[Sample], split: str, train: bool, mode: str) -> "CachedDataset":
+    def dataset(self, samples: Sequence[Any], split: str, train: bool, mode: str,
+                target: Callable[[Any], Any] = lambda s: s.label) -> "CachedDataset":
         """The split's dataset over its cache: opened at most once per process (and built once
-        per machine on disk)."""
+        per machine on disk). `samples` have a `.path`; `target(sample)` is what each yields
+        with its image (the class index; a multi-hot tensor for multilabel)."""
         ds = self._datasets.get(split)
         if ds is None or ds.samples is not samples:
             kind = "train" if train else "eval"
             c = cache_mod.open_cache(samples, kind, self.eval_steps, self.side, mode)
-            ds = CachedDataset(c, samples, self.train_pil if train else None)
+            ds = CachedDataset(c, samples, self.train_pil if train else None, [target(s) for s in samples])
             self._datasets[split] = ds
         return ds
 
@@ -64,10 +65,9 @@ class CachedDataset:
     so the cache itself only ever holds images. HWC keeps collation a contiguous copy; the
     channel move happens in the one float conversion on the device (aether.data.prefetch)."""
 
-    def __init__(self, cache: cache_mod.ImageCache, samples: Sequence[Sample],
-                 transform: Optional[Callable] = None) -> None:
-        self.cache, self.samples, self.transform = cache, samples, transform
-        self.targets = [s.label for s in samples]
+    def __init__(self, cache: cache_mod.ImageCache, samples: Sequence[Any], transform: Optional[Callable],
+                 targets: List[Any]) -> None:
+        self.cache, self.samples, self.transform, self.targets = cache, samples, transform, targets
 
     def __len__(self) -> int:
         return len(self.targets)

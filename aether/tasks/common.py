@@ -14,17 +14,34 @@ from aether.data.dense import DenseBundle, Item, loader_settings
 
 
 class ItemData(L.LightningDataModule):
-    """Loaders over a DenseBundle; `make_dataset(items, train)` builds each split's Dataset."""
+    """Loaders over a DenseBundle; `make_dataset(items, train)` builds each split's Dataset.
+
+    `fast` (a FastPath, for tasks whose target does not move with the image, i.e. multilabel):
+    the splits read the decoded-image cache instead, yielding `fast_target(item)` with each
+    uint8 image, normalised after the transfer as in classification (aether.data.fastpath)."""
 
     def __init__(self, bundle: DenseBundle, cfg: DataCfg, make_dataset: Callable[[List[Item], bool], Dataset],
-                 collate: Optional[Callable] = None) -> None:
+                 collate: Optional[Callable] = None, fast: Any = None,
+                 fast_target: Optional[Callable[[Item], Any]] = None) -> None:
         super().__init__()
         self.bundle, self.cfg, self.make_dataset, self.collate = bundle, cfg, make_dataset, collate
+        self.fast, self.fast_target = fast, fast_target
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         items = self.bundle.splits[split]
-        return DataLoader(self.make_dataset(items, train), collate_fn=self.collate,
-                          **loader_settings(self.cfg, len(items), train))
+        if self.fast is not None and self.fast_target is not None:
+            from aether.data.cache import resolve_mode
+
+            dataset = self.fast.dataset(items, split, train, resolve_mode(self.cfg.cache), target=self.fast_target)
+        else:
+            dataset = self.make_dataset(items, train)
+        return DataLoader(dataset, collate_fn=self.collate, **loader_settings(self.cfg, len(items), train))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.fast is None:
+            return batch
+        x, y = batch
+        return self.fast.device(x, train=self.trainer is not None and self.trainer.training), y
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -135,7 +135,13 @@ class Multilabel(Task):
         module = MultilabelModule(model, bundle.classes, strategy, self.options.threshold, rc.optimizer.model_dump(),
                                   rc.scheduler.model_dump())
         train_tf, eval_tf = train_transform(pre, rc.data.augment), eval_transform(pre)
-        data = ItemData(bundle, rc.data, lambda items, train: MultilabelDataset(items, train_tf if train else eval_tf))
+        from aether.data.cache import resolve_mode
+        from aether.data.fastpath import FastPath
+
+        # the fast path (data.cache): labels do not move with the pixels, so the classification cache serves as is
+        fast = FastPath(pre, rc.data) if resolve_mode(rc.data.cache) != "off" else None
+        data = ItemData(bundle, rc.data, lambda items, train: MultilabelDataset(items, train_tf if train else eval_tf),
+                        fast=fast, fast_target=lambda it: torch.tensor(it.target, dtype=torch.float32))
         return Job(bundle, backbone, pre, strategy, count_params(model), module, data, task=self)
 
     def finish(self, run_dir: Path, metrics: Dict[str, Any], job: Any, raw: Dict[str, Any]) -> str:
