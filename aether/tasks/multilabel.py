@@ -111,7 +111,9 @@ class Multilabel(Task):
     monitor = ("val/map", "max")
 
     def prepare(self, rc: RunCfg) -> Any:
+        from aether.data.cache import resolve_mode
         from aether.data.dense import build_bundle
+        from aether.data.fastpath import FastPath
         from aether.data.multilabel import MultilabelDataset, MultilabelManifestAdapter
         from aether.data.transforms import eval_transform, resolve_preprocessing, train_transform
         from aether.doctor.inspect import resolve_source
@@ -135,9 +137,6 @@ class Multilabel(Task):
         module = MultilabelModule(model, bundle.classes, strategy, self.options.threshold, rc.optimizer.model_dump(),
                                   rc.scheduler.model_dump())
         train_tf, eval_tf = train_transform(pre, rc.data.augment), eval_transform(pre)
-        from aether.data.cache import resolve_mode
-        from aether.data.fastpath import FastPath
-
         # the fast path (data.cache): labels do not move with the pixels, so the classification cache serves as is
         fast = FastPath(pre, rc.data) if resolve_mode(rc.data.cache) != "off" else None
         data = ItemData(bundle, rc.data, lambda items, train: MultilabelDataset(items, train_tf if train else eval_tf),
