@@ -390,7 +390,13 @@ def _remove_stale(root: Path) -> None:
     """Unfinished caches of runs that crashed long ago (a running run touches its own)."""
     now = time.time()
     for p in root.iterdir():
-        if (".partial-" in p.name or ".tmp-" in p.name) and now - p.stat().st_mtime > STALE_S:
+        if ".partial-" not in p.name and ".tmp-" not in p.name:
+            continue
+        try:
+            age = now - p.stat().st_mtime
+        except OSError:  # renamed or removed meanwhile by another rank or run: not stale
+            continue
+        if age > STALE_S:
             shutil.rmtree(p, ignore_errors=True)
 
 
