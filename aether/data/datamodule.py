@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Dict, List
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from aether.config.schema import DataCfg
 from aether.data.cache import resolve_mode
 from aether.data.dataset import DataBundle
-from aether.data.fastpath import FastPath
+from aether.data.fastpath import FastPath, FastPathDataModule
 from aether.data.images import load_rgb
 from aether.data.index import Sample
 from aether.data.transforms import eval_transform, train_transform
@@ -47,7 +46,7 @@ def auto_workers(n_images: int) -> int:
     return min(8, cpus - 1)
 
 
-class ClassificationData(L.LightningDataModule):
+class ClassificationData(FastPathDataModule):
     def __init__(self, bundle: DataBundle, preprocessing: Dict[str, Any], cfg: DataCfg) -> None:
         super().__init__()
         self.bundle = bundle
@@ -58,12 +57,6 @@ class ClassificationData(L.LightningDataModule):
         self.cache_mode = resolve_mode(cfg.cache)
         # the fast path: uint8 from a decoded-image cache, normalised on the device
         self.fast = FastPath(preprocessing, cfg) if self.cache_mode != "off" else None
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.fast is None:
-            return batch
-        x, y = batch
-        return self.fast.device(x, train=self.trainer is not None and self.trainer.training), y
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         samples = self.bundle.splits[split]

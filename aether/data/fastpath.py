@@ -59,6 +59,19 @@ class FastPath:
             ds.cache = cache_mod.complete(ds.cache, build_workers(len(ds.cache.missing()), num_workers))
 
 
+class FastPathDataModule(L.LightningDataModule):
+    """A DataModule whose loaders may read the cache (`self.fast`, None for data.cache=off):
+    their uint8 batches become normalised model inputs right after the transfer to the device."""
+
+    fast: Optional[FastPath] = None
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.fast is None:
+            return batch
+        x, y = batch
+        return self.fast.device(x, train=self.trainer is not None and self.trainer.training), y
+
+
 class CachedDataset:
     """(uint8 HWC tensor, target) per sample, read from an ImageCache; `transform` (PIL to PIL,
     random augmentation) runs after the cache, on every access. Targets come from the samples,

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from aether.config.schema import DataCfg
 from aether.data.dense import DenseBundle, Item, loader_settings
+from aether.data.fastpath import FastPathDataModule
 
 
-class ItemData(L.LightningDataModule):
+class ItemData(FastPathDataModule):
     """Loaders over a DenseBundle; `make_dataset(items, train)` builds each split's Dataset.
 
     `fast` (a FastPath, for tasks whose target does not move with the image, i.e. multilabel):
@@ -36,12 +36,6 @@ class ItemData(L.LightningDataModule):
         else:
             dataset = self.make_dataset(items, train)
         return DataLoader(dataset, collate_fn=self.collate, **loader_settings(self.cfg, len(items), train))
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.fast is None:
-            return batch
-        x, y = batch
-        return self.fast.device(x, train=self.trainer is not None and self.trainer.training), y
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
