@@ -222,6 +222,8 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
     distributed.begin_run(run_dir)
     L.seed_everything(rc.seed, workers=True, verbose=False)
     job = prepare(rc)
+    if not distributed.is_secondary_rank() and _record_resolved(raw, rc):  # task=auto, the task's monitors
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
     speed.apply_speedups(rc, job)
     trainer, mon = build_trainer(rc, run_dir, job, run_name)
     distributed.log_world(trainer)
@@ -229,6 +231,26 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
         return _fit_test_write(rc, raw, run_dir, job, trainer, mon)
     finally:
         close_loggers(trainer)  # a later run in this process (a sweep trial) must start its own W&B run
+
+
+def _record_resolved(raw: Dict[str, Any], rc: RunCfg) -> bool:
+    """Write what preparing the run resolved back into its config (`task: auto` -> the detected
+    task; a detection run's checkpoint monitor val/acc -> val/map), so config.yaml names what the
+    run really used. True when something changed."""
+    resolved = {("task",): rc.task,
+                ("trainer", "checkpoint", "monitor"): rc.trainer.checkpoint.monitor,
+                ("trainer", "checkpoint", "mode"): rc.trainer.checkpoint.mode,
+                ("trainer", "early_stopping", "monitor"): rc.trainer.early_stopping.monitor,
+                ("trainer", "early_stopping", "mode"): rc.trainer.early_stopping.mode}
+    changed = False
+    for path, value in resolved.items():
+        node = raw
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        if node.get(path[-1]) != value:
+            node[path[-1]] = value
+            changed = True
+    return changed
 
 
 def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, trainer: Any, mon: Monitors) -> float:
@@ -245,6 +267,11 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     t0 = time.perf_counter()
     trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=ckpt_path)
     train_s = time.perf_counter() - t0
+    from aether.training.callbacks import early_stop_note
+
+    note = early_stop_note(trainer)
+    if note:
+        log.info(note)
     mon.params_in_sync = distributed.params_in_sync(trainer, job.module)  # a collective: every rank calls it
     history = list(mon.history.rows)  # testing the best checkpoint restores callback states from it
 

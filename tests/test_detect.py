@@ -277,3 +277,18 @@ def test_data_format_overrides_detection(tmp_path):
         detect(make_coco(tmp_path / "coco"), fmt="voc")
     msg = str(e.value)
     assert "data.format=voc" in msg and "not a voc dataset" in msg and "looks like coco" in msg
+
+
+def test_class_counts_agree_across_box_formats(tmp_path):
+    """`aether inspect` printed '0 classes' for COCO and YOLO: every box format now reports its
+    classes by name with the number of boxes of each (the unknown id 9 is not a class)."""
+    from aether.config.schema import DataCfg
+    from aether.doctor.inspect import inspect_structured
+
+    for fmt, make in (("coco", make_coco), ("yolo", make_yolo)):
+        made = make(tmp_path / fmt)
+        rep = inspect_structured(DataCfg(path=str(made if fmt == "yolo" else made.parent)), tmp_path / f"out-{fmt}")
+        assert rep is not None and rep["format"] == fmt
+        assert rep["classes"] == {"cat": 2, "dog": 1}, fmt
+    voc = detect(make_voc(tmp_path / "voc"))
+    assert voc.summary["class_counts"] == {"cat": 2, "dog": 1, "zebra": 1}

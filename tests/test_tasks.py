@@ -241,6 +241,14 @@ def test_detection_trains_and_beats_untrained(tmp_path: Path, det_scenes: list) 
     print("det", before["map_50"], t["map_50"], t["map"])
     assert t["map_50"] > before["map_50"] + 0.2 and t["map"] > before["map"], (before, t)
     assert set(t["per_class"]) == {"circle", "square"} and m["data"]["format"] == "yolo"
+    # the task's headline metric is in every epoch's history row, and config.yaml names the
+    # monitor and task the run used (not classification's val/acc, not task: auto)
+    assert all("val/map" in r and "val/map_50" in r and "train/loss" in r for r in m["history"]), m["history"]
+    assert m["best_checkpoint"]["monitor"] == "val/map"
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["trainer"]["checkpoint"]["monitor"] == "val/map" and cfg["task"] == "detection"
     assert (run / "predictions.png").exists() and "mAP@.5" in (run / "report.md").read_text()
     # the model/ folder alone rebuilds the detector: boxes, labels and scores for each image
     import torch

@@ -190,3 +190,17 @@ def test_same_seed_same_result(image_folder: Path, tmp_path: Path) -> None:
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert a["history"][0]["train/loss"] == b["history"][0]["train/loss"]
     assert a["test"] == b["test"]
+
+
+def test_early_stopping_says_why_the_run_ended(image_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A run that early stopping ends before max_epochs says so (it used to end without a word)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="aether")
+    run = tmp_path / "run"
+    run_in_process(run, ["trainer.max_epochs=6", "trainer.early_stopping.enabled=true",
+                         "trainer.early_stopping.patience=1", "trainer.early_stopping.min_delta=100"])
+    m = json.loads((run / "metrics.json").read_text())
+    assert len(m["history"]) == 2  # epoch 1 sets the best, epoch 2 fails to beat it by 100: stop
+    notes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("early stopping:")]
+    assert len(notes) == 1 and "val/loss" in notes[0] and "after epoch 2 of 6" in notes[0], notes

@@ -185,16 +185,23 @@ def _match_coco(path: Path, task_hint: Optional[str]) -> Optional[_Match]:
     all_segmented = True
     name_hint = False
     sizes_stats = _BoxSizes()
+    class_counts: Dict[str, int] = {}  # annotations per category name (the doctor's class table)
     for p, obj in files:
         images = [i for i in obj["images"] if isinstance(i, dict)]
         anns = [a for a in obj["annotations"] if isinstance(a, dict)]
-        cats = {c.get("id") for c in obj["categories"] if isinstance(c, dict)}
+        cat_names = {c.get("id"): str(c.get("name", c.get("id"))) for c in obj["categories"] if isinstance(c, dict)}
+        cats = set(cat_names)
+        for name in cat_names.values():
+            class_counts.setdefault(name, 0)
         sizes = {i.get("id"): (i.get("width"), i.get("height")) for i in images}
         counts = {i.get("id"): 0 for i in images}
         file_oob = file_unknown = 0
         for a in anns:
             if a.get("category_id") not in cats:
                 file_unknown += 1
+            else:
+                name = cat_names[a["category_id"]]
+                class_counts[name] += 1
             if a.get("image_id") in counts:
                 counts[a["image_id"]] += 1
             if not a.get("segmentation"):
@@ -233,6 +240,7 @@ def _match_coco(path: Path, task_hint: Optional[str]) -> Optional[_Match]:
         "num_annotations": n_ann,
         "num_boxes": n_ann,
         "num_categories": n_cat,
+        "class_counts": class_counts,
         "boxes_out_of_bounds": oob,
         "unknown_category_ids": unknown,
         "images_without_annotations": without,
@@ -314,6 +322,7 @@ def _match_voc(path: Path) -> Optional[_Match]:
         "num_objects": objects,
         "num_boxes": objects,
         "class_names": dict(sorted(names.items())),
+        "class_counts": dict(sorted(names.items())),
         "boxes_out_of_bounds": oob,
         "unreadable": bad,
         "boxes_per_image": _spread(per_file),
@@ -439,6 +448,10 @@ def _match_yolo(path: Path) -> Optional[_Match]:
         "num_boxes": boxes,
         "num_polygons": polygons,
         "class_ids": dict(sorted(class_ids.items())),
+        # by name where data.yaml names them (ids beyond the names are warned about, not classes;
+        # a named class no label uses shows with 0); by id when there is no names list
+        "class_counts": ({n: class_ids.get(i, 0) for i, n in enumerate(names)} if names is not None
+                         else {str(i): c for i, c in sorted(class_ids.items())}),
         "num_names": len(names) if names is not None else None,
         "out_of_range": out_of_range,
         "boxes_out_of_bounds": oob,

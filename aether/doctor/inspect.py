@@ -105,7 +105,7 @@ def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
     warnings += [e for e in det.evidence if e.startswith("ambiguous")]
     warnings += [f"{issues[code]} {text}" for code, text in NOTES.items() if issues.get(code)]
     report = {"format": det.format, "task": det.task, "source": str(cfg.path), "evidence": det.evidence,
-              "summary": summary, "classes": {}, "num_images": usable,
+              "summary": summary, "classes": dict(summary.get("class_counts") or {}), "num_images": usable,
               "bad": bad, "issues": dict(issues), "ignored": {**ign, **ignored}, "duplicates": [],
               "warnings": warnings, "errors": [f"{len(bad)} file(s) cannot be used"] if bad else [],
               "notes": notes, "recommendations": {}}
@@ -242,7 +242,8 @@ def print_summary(report: Dict[str, Any], out_dir: Path) -> None:
         con.print(f"[cyan]evidence[/] {e}")
     t = Table(title="classes", title_justify="left")
     t.add_column("class")
-    t.add_column("images", justify="right")
+    # classification counts images per class; detection and segmentation formats count annotations
+    t.add_column("images" if report.get("task") in (None, "classification") else "annotations", justify="right")
     for c, n in report["classes"].items():
         t.add_row(c, str(n))
     if report["classes"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import lightning as L
 import torch
@@ -53,6 +53,21 @@ class Throughput(L.Callback):
         return self.wait_s / total if total else 0.0
 
 
+METRIC_PREFIXES = ("train/", "val/")
+
+
+def epoch_metrics(callback_metrics: Dict[str, Any]) -> Dict[str, float]:
+    """The epoch's scalar train/ and val/ metrics, whatever the task logs (val/acc, val/map,
+    val/map_50, val/miou ...), losses first: one list for the history, the epoch line and
+    metrics.json, so a task's headline metric is never left out."""
+    out: Dict[str, float] = {}
+    for key in sorted(callback_metrics, key=lambda k: (not k.startswith("train/"), "loss" not in k, k)):
+        value = callback_metrics[key]
+        if key.startswith(METRIC_PREFIXES) and getattr(value, "numel", lambda: 1)() == 1:
+            out[key] = round(float(value), 6)
+    return out
+
+
 class History(L.Callback):
     """One row of metrics per epoch; saved in checkpoints so a resumed run keeps its history."""
 
@@ -65,11 +80,7 @@ class History(L.Callback):
         self._epoch_t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        m = trainer.callback_metrics
-        row: Dict[str, Any] = {"epoch": trainer.current_epoch}
-        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
-            if key in m:
-                row[key] = round(float(m[key]), 6)
+        row: Dict[str, Any] = {"epoch": trainer.current_epoch, **epoch_metrics(trainer.callback_metrics)}
         row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None
         row["time_s"] = round(time.perf_counter() - self._epoch_t0, 3)
         row["images_per_s"] = round(self.throughput.last_rate, 1)
@@ -93,9 +104,7 @@ class EpochLine(L.Callback):
             return
         r = self.history.rows[-1]
         parts = [f"epoch {r['epoch'] + 1}/{trainer.max_epochs}"]
-        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
-            if key in r:
-                parts.append(f"{key} {r[key]:.4f}")
+        parts += [f"{key} {value:.4f}" for key, value in r.items() if key.startswith(METRIC_PREFIXES)]
         parts.append(f"{r['images_per_s']:.0f} img/s")
         parts.append(f"data wait {100 * self.history.throughput.data_wait_fraction:.0f}%")
         parts.append(f"{r['time_s']:.1f}s")
@@ -128,3 +137,17 @@ def progress_callbacks(mode: str, throughput: Throughput, history: History) -> L
     if mode == "rich":
         return [AetherProgressBar(throughput), EpochLine(history)]
     return [EpochLine(history)] if mode == "plain" else []
+
+
+def early_stop_note(trainer: L.Trainer) -> Optional[str]:
+    """The line that says a run ended before max_epochs because early stopping stopped it (a
+    run that silently ends at epoch 7 of 30 looks like a crash or a bug)."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    for cb in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(cb, EarlyStopping) and cb.stopped_epoch:
+            best = float(cb.best_score)
+            return (f"early stopping: {cb.monitor} did not improve by {cb.min_delta:g} for {cb.patience} epochs "
+                    f"(best {best:.4f}); stopped after epoch {cb.stopped_epoch + 1} of {trainer.max_epochs} "
+                    "(trainer.early_stopping.enabled=false or a larger trainer.early_stopping.patience trains on)")
+    return None
