@@ -235,13 +235,15 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
 
 def _record_resolved(raw: Dict[str, Any], rc: RunCfg) -> bool:
     """Write what preparing the run resolved back into its config (`task: auto` -> the detected
-    task; a detection run's checkpoint monitor val/acc -> val/map), so config.yaml names what the
-    run really used. True when something changed."""
+    task; a detection run's checkpoint monitor val/acc -> val/map, its image and batch size taken
+    from the data), so config.yaml names what the run really used. True when something changed."""
     resolved = {("task",): rc.task,
                 ("trainer", "checkpoint", "monitor"): rc.trainer.checkpoint.monitor,
                 ("trainer", "checkpoint", "mode"): rc.trainer.checkpoint.mode,
                 ("trainer", "early_stopping", "monitor"): rc.trainer.early_stopping.monitor,
-                ("trainer", "early_stopping", "mode"): rc.trainer.early_stopping.mode}
+                ("trainer", "early_stopping", "mode"): rc.trainer.early_stopping.mode,
+                ("data", "image_size"): rc.data.image_size,  # detection takes these from the data
+                ("data", "batch_size"): rc.data.batch_size}
     changed = False
     for path, value in resolved.items():
         node = raw

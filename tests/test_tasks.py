@@ -285,3 +285,19 @@ def test_other_detection_heads_train_and_predict(tmp_path: Path, det_scenes: lis
     assert all(v.isfinite() for v in losses.values())
     out = model.eval()(images[:2])
     assert {"boxes", "labels", "scores"} <= set(out[0]) and (out[0]["labels"] < 2).all()
+
+
+def test_detection_takes_image_and_batch_size_from_small_data(tmp_path: Path, det_scenes: list) -> None:
+    """Left at their defaults, the image side is the images' own (64 px scenes are not blown up to
+    the backbone's 224) and the batch shrinks so 24 training images make >= 8 steps an epoch (batch
+    32 made none: drop_last); a value the user sets is kept."""
+    from aether.config.validate import validate
+    from aether.run import prepare
+    from tests.tasks_data import write_detection
+
+    root = write_detection(tmp_path / "voc", "voc", det_scenes)
+    base = ["model=test_convnext", f"data={root}", "model.pretrained=false", "data.num_workers=0"]
+    job = prepare(validate(compose_raw(base)))
+    assert job.preprocessing["input_size"][-1] == 64 and job.datamodule.cfg.batch_size == 3
+    job = prepare(validate(compose_raw([*base, "data.image_size=96", "data.batch_size=5"])))
+    assert job.preprocessing["input_size"][-1] == 96 and job.datamodule.cfg.batch_size == 5

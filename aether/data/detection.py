@@ -232,12 +232,18 @@ def instance_counts(index: DenseIndex) -> Dict[str, int]:
 
 
 def box_transforms(size: int, aug: Optional[AugmentCfg]) -> Any:
-    """Resize to size x size (+ flips / colour jitter when training); boxes follow their image.
+    """Resize to size x size (+ scale-jittered crop, flips, colour jitter when training); boxes follow
+    their image.
     Normalisation happens inside the torchvision detector (its `image_mean` / `image_std`)."""
     from torchvision.transforms import v2
 
     steps: List[Any] = []
     if aug is not None:
+        if tuple(aug.scale) != (1.0, 1.0):
+            # scale jitter that moves the boxes with the crop (flips alone were the only augmentation:
+            # a few dozen images are memorised in a few epochs); boxes cut to nothing are dropped below
+            steps.append(v2.RandomResizedCrop((size, size), scale=tuple(aug.scale), ratio=tuple(aug.ratio),
+                                              antialias=True))
         if aug.hflip:
             steps.append(v2.RandomHorizontalFlip(aug.hflip))
         if aug.vflip:

@@ -69,6 +69,51 @@ class DetectionModule(StrategyModule):
             self.log(f"test/{key}", self.test_results[key])
 
 
+MAX_NATIVE_SIZE = 640  # larger images are trained at this side (objects shrink, with a line saying so)
+MIN_STEPS_PER_EPOCH = 8  # fewer optimiser steps than this per epoch starve a small detection set
+
+
+def fit_to_data(rc: RunCfg, train: List[Any]) -> None:
+    """Detection defaults taken from the data rather than from an ImageNet classifier: an image
+    side left at `null` becomes the images' own (median, a multiple of 32, at most 640: resizing
+    400 px aerial tiles to 224 shrank 37 px tree crowns to 21 px), and the default batch size
+    shrinks until an epoch makes at least 8 optimiser steps (batch 32 on 38 training images made
+    one step an epoch and never used 6 of them). Each change is logged; a value the user set
+    other than the default is kept."""
+    import logging
+    import math
+    import statistics
+
+    from PIL import Image
+
+    from aether.config.schema import DataCfg
+
+    log = logging.getLogger("aether")
+    if rc.data.image_size is None and train:
+        sides = []
+        for it in train[:200]:  # headers only
+            try:
+                with Image.open(it.path) as im:
+                    sides.append(max(im.size))
+            except OSError:
+                continue
+        if sides:
+            median = statistics.median(sides)
+            size = int(min(MAX_NATIVE_SIZE, max(64, math.ceil(median / 32) * 32)))
+            rc.data.image_size = size
+            log.info("detection: data.image_size=%d (the training images' median side is %d px%s; "
+                     "set data.image_size to change it)", size, median,
+                     f", capped at {MAX_NATIVE_SIZE}" if median > MAX_NATIVE_SIZE else "")
+    default_batch = DataCfg.model_fields["batch_size"].default
+    n = len(train)
+    if rc.data.batch_size == default_batch and n < MIN_STEPS_PER_EPOCH * default_batch:
+        batch = max(2, n // MIN_STEPS_PER_EPOCH)
+        if batch < default_batch:
+            log.info("detection: data.batch_size=%d (%d training images: %d optimiser steps per epoch instead of %d; "
+                     "set data.batch_size to change it)", batch, n, n // batch, max(1, n // default_batch))
+            rc.data.batch_size = batch
+
+
 def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}"
 
@@ -100,6 +145,7 @@ class Detection(Task):
                               "YOLO or VOC (data.format=coco|yolo|voc)")
         index = ADAPTERS[fmt]().load(root, dict(rc.data.options))
         bundle = build_bundle(self.name, index, rc.data, rc.seed, instance_counts(index))
+        fit_to_data(rc, bundle.splits["train"])
         encoder, data_config, info = create_encoder(rc.model)
         pre = resolve_preprocessing(data_config, rc.data.image_size, rc.data.crop_pct)
         size = pre["input_size"][-1]

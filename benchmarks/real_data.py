@@ -1,0 +1,116 @@
+"""Real image sets for the benchmarks, built from files that registry packages ship (no dataset
+is kept in git; the benchmark builds each one on first use into a cache folder):
+
+- `digits`: scikit-learn's 1,797 handwritten 8x8 digits (installed with Aether).
+- `trees`: aerial RGB tiles with tree-crown boxes, from the sample data inside the `deepforest`
+  wheel on PyPI (NEON airborne imagery, Pascal VOC annotations; the wheel is downloaded with
+  `pip download --no-deps`, its data files read, nothing of it installed). The large crops are cut
+  into 400 px tiles; a box is kept in the tile holding its centre, clipped to the tile.
+
+    python benchmarks/real_data.py trees [--out DIR]     # builds and prints the folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+CACHE = Path(tempfile.gettempdir()) / "aether-bench-data"
+TREE_FILES = ("2019_YELL_2_528000_4978000_image_crop2", "2019_YELL_2_541000_4977000_image_crop", "OSBS_029")
+TILE = 400
+
+
+def _deepforest_wheel(cache: Path) -> Path:
+    wheels = sorted(cache.glob("deepforest-*.whl"))
+    if not wheels:
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache),
+                        "deepforest==2.1.0"], check=True)
+        wheels = sorted(cache.glob("deepforest-*.whl"))
+    return wheels[-1]
+
+
+def _voc_boxes(xml_text: str) -> List[Tuple[str, float, float, float, float]]:
+    root = ET.fromstring(xml_text)
+    out = []
+    for obj in root.iter("object"):
+        bb = obj.find("bndbox")
+        out.append((obj.findtext("name") or "Tree", *(float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))))
+    return out
+
+
+def _write_voc(path: Path, name: str, w: int, h: int, boxes: List[Tuple[str, float, float, float, float]]) -> None:
+    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{x0:.1f}</xmin><ymin>{y0:.1f}</ymin>"
+                   f"<xmax>{x1:.1f}</xmax><ymax>{y1:.1f}</ymax></bndbox></object>" for n, x0, y0, x1, y1 in boxes)
+    path.write_text(f"<annotation><filename>{name}</filename><size><width>{w}</width><height>{h}</height>"
+                    f"<depth>3</depth></size>{objs}</annotation>", encoding="utf-8")
+
+
+def trees(out: Path | None = None) -> Path:
+    """A VOC folder (JPEGImages/, Annotations/) of 400 px aerial tiles with tree boxes."""
+    from PIL import Image
+
+    out = out or CACHE / "trees"
+    if (out / "Annotations").is_dir() and any((out / "Annotations").iterdir()):
+        return out
+    wheel = _deepforest_wheel(CACHE)
+    (out / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    (out / "Annotations").mkdir(parents=True, exist_ok=True)
+    Image.MAX_IMAGE_PIXELS = None  # a 2299 x 2472 crop, read once, from a known package
+    counts: Dict[str, int] = {"tiles": 0, "boxes": 0}
+    with zipfile.ZipFile(wheel) as zf:
+        for stem in TREE_FILES:
+            with zf.open(f"deepforest/data/{stem}.png") as fh:
+                image = Image.open(fh).convert("RGB")
+            boxes = _voc_boxes(zf.read(f"deepforest/data/{stem}.xml").decode("utf-8"))
+            for ty in range(0, image.height - TILE // 2, TILE):
+                for tx in range(0, image.width - TILE // 2, TILE):
+                    tile = image.crop((tx, ty, min(tx + TILE, image.width), min(ty + TILE, image.height)))
+                    kept = []
+                    for n, x0, y0, x1, y1 in boxes:
+                        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+                        if tx <= cx < tx + tile.width and ty <= cy < ty + tile.height:
+                            kept.append((n, max(0.0, x0 - tx), max(0.0, y0 - ty),
+                                         min(float(tile.width), x1 - tx), min(float(tile.height), y1 - ty)))
+                    if not kept:
+                        continue
+                    name = f"{stem}_{tx}_{ty}"
+                    tile.save(out / "JPEGImages" / f"{name}.jpg", quality=92)
+                    _write_voc(out / "Annotations" / f"{name}.xml", f"{name}.jpg", tile.width, tile.height, kept)
+                    counts["tiles"] += 1
+                    counts["boxes"] += len(kept)
+    print(f"trees: {counts['tiles']} tiles, {counts['boxes']} boxes -> {out}", file=sys.stderr)
+    return out
+
+
+def digits(out: Path | None = None) -> Path:
+    """scikit-learn's digits as a class-folder tree of 8x8 PNGs (the embedded default, as files)."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    out = out or CACHE / "digits"
+    if out.is_dir() and any(out.iterdir()):
+        return out
+    d = load_digits()
+    for i, (img, label) in enumerate(zip(d.images, d.target)):
+        folder = out / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((img * (255 / 16)).astype(np.uint8), "L").save(folder / f"{i:04d}.png")
+    return out
+
+
+BUILDERS = {"trees": trees, "digits": digits}
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name", choices=sorted(BUILDERS))
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    print(BUILDERS[args.name](args.out))
