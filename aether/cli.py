@@ -75,6 +75,9 @@ def cmd_inspect(args: List[str]) -> int:
     preflight.check(overrides)
     _, rc = hydra_setup.compose_run(overrides)
     out_dir = Path(out[0]) if out else Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S-inspect")
+    from aether.paths import require_writable
+
+    require_writable(out_dir, "the output folder", "choose a writable one with hydra.run.dir=DIR")
 
     from aether.doctor.inspect import build_report, examine, inspect_structured, print_summary
 
@@ -117,6 +120,9 @@ def cmd_train(args: List[str]) -> int:
     resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
     if resume and resume[0] not in ("", "null") and not any(o.startswith("hydra.run.dir=") for o in overrides):
         args.append(f"hydra.run.dir={resume[0]}")  # a resumed run keeps writing into its own folder
+    from aether.paths import check_output_dir
+
+    check_output_dir(args)  # an unwritable run folder fails here, in one line, not inside Hydra
     hydra_setup.install()
 
     import hydra

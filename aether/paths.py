@@ -38,3 +38,47 @@ def cache_dir() -> Path:
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why nothing can be created at `path` (a folder that may not exist yet), or None: the first
+    existing ancestor must be a writable folder. os.access answers for root too on a read-only
+    file system (EROFS), where chmod-style checks say nothing."""
+    probe = Path(path).expanduser().absolute()
+    while not probe.exists():
+        if probe == probe.parent:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        import errno
+
+        try:  # tell a read-only file system from a permission problem
+            st = os.statvfs(probe)
+            if st.f_flag & os.ST_RDONLY:
+                return f"{probe} is on a read-only file system"
+        except OSError:
+            pass
+        return f"{probe} is not writable ({os.strerror(errno.EACCES)})"
+    return None
+
+
+def require_writable(path: Path, what: str, fix: str) -> None:
+    """Fail at once, in one line, when `path` cannot be written - before any data is read."""
+    reason = unwritable_reason(path)
+    if reason:
+        from aether.errors import AetherError
+
+        raise AetherError(f"{what} {path} cannot be created: {reason}; {fix}")
+
+
+def check_output_dir(args: list) -> None:
+    """The run (or sweep) folder a training command will write, checked before Hydra creates it
+    and before any data is read: `hydra.run.dir=` / `hydra.sweep.dir=` when given, else the
+    default `outputs/` (`multirun/` with -m) under the current folder."""
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [a.split("=", 1)[1] for a in args if a.startswith(key + "=")]
+    folder = Path(given[-1]) if given else Path("multirun" if multirun else "outputs")
+    require_writable(folder, "the output folder", f"choose a writable one with {key}=DIR")

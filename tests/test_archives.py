@@ -273,7 +273,7 @@ def test_declared_size_over_limit(tmp_path: Path, cache: Path) -> None:
     with pytest.raises(AetherError) as err:
         extract_archive(arc, cache, max_total_bytes=2500)
     msg = str(err.value)
-    assert "big.zip" in msg and "max_total_bytes=2500" in msg
+    assert "big.zip" in msg and "data.max_archive_bytes=2500" in msg
     assert "data.max_archive_bytes" in msg
     assert leftovers(cache) == []
     # within the limit it is fine
@@ -299,7 +299,7 @@ def test_streaming_counter_stops_a_member_that_lies(tmp_path: Path, cache: Path,
     with pytest.raises(AetherError) as err:
         extract_archive(arc, cache, max_total_bytes=real - 1)
     msg = str(err.value)
-    assert "liar.zip" in msg and f"max_total_bytes={real - 1}" in msg and "while extracting" in msg
+    assert "liar.zip" in msg and f"data.max_archive_bytes={real - 1}" in msg and "while extracting" in msg
     assert "data.max_archive_bytes" in msg
     # ... and the byte counter stopped it on the last member, one byte past the limit
     assert writes[-1] == real and len(writes) == 3

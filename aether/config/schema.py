@@ -66,6 +66,9 @@ class DataCfg(Strict):
     min_image_side: int = Field(8, ge=1)  # smaller images are refused
     max_archive_bytes: int = Field(20 * 2**30, ge=1)  # zip/tar: total uncompressed size allowed
     max_archive_members: int = Field(1_000_000, ge=1)
+    # uncompressed / archive size above which an archive (expanding past 64 MiB) is a decompression
+    # bomb: images barely compress (JPEG/PNG ~1x), bombs expand ~1000x
+    max_archive_ratio: float = Field(100.0, gt=1)
 
     @field_validator("num_workers")
     @classmethod

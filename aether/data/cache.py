@@ -302,6 +302,10 @@ def open_cache(samples: Sequence[Sample], kind: str, steps: List[Callable], side
 
     key = cache_key(samples, kind, steps, side)
     root = cache_root()
+    from aether.paths import require_writable
+
+    require_writable(root, "the decoded-image cache", "set AETHER_CACHE to a writable folder, or data.cache=off "
+                     "(or data.cache=memory) to train without it")
     final = root / key
     if (final / "meta.json").is_file():
         return ImageCache(np.load(final / "index.npy"), str(final))

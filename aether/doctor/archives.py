@@ -14,7 +14,10 @@ Every member is validated by hand before anything is written: absolute paths, dr
 FIFOs and encrypted ZIP members are refused (and reported), never extracted. Tar members are
 additionally passed through ``tarfile.data_filter`` (Python >= 3.11.4). Sizes are limited twice:
 the declared uncompressed total is checked before extracting, and the bytes actually written
-are counted while streaming, so a member that lies about its size cannot fill the disk.
+are counted while streaming, so a member that lies about its size cannot fill the disk. The total
+is the smaller of ``data.max_archive_bytes`` and half the free space under the cache; and an
+archive that expands more than ``data.max_archive_ratio`` times its own size (once past 64 MiB)
+is refused as a decompression bomb, from its headers and again while streaming.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ CHUNK = 1 << 20
 KEY_LEN = 16
 BYTES_KEY = "data.max_archive_bytes"
 MEMBERS_KEY = "data.max_archive_members"
+RATIO_KEY = "data.max_archive_ratio"
+# The ratio limit applies once an archive expands past this: small archives of flat test images
+# (a solid-colour BMP compresses 100x and more) are harmless, while a bomb must be large to hurt.
+RATIO_FLOOR_BYTES = 64 * 2**20
+FREE_DISK_SHARE = 0.5  # an archive may fill at most this share of the free space under the cache
 
 ZIP_SUFFIXES = (".zip",)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
@@ -271,12 +279,57 @@ def _declared_size(plan: _Plan) -> int:
     return plan.size
 
 
-def _limit_declared(archive: Path, plans: List[_Plan], max_total_bytes: int) -> None:
-    total = sum(_declared_size(p) for p in plans if p.kind == "file")
-    if total > max_total_bytes:
+@dataclass
+class Limits:
+    """What one extraction may write: bytes in all (`why` says which limit set it), and bytes per
+    byte of archive once past `ratio_floor`."""
+
+    max_bytes: int
+    why: str
+    archive_bytes: int
+    max_ratio: float
+    ratio_floor: int = RATIO_FLOOR_BYTES
+
+    def ratio_exceeded(self, expanded: int) -> bool:
+        return expanded > self.ratio_floor and expanded > self.max_ratio * max(1, self.archive_bytes)
+
+    def bomb_error(self, archive: Path, expanded: int, member: str, when: str) -> AetherError:
+        return AetherError(
+            f"Archive {archive} ({_fmt_bytes(self.archive_bytes)}) {when} {_fmt_bytes(expanded)} "
+            f"(member {member!r}), {expanded / max(1, self.archive_bytes):.0f} times its size - more than "
+            f"{RATIO_KEY}={self.max_ratio:g}: refused as a decompression bomb, nothing extracted. If the "
+            f"archive is trusted, raise {RATIO_KEY}."
+        )
+
+
+def archive_limits(archive: Path, cache_root: Path, max_total_bytes: int, max_ratio: float) -> Limits:
+    """The configured total, lowered to half the free disk space under the cache (an archive never
+    fills the disk), and the ratio limit."""
+    limit, why = max_total_bytes, f"{BYTES_KEY}={max_total_bytes}"
+    probe = Path(cache_root)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        free = None
+    if free is not None and int(free * FREE_DISK_SHARE) < limit:
+        limit = int(free * FREE_DISK_SHARE)
+        why = (f"half the {_fmt_bytes(free)} free under {probe}; {BYTES_KEY}={max_total_bytes} is larger "
+               "- free disk space first")
+    return Limits(limit, why, archive.stat().st_size, max_ratio)
+
+
+def _limit_declared(archive: Path, plans: List[_Plan], limits: Limits) -> None:
+    files = [p for p in plans if p.kind == "file"]
+    total = sum(_declared_size(p) for p in files)
+    if limits.ratio_exceeded(total):
+        biggest = max(files, key=_declared_size)
+        raise limits.bomb_error(archive, total, biggest.name, "declares")
+    if total > limits.max_bytes:
         raise AetherError(
             f"Archive {archive} declares {_fmt_bytes(total)} of uncompressed data, more than the "
-            f"limit of {_fmt_bytes(max_total_bytes)} (max_total_bytes={max_total_bytes}); "
+            f"limit of {_fmt_bytes(limits.max_bytes)} ({limits.why}); "
             f"refusing to extract it. If the archive is trusted, raise {BYTES_KEY}."
         )
 
@@ -284,9 +337,11 @@ def _limit_declared(archive: Path, plans: List[_Plan], max_total_bytes: int) -> 
 class _Writer:
     """Streams members into the tree, counting every byte written against the limit."""
 
-    def __init__(self, tree: Path, max_total_bytes: int, refused: List[Dict[str, str]]):
+    def __init__(self, archive: Path, tree: Path, limits: Limits, refused: List[Dict[str, str]]):
+        self.archive = archive
         self.tree = tree
-        self.limit = max_total_bytes
+        self.limits = limits
+        self.limit = limits.max_bytes
         self.written = 0
         self.refused = refused
 
@@ -308,6 +363,9 @@ class _Writer:
                     if not chunk:
                         break
                     self.written += len(chunk)
+                    if self.limits.ratio_exceeded(self.written):  # headers that understate the sizes
+                        raise self.limits.bomb_error(self.archive, self.written, plan.name,
+                                                     "expands (while extracting, beyond what it declares) to")
                     if self.written > self.limit:
                         raise _TooLarge()
                     dst.write(chunk)
@@ -323,7 +381,7 @@ class _Writer:
 
 
 def _extract_zip(
-    archive: Path, tree: Path, max_total_bytes: int, max_members: int,
+    archive: Path, tree: Path, limits: Limits, max_members: int,
     refused: List[Dict[str, str]], ignored: Dict[str, int],
 ) -> None:
     with zipfile.ZipFile(archive) as zf:
@@ -336,8 +394,8 @@ def _extract_zip(
                 yield info.filename, info, reason, kind, info.file_size
 
         plans = _plan_members(entries(), tree, refused, ignored)
-        _limit_declared(archive, plans, max_total_bytes)
-        writer = _Writer(tree, max_total_bytes, refused)
+        _limit_declared(archive, plans, limits)
+        writer = _Writer(archive, tree, limits, refused)
         for plan in plans:
             if plan.kind == "dir":
                 writer.directory(plan)
@@ -362,7 +420,7 @@ def _tar_data_filter(tree: Path) -> Optional[Callable[[object], Optional[str]]]:
 
 
 def _extract_tar(
-    archive: Path, tree: Path, max_total_bytes: int, max_members: int,
+    archive: Path, tree: Path, limits: Limits, max_members: int,
     refused: List[Dict[str, str]], ignored: Dict[str, int],
 ) -> None:
     with tarfile.open(archive, "r:*") as tf:
@@ -380,8 +438,8 @@ def _extract_tar(
                 yield m.name, m, reason, kind, m.size
 
         plans = _plan_members(entries(), tree, refused, ignored, _tar_data_filter(tree))
-        _limit_declared(archive, plans, max_total_bytes)
-        writer = _Writer(tree, max_total_bytes, refused)
+        _limit_declared(archive, plans, limits)
+        writer = _Writer(archive, tree, limits, refused)
         for plan in plans:
             if plan.kind == "dir":
                 writer.directory(plan)
@@ -451,6 +509,8 @@ def extract_archive(
     *,
     max_total_bytes: int = 20 * 2**30,
     max_members: int = 1_000_000,
+    max_ratio: float = 100.0,
+    ratio_floor: int = RATIO_FLOOR_BYTES,
 ) -> ExtractResult:
     """Extract the archive at ``path`` safely into the content-keyed cache under ``cache_root``.
 
@@ -473,6 +533,8 @@ def extract_archive(
     if cached is not None:
         return cached
 
+    limits = archive_limits(path, cache_root, max_total_bytes, max_ratio)
+    limits.ratio_floor = ratio_floor
     archives.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=archives))
     try:
@@ -482,11 +544,11 @@ def extract_archive(
         ignored: Dict[str, int] = {}
         extract = _extract_zip if fmt == "zip" else _extract_tar
         try:
-            extract(path, tree, max_total_bytes, max_members, refused, ignored)
+            extract(path, tree, limits, max_members, refused, ignored)
         except _TooLarge:
             raise AetherError(
-                f"Archive {path} expands to more than the limit of {_fmt_bytes(max_total_bytes)} "
-                f"(max_total_bytes={max_total_bytes}) while extracting, although it declares "
+                f"Archive {path} expands to more than the limit of {_fmt_bytes(limits.max_bytes)} "
+                f"({limits.why}) while extracting, although it declares "
                 f"less - its size headers are wrong, the archive may be malicious. Extraction "
                 f"aborted. If the archive is trusted, raise {BYTES_KEY}."
             ) from None

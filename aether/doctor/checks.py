@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import multiprocessing
+import logging
 import os
 import sqlite3
 import stat as stat_module
@@ -434,7 +435,9 @@ class _Cache:
             self._disable(f"cannot open the check cache {cache_path}: {exc}")
 
     def _disable(self, why: str) -> None:
-        warnings.warn(f"{why}; checking without a cache", RuntimeWarning, stacklevel=3)
+        # one log line, not a Python warning with its source line: a read-only cache is a
+        # supported set-up (data.cache=off), it only makes the next check slower
+        logging.getLogger("aether").warning("%s; checking without a cache", why)
         if self.db is not None:
             try:
                 self.db.close()

@@ -55,7 +55,7 @@ def resolve_source(cfg: DataCfg) -> tuple[Optional[Path], List[Skipped], Dict[st
         from aether.paths import cache_dir
 
         res = extract_archive(path, cache_dir(), max_total_bytes=cfg.max_archive_bytes,
-                              max_members=cfg.max_archive_members)
+                              max_members=cfg.max_archive_members, max_ratio=cfg.max_archive_ratio)
         refused = [Skipped(f"{path}!{r['path']}", f"refused archive member: {r['reason']}") for r in res.refused]
         notes = [f"archive {path.name} extracted to {res.root}" + (" (cached)" if res.cached else "")]
         return res.root, refused, dict(res.ignored), notes
