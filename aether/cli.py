@@ -117,6 +117,9 @@ def cmd_train(args: List[str]) -> int:
     resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
     if resume and resume[0] not in ("", "null") and not any(o.startswith("hydra.run.dir=") for o in overrides):
         args.append(f"hydra.run.dir={resume[0]}")  # a resumed run keeps writing into its own folder
+    from aether.training.run_lock import check_run_folder
+
+    check_run_folder(args)  # before Hydra writes .hydra/ into a folder another run holds, or a resume can't use
     hydra_setup.install()
 
     import hydra
