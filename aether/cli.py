@@ -121,8 +121,10 @@ def cmd_train(args: List[str]) -> int:
     if resume and resume[0] not in ("", "null") and not any(o.startswith("hydra.run.dir=") for o in overrides):
         args.append(f"hydra.run.dir={resume[0]}")  # a resumed run keeps writing into its own folder
     from aether.paths import check_output_dir
+    from aether.training.run_lock import check_run_folder
 
     check_output_dir(args)  # an unwritable run folder fails here, in one line, not inside Hydra
+    check_run_folder(args)  # before Hydra writes .hydra/ into a folder another run holds, or a resume can't use
     hydra_setup.install()
 
     import hydra

@@ -39,6 +39,9 @@ def resume_config(resume: str, task_overrides: List[str]) -> Dict[str, Any]:
     folder = Path(resume).expanduser()
     if not (folder / "config.yaml").is_file() or not (folder / "checkpoints" / "last.ckpt").is_file():
         raise AetherError(f"resume={resume}: expected a run folder with config.yaml and checkpoints/last.ckpt")
+    from aether.training.resume_check import check_resumable
+
+    check_resumable(folder)  # a damaged last.ckpt stops here, before config.yaml is rewritten
     base = OmegaConf.load(folder / "config.yaml")
     for o in OverridesParser.create().parse_overrides(task_overrides):
         key = o.key_or_group
@@ -181,7 +184,11 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
                                  auto_insert_metric_name=False, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
-    callbacks: List[Any] = [throughput, history, checkpoint, last]
+    from aether.training.guards import FiniteGuard
+
+    lr = rc.optimizer.model_dump().get("lr")
+    # a NaN loss or weight stops the run before anything is tested or exported
+    callbacks: List[Any] = [throughput, history, checkpoint, last, FiniteGuard(f"optimizer.lr={lr}" if lr else "")]
     callbacks += progress_callbacks(rc.trainer.progress, throughput, history)
     callbacks += job.strategy.callbacks()
     callbacks.append(CacheFinisher())  # seals each split's decoded-image cache after its first epoch
@@ -209,13 +216,22 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
 
 
 def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str) -> float:
+    from aether.training.run_lock import claim
+
+    with claim(run_dir, rc.resume):  # rank 0 owns the folder for the whole run: one run per folder
+        return _fit_and_report(rc, raw, run_dir, run_name)
+
+
+def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str) -> float:
     import lightning as L
 
     from aether.training import distributed, speed
     from aether.training.console import tame_lightning_logging
+    from aether.training.guards import check_devices
     from aether.training.loggers import close_loggers
 
     tame_lightning_logging()
+    check_devices(rc.trainer)  # the GPU count, before any data is read (the validator counted CPUs)
     if not distributed.is_secondary_rank():  # ranks > 0 write nothing (aether.training.distributed)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")

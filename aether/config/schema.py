@@ -16,7 +16,9 @@ from aether.sweeps.spec import SweepCfg
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # allow_inf_nan=False: `optimizer.lr=inf` (YAML and Hydra both parse inf/nan as floats) would
+    # pass `gt=0` and train to NaN weights; no Aether setting means anything as inf or nan
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class NoOptions(Strict):
@@ -141,6 +143,25 @@ class TrainerCfg(Strict):
     early_stopping: EarlyStoppingCfg = Field(default_factory=EarlyStoppingCfg)
     checkpoint: CheckpointCfg = Field(default_factory=CheckpointCfg)
 
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: Union[int, str, List[int]]) -> Union[int, str, List[int]]:
+        from aether.config.resources import devices_shape_problem
+
+        problem = devices_shape_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("limit_train_batches", "limit_val_batches", "limit_test_batches")
+    @classmethod
+    def _limit(cls, v: Union[int, float]) -> Union[int, float]:
+        # Lightning reads 0 as "skip this loop" (a run that trains or tests nothing) and a float as
+        # a fraction; neither a skipped loop nor a fraction above 1 is a run Aether can report on
+        if isinstance(v, bool) or (isinstance(v, int) and v < 1) or (isinstance(v, float) and not 0 < v <= 1):
+            raise ValueError("expected a number of batches >= 1 or a fraction in (0, 1]")
+        return v
+
     @field_validator("precision", mode="before")
     @classmethod
     def _precision(cls, v: Any) -> str:
@@ -175,7 +196,7 @@ class RunCfg(Strict):
     # auto (from the dataset doctor's detection) | a registered task (aether list tasks)
     task: str = "auto"
     task_options: Dict[str, Any] = Field(default_factory=dict)  # the task's own options
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's range (Lightning raises a ValueError traceback outside it)
     resume: Optional[str] = None  # a run directory to continue
     data: DataCfg = Field(default_factory=DataCfg)
     model: ModelCfg

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from aether import registry
 from aether.errors import AetherError
 from aether.config.schema import RunCfg
+from aether.config.resources import devices_count_problem
 from aether.suggest import did_you_mean
 from aether.doctor.detect import STRUCTURED_FORMATS  # stdlib-only module: validation stays light
 
@@ -125,6 +126,10 @@ def validate(cfg: Dict[str, Any]) -> RunCfg:
             problems.append(Problem("model.provider", model["provider"],
                                     f"unknown backbone provider; choose one of: {', '.join(registry.backbones.names())}",
                                     did_you_mean(model["provider"], registry.backbones.names())))
+    if parsed is not None:  # CPUs are known without torch; GPUs are counted before the Trainer (training.guards)
+        too_many = devices_count_problem(parsed.trainer.accelerator, parsed.trainer.devices, gpus=None)
+        if too_many:
+            problems.append(Problem("trainer.devices", parsed.trainer.devices, too_many))
     if problems:
         raise ConfigError(problems)
     assert parsed is not None

@@ -13,9 +13,9 @@ log = logging.getLogger("aether")
 
 
 def build_csv(run_dir: Path, options: Any, run_name: str) -> Any:
-    from lightning.pytorch.loggers import CSVLogger
+    from aether.training.csv_resume import ResumableCSVLogger
 
-    return CSVLogger(save_dir=str(run_dir), name="logs", version="")
+    return ResumableCSVLogger(save_dir=str(run_dir), name="logs", version="")
 
 
 def build_tensorboard(run_dir: Path, options: Any, run_name: str) -> Any:
