@@ -88,8 +88,11 @@ class Preprocessor:
         `transform(RGB PIL image)` -> (its result, the original oriented (width, height))."""
         from aether.deploy.decode import OverBudget, decode_reduced, decoded_pixels
 
+        pixels = decoded_pixels(path, need)
+        if pixels > self.limits.max_pixels:
+            pixels = 0  # the check refuses it from the header (decompression_bomb), nothing decoded
         try:
-            with self.budget.hold(decoded_pixels(path, need)):
+            with self.budget.hold(pixels):
                 self.check(path)
                 try:
                     img, size, _ = decode_reduced(path, need)
