@@ -8,14 +8,66 @@ aborts the batch: it is listed with the dataset doctor's reason (`truncated`, `n
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from aether.errors import AetherError
+
+
+def shown(path: str) -> str:
+    """A path as valid UTF-8 text: bytes that are not UTF-8 (os.fsdecode keeps them as lone
+    surrogates, which no UTF-8 writer accepts) appear as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def raw_name(path: str) -> Dict[str, str]:
+    """{"path_bytes_b64": ...} for a path that is not valid UTF-8 (so the JSON still names the
+    file exactly), else nothing."""
+    raw = os.fsencode(path)
+    try:
+        raw.decode("utf-8")
+        return {}
+    except UnicodeDecodeError:
+        return {"path_bytes_b64": base64.b64encode(raw).decode("ascii")}
+
+
+def _walk(folder: str, out: List[str]) -> None:
+    """Every entry of `folder` that is not a folder, recursively, sorted, hidden ones skipped.
+    Broken symlinks, FIFOs, sockets and symlinks to folders are listed too (the check then says
+    why each cannot be classified): nothing named vanishes from the results."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: os.fsencode(e.name))
+    except OSError as exc:
+        raise AetherError(f"images={shown(folder)}: cannot list the folder: {exc.strerror or exc}") from None
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_dir(follow_symlinks=False):
+            _walk(e.path, out)
+        else:
+            out.append(e.path)
+
+
+def _list_file(p: Path) -> List[str]:
+    """One path per line, relative to the list file; lines are file names, read as bytes (a name
+    that is not valid UTF-8 stays that name)."""
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise AetherError(f"images={shown(str(p))}: cannot read the list file: {exc.strerror or exc}") from None
+    out = []
+    for raw in data.splitlines():
+        line = os.fsdecode(raw.strip())
+        if line and not line.startswith("#"):
+            out.append(line if os.path.isabs(line) else str(p.parent / line))
+    return out
 
 
 def collect(images: List[str]) -> List[str]:
@@ -25,22 +77,57 @@ def collect(images: List[str]) -> List[str]:
     for item in images:
         p = Path(item).expanduser()
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                rel = f.relative_to(p).parts
-                if f.is_file() and not any(part.startswith(".") for part in rel):
-                    out.append(str(f))
+            _walk(str(p), out)
         elif p.suffix.lower() == ".txt" and p.is_file():
-            for line in p.read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    out.append(str((p.parent / line) if not Path(line).is_absolute() else Path(line)))
+            out.extend(_list_file(p))
         elif p.exists() or p.is_symlink():
             out.append(str(p))
         else:
-            raise AetherError(f"images={item}: no such file or folder")
+            raise AetherError(f"images={shown(item)}: no such file or folder")
     if not out:
-        raise AetherError(f"images={','.join(images)}: no files found")
+        raise AetherError(f"images={shown(','.join(images))}: no files found")
     return out
+
+
+def output_folder(out: Optional[str], run_dir: Path) -> Path:
+    """The output folder, created and proven writable before any work is done."""
+    out_dir = Path(out).expanduser() if out else run_dir / "predictions" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise AetherError(f"out={shown(str(out_dir))}: cannot write predictions there "
+                          f"({exc.strerror or type(exc).__name__}); expected a writable folder") from None
+    return out_dir
+
+
+def write_outputs(out_dir: Path, header: List[str], rows: List[List[Any]], summary: Dict[str, Any]) -> None:
+    """predictions.csv (paths shown as UTF-8) and predictions.json; a failure to write (disk
+    full, folder removed meanwhile) is one error line naming the file."""
+    for r in [*summary["predictions"], *summary["failed"]]:
+        r.update(raw_name(r["path"]))
+        r["path"] = shown(r["path"])
+    target = out_dir / "predictions.csv"
+    try:
+        with open(target, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows([shown(row[0]), *row[1:]] for row in rows)
+        target = out_dir / "predictions.json"
+        target.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise AetherError(f"{shown(str(target))}: cannot write: {exc.strerror or exc}") from None
+
+
+def csv_rows(order: List[str], results: List[Dict[str, Any]], failed: List[Dict[str, str]], width: int,
+             row: Callable[[Dict[str, Any]], List[Any]]) -> List[List[Any]]:
+    """One row per input file in input order: `[path, *row(result), ""]`, or for a failure
+    `[path, "" x width, "reason: detail"]`."""
+    done = {r["path"]: r for r in results}
+    bad = {f["path"]: f for f in failed}
+    return [[p, *row(done[p]), ""] if p in done else [p, *([""] * width), f"{bad[p]['reason']}: {bad[p]['detail']}"]
+            for p in order]
 
 
 def predict_images(run: str, images: List[str], out: Optional[str] = None, batch_size: int = 32, top_k: int = 5,
@@ -51,8 +138,8 @@ def predict_images(run: str, images: List[str], out: Optional[str] = None, batch
     from aether.deploy.tasks import task_of
 
     run_dir = check_run(run)
+    out_dir = output_folder(out, run_dir)  # before listing or loading anything
     paths = collect(images)
-    out_dir = Path(out).expanduser() if out else run_dir / "predictions" / time.strftime("%Y-%m-%d_%H-%M-%S")
     if task_of(json.loads((run_dir / "model" / "model.json").read_text())) != "classification":
         from aether.deploy.task_outputs import predict_task_images
 
@@ -63,30 +150,14 @@ def predict_images(run: str, images: List[str], out: Optional[str] = None, batch
     with _progress(len(paths), progress) as advance:
         results, failed = predictor.predict_paths(paths, batch_size=batch_size, k=top_k, progress=advance)
     seconds = time.perf_counter() - t0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv(out_dir / "predictions.csv", paths, results, failed)
-    summary = {"run": str(run_dir), "model": predictor.info.get("name"), "classes": predictor.classes,
+    summary = {"run": shown(str(run_dir)), "model": predictor.info.get("name"), "classes": predictor.classes,
                "num_files": len(paths), "num_predicted": len(results), "num_failed": len(failed),
                "seconds": round(seconds, 3), "predictions": results, "failed": failed}
-    (out_dir / "predictions.json").write_text(json.dumps(summary, indent=2))
-    summary["out_dir"] = str(out_dir)
+    rows = csv_rows(paths, results, failed, 3, lambda r: [
+        r["label"], f"{r['score']:.6f}", ";".join(f"{t['label']}:{t['score']:.6f}" for t in r["top_k"])])
+    write_outputs(out_dir, ["path", "label", "score", "top_k", "error"], rows, summary)
+    summary["out_dir"] = shown(str(out_dir))
     return summary
-
-
-def _write_csv(path: Path, order: List[str], results: List[Dict[str, Any]], failed: List[Dict[str, str]]) -> None:
-    rows = {r["path"]: r for r in results}
-    bad = {f["path"]: f for f in failed}
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "score", "top_k", "error"])
-        for p in order:  # input order, failures in place
-            if p in rows:
-                r = rows[p]
-                w.writerow([p, r["label"], f"{r['score']:.6f}",
-                            ";".join(f"{t['label']}:{t['score']:.6f}" for t in r["top_k"]), ""])
-            else:
-                f = bad[p]
-                w.writerow([p, "", "", "", f"{f['reason']}: {f['detail']}"])
 
 
 class _progress:

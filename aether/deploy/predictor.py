@@ -34,6 +34,7 @@ class ImageLimits:
 
     max_pixels: int = 89_478_485
     min_side: int = 8
+    max_decoded_pixels: int = 0  # pixels being decoded at once per process (0: max_pixels)
 
     @classmethod
     def from_run(cls, run_dir: Optional[Path]) -> "ImageLimits":
@@ -56,6 +57,12 @@ class Preprocessor:
         self.classes = list(classes)
         self.limits = limits
         self.transform = eval_transform(preprocessing)
+        from aether.deploy.decode import PixelBudget
+
+        self.budget = PixelBudget(limits.max_decoded_pixels or limits.max_pixels)
+        side = int(preprocessing["input_size"][-1])
+        # the short side timm's eval transform resizes to before its centre crop
+        self.need = int(side / float(preprocessing.get("crop_pct") or 1.0))
 
     @classmethod
     def from_model_dir(cls, model_dir: Path, limits: Optional[ImageLimits] = None) -> "Preprocessor":
@@ -72,14 +79,28 @@ class Preprocessor:
             raise BadImage(report.fatal[0] if report.fatal else "corrupt", report.detail, path)
 
     def load(self, path: str) -> Any:
-        """One image as a (3, H, W) float tensor, exactly as evaluation feeds the model."""
-        from aether.data.images import load_rgb
+        """One image as a (3, H, W) float tensor, as evaluation feeds the model (decoded reduced
+        to what that needs: aether.deploy.decode)."""
+        return self.decode(path, self.need, self.transform)[0]
 
-        self.check(path)
+    def decode(self, path: str, need: int, transform: Any) -> Tuple[Any, Tuple[int, int]]:
+        """Check + reduced decode of one file within this process's pixel budget, then
+        `transform(RGB PIL image)` -> (its result, the original oriented (width, height))."""
+        from aether.deploy.decode import OverBudget, decode_reduced, decoded_pixels
+
+        pixels = decoded_pixels(path, need)
+        if pixels > self.limits.max_pixels:
+            pixels = 0  # the check refuses it from the header (decompression_bomb), nothing decoded
         try:
-            return self.transform(load_rgb(path))
-        except Exception as exc:  # the check passed but decoding still failed: still the input's fault
-            raise BadImage("corrupt", f"cannot decode: {type(exc).__name__}: {exc}", path) from None
+            with self.budget.hold(pixels):
+                self.check(path)
+                try:
+                    img, size, _ = decode_reduced(path, need)
+                    return transform(img), size
+                except Exception as exc:  # the check passed but decoding still failed: still the input's fault
+                    raise BadImage("corrupt", f"cannot decode: {type(exc).__name__}: {exc}", path) from None
+        except OverBudget as exc:
+            raise BadImage("too_large", str(exc), path) from None
 
     def top_k(self, probs: Any, k: int = 5) -> List[Dict[str, Any]]:
         """Rows of class probabilities -> [{label, score, top_k: [{label, score}, ...]}, ...]."""

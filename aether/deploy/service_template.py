@@ -23,7 +23,7 @@ from typing import Any, Dict, List
 import bentoml
 import numpy as np
 
-from aether.deploy.serving import RequestGuard, error_response, load_settings
+from aether.deploy.serving import RequestGuard, error_response, load_settings, return_freed_memory
 
 SETTINGS = load_settings(Path(__file__).with_name("aether_serve.json"))
 BATCHING = SETTINGS["batching"]
@@ -61,6 +61,7 @@ class AetherClassifier:
         from aether.deploy.predictor import ImageLimits, Preprocessor
         from aether.deploy.tasks import make_codec
 
+        return_freed_memory()
         self.pre = Preprocessor(SETTINGS["preprocessing"], SETTINGS["classes"], ImageLimits(**SETTINGS["limits"]))
         self.top = int(SETTINGS["top_k"])
         self.codec = make_codec(self.pre, SETTINGS.get("task_options") or {"task": TASK, "top_k": self.top})

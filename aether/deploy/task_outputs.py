@@ -13,11 +13,12 @@ place with the dataset doctor's reason (as for classification):
 from __future__ import annotations
 
 import base64
-import csv
 import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
+
+from aether.deploy.predict import csv_rows, shown, write_outputs
 
 
 def predict_task_images(run_dir: Path, paths: List[str], out_dir: Path, batch_size: int, device: Optional[str],
@@ -31,16 +32,16 @@ def predict_task_images(run_dir: Path, paths: List[str], out_dir: Path, batch_si
     with progress(len(paths)) as advance:
         results, failed = predictor.predict_task_paths(paths, batch_size=batch_size, progress=advance)
     seconds = time.perf_counter() - t0
-    out_dir.mkdir(parents=True, exist_ok=True)
     task = predictor.task
     if task == "segmentation":
         _write_masks(out_dir, paths, results)
-    _write_csv(out_dir / "predictions.csv", task, predictor.classes, paths, results, failed)
-    summary = {"run": str(run_dir), "task": task, "model": predictor.info.get("name"), "classes": predictor.classes,
+    summary = {"run": shown(str(run_dir)), "task": task, "model": predictor.info.get("name"), "classes": predictor.classes,
                "options": predictor.options, "num_files": len(paths), "num_predicted": len(results),
                "num_failed": len(failed), "seconds": round(seconds, 3), "predictions": results, "failed": failed}
-    (out_dir / "predictions.json").write_text(json.dumps(summary, indent=2))
-    return {**summary, "out_dir": str(out_dir), "verb": "predicted"}
+    head = _header(task, predictor.classes)
+    rows = csv_rows(paths, results, failed, len(head), lambda r: _row(task, predictor.classes, r))
+    write_outputs(out_dir, ["path", *head, "error"], rows, summary)
+    return {**summary, "out_dir": shown(str(out_dir)), "verb": "predicted"}
 
 
 def _write_masks(out_dir: Path, order: List[str], results: List[Dict[str, Any]]) -> None:
@@ -48,7 +49,8 @@ def _write_masks(out_dir: Path, order: List[str], results: List[Dict[str, Any]])
     (out_dir / "masks").mkdir(exist_ok=True)
     position = {p: i for i, p in enumerate(order)}
     for r in results:
-        name = f"masks/{position[r['path']]:05d}_{Path(r['path']).stem}.png"
+        # the stem as UTF-8 text: the mask's name goes into the CSV and JSON
+        name = f"masks/{position[r['path']]:05d}_{shown(Path(r['path']).stem)}.png"
         (out_dir / name).write_bytes(base64.b64decode(r.pop("mask_png")))
         r["mask"] = name
 
@@ -70,17 +72,3 @@ def _header(task: str, classes: List[str]) -> List[str]:
     return ["mask", "width", "height", *(f"pixels:{c}" for c in classes)]
 
 
-def _write_csv(path: Path, task: str, classes: List[str], order: List[str], results: List[Dict[str, Any]],
-               failed: List[Dict[str, str]]) -> None:
-    rows = {r["path"]: r for r in results}
-    bad = {f["path"]: f for f in failed}
-    head = _header(task, classes)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", *head, "error"])
-        for p in order:
-            if p in rows:
-                w.writerow([p, *_row(task, classes, rows[p]), ""])
-            else:
-                f = bad[p]
-                w.writerow([p, *([""] * len(head)), f"{f['reason']}: {f['detail']}"])

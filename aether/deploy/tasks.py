@@ -85,21 +85,17 @@ class Codec:
         return self.pre.top_k(rows, int(self.options.get("top_k", 5)))
 
     def _decoded(self, path: str, transform: Any) -> Tuple[Any, Size]:
-        """Check + decode a file and apply a torchvision v2 `transform` to it as the task's
-        Dataset does (PIL -> uint8 tv_tensors.Image)."""
+        """Check + (reduced) decode of a file, then a torchvision v2 `transform` on it as the
+        task's Dataset does (PIL -> uint8 tv_tensors.Image); the transform squashes to its
+        input size, so each side needs that much."""
         import numpy as np
         import torch
         from torchvision import tv_tensors
 
-        from aether.data.images import load_rgb
+        def to_tensor(img: Any) -> Any:
+            return transform(tv_tensors.Image(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)))
 
-        self.pre.check(path)
-        try:
-            img = load_rgb(path)
-            image = tv_tensors.Image(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1))
-            return transform(image), (img.width, img.height)
-        except Exception as exc:  # the check passed but decoding still failed: still the input's fault
-            raise BadImage("corrupt", f"cannot decode: {type(exc).__name__}: {exc}", path) from None
+        return self.pre.decode(path, int(self.pre.preprocessing["input_size"][-1]), to_tensor)
 
 
 class MultilabelCodec(Codec):
