@@ -39,7 +39,12 @@ def resume_config(resume: str, task_overrides: List[str]) -> Dict[str, Any]:
     folder = Path(resume).expanduser()
     if not (folder / "config.yaml").is_file() or not (folder / "checkpoints" / "last.ckpt").is_file():
         raise AetherError(f"resume={resume}: expected a run folder with config.yaml and checkpoints/last.ckpt")
+    from aether.config.trust import check_resumed
+    from aether.training.checkpoint_io import check_checkpoint
+
     base = OmegaConf.load(folder / "config.yaml")
+    check_resumed(str(folder / "config.yaml"), OmegaConf.to_container(base, resolve=False))
+    check_checkpoint(folder / "checkpoints" / "last.ckpt")  # refused here, before any process starts from it
     for o in OverridesParser.create().parse_overrides(task_overrides):
         key = o.key_or_group
         if key == "resume" or key.startswith("hydra"):
@@ -87,7 +92,12 @@ def train(cfg: DictConfig) -> float:
 
     run_name = multirun_context(raw, hc, run_dir)  # sweeps: W&B group per sweep, a name per trial
     rc = validate(raw)
-    return fit_and_report(rc, raw, run_dir, run_name=run_name)
+    from aether.config.hydra_setup import shadowed_choices
+
+    notes = [] if raw.get("resume") else shadowed_choices(dict(hc.runtime.choices))
+    for note in notes:  # a user file under a built-in name is used, never silently
+        log.warning("%s (rename it to use both)", note)
+    return fit_and_report(rc, raw, run_dir, run_name=run_name, notes=notes)
 
 
 @dataclass
@@ -208,7 +218,7 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
     return trainer, Monitors(throughput, history, checkpoint)
 
 
-def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str) -> float:
+def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str, notes: List[str] = ()) -> float:  # type: ignore[assignment]
     import lightning as L
 
     from aether.training import distributed, speed
@@ -218,7 +228,8 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
     tame_lightning_logging()
     if not distributed.is_secondary_rank():  # ranks > 0 write nothing (aether.training.distributed)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
+        header = "".join(f"# NOTE: {n}\n" for n in notes)  # comments: config.yaml stays loadable for resume=
+        (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
     distributed.begin_run(run_dir)
     L.seed_everything(rc.seed, workers=True, verbose=False)
     job = prepare(rc)
