@@ -105,6 +105,7 @@ def cmd_train(args: List[str]) -> int:
 
     args = preflight.rewrite_data_shorthand(args)
     overrides = [a for a in args if not a.startswith("-") and "=" in a]
+    hydra_setup.check_config_dirs(args)  # -cd DIR: Hydra reads it unchecked, so check it first
     preflight.check(overrides)
     if any(o in ("+recipe=auto", "recipe=auto") for o in overrides):
         args = _auto_recipe(args, overrides)

@@ -12,7 +12,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,10 +39,14 @@ def resume_config(resume: str, task_overrides: List[str]) -> Dict[str, Any]:
     folder = Path(resume).expanduser()
     if not (folder / "config.yaml").is_file() or not (folder / "checkpoints" / "last.ckpt").is_file():
         raise AetherError(f"resume={resume}: expected a run folder with config.yaml and checkpoints/last.ckpt")
+    from aether.config.trust import check_resumed
+    from aether.training.checkpoint_io import check_checkpoint
     from aether.training.resume_check import check_resumable
 
     check_resumable(folder)  # a damaged last.ckpt stops here, before config.yaml is rewritten
     base = OmegaConf.load(folder / "config.yaml")
+    check_resumed(str(folder / "config.yaml"), OmegaConf.to_container(base, resolve=False))
+    check_checkpoint(folder / "checkpoints" / "last.ckpt")  # refused here, before any process starts from it
     for o in OverridesParser.create().parse_overrides(task_overrides):
         key = o.key_or_group
         if key == "resume" or key.startswith("hydra"):
@@ -90,7 +94,12 @@ def train(cfg: DictConfig) -> float:
 
     run_name = multirun_context(raw, hc, run_dir)  # sweeps: W&B group per sweep, a name per trial
     rc = validate(raw)
-    return fit_and_report(rc, raw, run_dir, run_name=run_name)
+    from aether.config.hydra_setup import shadowed_choices
+
+    notes = [] if raw.get("resume") else shadowed_choices(dict(hc.runtime.choices))
+    for note in notes:  # a user file under a built-in name is used, never silently
+        log.warning("%s (rename it to use both)", note)
+    return fit_and_report(rc, raw, run_dir, run_name=run_name, notes=notes)
 
 
 @dataclass
@@ -215,14 +224,15 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
     return trainer, Monitors(throughput, history, checkpoint)
 
 
-def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str) -> float:
+def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str,
+                   notes: Sequence[str] = ()) -> float:
     from aether.training.run_lock import claim
 
     with claim(run_dir, rc.resume):  # rank 0 owns the folder for the whole run: one run per folder
-        return _fit_and_report(rc, raw, run_dir, run_name)
+        return _fit_and_report(rc, raw, run_dir, run_name, notes)
 
 
-def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str) -> float:
+def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str, notes: Sequence[str]) -> float:
     import lightning as L
 
     from aether.training import distributed, speed
@@ -234,12 +244,13 @@ def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: st
     check_devices(rc.trainer)  # the GPU count, before any data is read (the validator counted CPUs)
     if not distributed.is_secondary_rank():  # ranks > 0 write nothing (aether.training.distributed)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
+        header = "".join(f"# NOTE: {n}\n" for n in notes)  # comments: config.yaml stays loadable for resume=
+        (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
     distributed.begin_run(run_dir)
     L.seed_everything(rc.seed, workers=True, verbose=False)
     job = prepare(rc)
     if not distributed.is_secondary_rank() and _record_resolved(raw, rc):  # task=auto, the task's monitors
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
+        (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
     speed.apply_speedups(rc, job)
     trainer, mon = build_trainer(rc, run_dir, job, run_name)
     distributed.log_world(trainer)

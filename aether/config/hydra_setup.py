@@ -9,23 +9,32 @@ Search path, highest priority first:
 Recipes live in folders called ``recipes/`` but form the Hydra config group ``recipe``; the
 small config source below presents a plain folder of recipe files as that group, so neither
 the user nor the package needs a ``recipe/`` sub-folder.
+
+Every file Hydra loads from the user's folders passes `aether.config.trust.check_file` as it is
+loaded (no `_target_`, only plain `hydra:` settings); the built-in folders are trusted.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
+from hydra._internal.core_plugins.file_config_source import FileConfigSource
 from hydra.core.object_type import ObjectType
 from hydra.core.plugins import Plugins
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import OmegaConf
 
+from aether.config import trust
 from aether.paths import builtin_conf_dir, builtin_recipes_dir
 
 RECIPE_GROUP = "recipe"
+
+
+def _check_user_file(path: str, result: ConfigResult, group: str) -> None:
+    trust.check_file(path, OmegaConf.to_container(result.config, resolve=False), group, result.header.get("package"))
 
 
 class RecipeConfigSource(ConfigSource):
@@ -47,12 +56,15 @@ class RecipeConfigSource(ConfigSource):
             raise ConfigLoadError(f"Recipe not found: {config_path}")
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        return ConfigResult(
+        result = ConfigResult(
             config=OmegaConf.create(OmegaConf.load(path) if text.strip() else {}),
             path=self.full_path(),
             provider=self.provider,
             header=ConfigSource._get_header_dict(text[:512]),
         )
+        if Path(self.path).resolve() != builtin_recipes_dir().resolve():  # a user's recipe
+            _check_user_file(path, result, RECIPE_GROUP)
+        return result
 
     def available(self) -> bool:
         return os.path.isdir(self.path)
@@ -72,11 +84,54 @@ class RecipeConfigSource(ConfigSource):
         return sorted(f[:-5] for f in os.listdir(self.path) if f.endswith(".yaml") and not f.startswith("."))
 
 
+class UserConfConfigSource(FileConfigSource):
+    """The user's ``./conf``: Hydra's file source, each file checked as it is loaded."""
+
+    @staticmethod
+    def scheme() -> str:
+        return "aether-user-conf"
+
+    def load_config(self, config_path: str) -> ConfigResult:
+        result = super().load_config(config_path)
+        _check_user_file(os.path.join(self.path, self._normalize_file_name(config_path)), result,
+                         os.path.dirname(config_path))
+        return result
+
+
+def check_config_dirs(args: List[str]) -> None:
+    """Hydra's `-cd/--config-dir DIR` (and `-cp/--config-path`) add folders Hydra reads with its
+    own, unchecked file source: check every config file in them before Hydra starts."""
+    dirs = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-cd", "--config-dir", "-cp", "--config-path")]
+    dirs += [a.split("=", 1)[1] for a in args if a.startswith(("--config-dir=", "--config-path="))]
+    for folder in map(Path, dirs):
+        for f in sorted(folder.rglob("*.yaml")) if folder.is_dir() else []:
+            text = f.read_text(encoding="utf-8")
+            group = f.parent.relative_to(folder).as_posix().strip(".")
+            trust.check_file(str(f), OmegaConf.to_container(OmegaConf.create(text or "{}"), resolve=False),
+                             group, ConfigSource._get_header_dict(text[:512]).get("package"))
+
+
+def shadowed_choices(choices: Dict[str, Optional[str]]) -> List[str]:
+    """The chosen options (`recipe=quickstart`, `model=resnet18`) that a user file replaces
+    although Aether has a built-in one of that name: each as a sentence for the log and config.yaml."""
+    cwd, out = Path.cwd(), []
+    for group, option in sorted(choices.items()):
+        if not option or group.startswith("hydra"):
+            continue
+        if group == RECIPE_GROUP:
+            user, builtin = cwd / "recipes" / f"{option}.yaml", builtin_recipes_dir() / f"{option}.yaml"
+        else:
+            user, builtin = cwd / "conf" / group / f"{option}.yaml", builtin_conf_dir() / group / f"{option}.yaml"
+        if user.is_file() and builtin.is_file() and user.resolve() != builtin.resolve():
+            out.append(f"{group}={option} is {user}, which shadows Aether's built-in {group} '{option}'")
+    return out
+
+
 class AetherSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path) -> None:  # type: ignore[no-untyped-def]
         cwd = Path.cwd()
         if (cwd / "conf").is_dir() and (cwd / "conf").resolve() != builtin_conf_dir().resolve():
-            search_path.prepend("aether-user-conf", f"file://{cwd / 'conf'}")
+            search_path.prepend("aether-user-conf", f"aether-user-conf://{cwd / 'conf'}")
         if (cwd / "recipes").is_dir() and (cwd / "recipes").resolve() != builtin_recipes_dir().resolve():
             search_path.append("aether-user-recipes", f"aether-recipes://{cwd / 'recipes'}")
         search_path.append("aether-recipes", f"aether-recipes://{builtin_recipes_dir()}")
@@ -90,6 +145,7 @@ def install() -> None:
     global _installed
     if not _installed:
         Plugins.instance().register(RecipeConfigSource)
+        Plugins.instance().register(UserConfConfigSource)
         Plugins.instance().register(AetherSearchPath)
         _installed = True
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from omegaconf import OmegaConf
 
-from aether.config import hydra_setup
+from aether.config import hydra_setup, trust
 from aether.config.validate import ConfigError, Problem, validate
 from aether.suggest import did_you_mean
 
@@ -66,13 +66,14 @@ def check(overrides: Sequence[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as err:
         raise ConfigError([Problem("command line", " ".join(overrides), str(err).strip())]) from None
+    trust.check_overrides(parsed)  # no `_target_`, only plain hydra settings (aether.config.trust)
 
     groups = set(hydra_setup.groups())
     group_ovs, value_ovs = [], []
     for o in parsed:
         key = o.key_or_group
         if key == "hydra" or key.startswith("hydra.") or key.startswith("hydra/"):
-            continue  # Hydra's own settings: Hydra checks them
+            continue  # Hydra's own settings: trust.check_overrides refused the unsafe ones, Hydra checks the rest
         (group_ovs if key in groups else value_ovs).append(o)
 
     problems: List[Problem] = []

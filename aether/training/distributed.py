@@ -131,8 +131,27 @@ def lightning_strategy(name: str, model: Any, accelerator: str = "auto") -> Any:
 
     blocks = block_classes(model)
     log.info("FSDP: one shard unit per %s", ", ".join(sorted(c.__name__ for c in blocks)) or "model (no blocks found)")
-    cls = _cpu_fsdp_strategy() if accelerator == "cpu" else FSDPStrategy
+    cls = _cpu_fsdp_strategy() if accelerator == "cpu" else _safe_fsdp_strategy()
     return cls(auto_wrap_policy=blocks or None, state_dict_type="full")
+
+
+def _safe_fsdp_strategy() -> Any:
+    """Lightning's FSDPStrategy, reading checkpoints without running code. Its own
+    `load_checkpoint` bypasses the CheckpointIO plugin: a full checkpoint goes through a plain
+    (lazy-loading) pickle Unpickler, which runs whatever a poisoned file asks for, and a sharded
+    one is a folder of pickles. Here the file is first read by torch's weights-only unpickler
+    (memory-mapped, so no second copy in RAM); only then does Lightning load it its way."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from aether.training.checkpoint_io import check_checkpoint
+
+    class SafeFSDPStrategy(FSDPStrategy):
+        def load_checkpoint(self, checkpoint_path: Any, weights_only: Optional[bool] = None) -> Dict[str, Any]:
+            path = self.broadcast(checkpoint_path)  # every rank checks the path rank 0 loads (Lightning's rule)
+            check_checkpoint(path)  # also refuses a folder (sharded checkpoint): Aether writes full ones
+            return super().load_checkpoint(path, weights_only=True)
+
+    return SafeFSDPStrategy
 
 
 def _cpu_fsdp_strategy() -> Any:
@@ -141,10 +160,9 @@ def _cpu_fsdp_strategy() -> Any:
     FSDP needs the CPU device stated (`device_id=None` makes it look for an accelerator and fail):
     this is Lightning's own wrapping call with `device_id` set. Its two post-wrap steps (moving
     torchmetrics to the device, activation checkpointing) do nothing on CPU with Aether's options."""
-    from lightning.pytorch.strategies import FSDPStrategy
     from torch.distributed.fsdp import FullyShardedDataParallel
 
-    class CPUFSDPStrategy(FSDPStrategy):
+    class CPUFSDPStrategy(_safe_fsdp_strategy()):  # type: ignore[misc]
         def _setup_model(self, model: Any) -> Any:
             if self.root_device.type != "cpu" or any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
                 return super()._setup_model(model)
@@ -170,6 +188,8 @@ def unshard(trainer: Any, module: Any, checkpoint: Optional[str]) -> None:
     import torch
     from torch.distributed.fsdp import FullyShardedDataParallel
 
+    from aether.training.checkpoint_io import load_checkpoint_safely
+
     if "FSDP" not in type(trainer.strategy).__name__:
         return
     if not checkpoint or not Path(checkpoint).is_file():
@@ -183,9 +203,9 @@ def unshard(trainer: Any, module: Any, checkpoint: Optional[str]) -> None:
             strip(child)
 
     strip(module)
-    # this run's own checkpoint, written moments ago by this run (not an untrusted file): a full
-    # Lightning checkpoint holds loop and callback state that weights_only would refuse
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    # weights only, like every checkpoint read (aether.training.checkpoint_io): the file sits in
+    # the run folder, where anyone who can write there could have replaced it
+    state = load_checkpoint_safely(checkpoint)["state_dict"]
     # new Parameter objects, not copies into the old ones: those have the shard's shape and carry
     # FSDP's "already flattened" marks, which would stop the next wrap from sharding them
     for name, old in list(module.named_parameters()):
