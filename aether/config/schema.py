@@ -66,6 +66,13 @@ class DataCfg(Strict):
     min_image_side: int = Field(8, ge=1)  # smaller images are refused
     max_archive_bytes: int = Field(20 * 2**30, ge=1)  # zip/tar: total uncompressed size allowed
     max_archive_members: int = Field(1_000_000, ge=1)
+    # a manifest path or a symlink leading out of the dataset folder is refused (reason outside_root)
+    allow_outside_root: bool = Field(False, description="read images outside the dataset folder "
+                                     "(manifest paths with .. or elsewhere, symlinks out of the folder)")
+
+    def adapter_options(self) -> Dict[str, Any]:
+        """What an adapter's load(path, options) receives: data.options plus allow_outside_root."""
+        return {**self.options, "allow_outside_root": self.allow_outside_root}
 
     @field_validator("num_workers")
     @classmethod
