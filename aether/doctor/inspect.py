@@ -261,7 +261,8 @@ def print_summary(report: Dict[str, Any], out_dir: Path) -> None:
         if "coco_area_buckets" in sizes:
             line += "; " + ", ".join(f"{k} {v}" for k, v in sizes["coco_area_buckets"].items()) + " (COCO pixel-area sizes)"
         con.print(f"[cyan]boxes[/] {line}")
-    for b in report["bad"][:20]:
+    # files that cannot be used first; a manifest's repeated rows (the image is used once) last
+    for b in sorted(report["bad"], key=lambda b: b["reason"].startswith("duplicate_row"))[:20]:
         con.print(f"[red]bad[/] {b['path']}: {b['reason']}")
     if len(report["bad"]) > 20:
         con.print(f"[red]... {len(report['bad']) - 20} more bad files in report.json[/]")
