@@ -71,6 +71,13 @@ class DataCfg(Strict):
     # uncompressed / archive size above which an archive (expanding past 64 MiB) is a decompression
     # bomb: images barely compress (JPEG/PNG ~1x), bombs expand ~1000x
     max_archive_ratio: float = Field(100.0, gt=1)
+    # a manifest path or a symlink leading out of the dataset folder is refused (reason outside_root)
+    allow_outside_root: bool = Field(False, description="read images outside the dataset folder "
+                                     "(manifest paths with .. or elsewhere, symlinks out of the folder)")
+
+    def adapter_options(self) -> Dict[str, Any]:
+        """What an adapter's load(path, options) receives: data.options plus allow_outside_root."""
+        return {**self.options, "allow_outside_root": self.allow_outside_root}
 
     @field_validator("num_workers")
     @classmethod

@@ -6,41 +6,27 @@ Adapters only index files and labels; decoding checks, splitting and loading are
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from aether.data.images import is_image_name
 from aether.data.index import SPLITS, DatasetIndex, Sample, Skipped
+from aether.data.manifests import SPLIT_ALIASES, check_columns, parse_rows, read_rows, settle
+from aether.data.roots import RootGuard, outside_warning
+from aether.data.walk import walk_images
 from aether.errors import AetherError
 
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                 "validation": "val", "test": "test", "testing": "test"}
+__all__ = ["SPLIT_ALIASES", "walk_images", "FolderAdapter", "ManifestAdapter", "DigitsAdapter"]
 
-
-def walk_images(root: Path) -> Tuple[List[Path], Dict[str, int]]:
-    """Every image file below root (sorted), with counts of what was ignored."""
-    images: List[Path] = []
-    ignored = {"hidden": 0, "non_image": 0}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        hidden_dirs = [d for d in dirnames if d.startswith(".") or d == "__MACOSX"]
-        ignored["hidden"] += len(hidden_dirs)
-        dirnames[:] = sorted(d for d in dirnames if d not in hidden_dirs)
-        for name in sorted(filenames):
-            if name.startswith("."):
-                ignored["hidden"] += 1
-            elif is_image_name(name):
-                images.append(Path(dirpath) / name)
-            else:
-                ignored["non_image"] += 1
-    return images, ignored
+def guard_for(root: Path, options: Dict) -> RootGuard:
+    """`options["allow_outside_root"]` is data.allow_outside_root, handed over by the caller."""
+    return RootGuard(str(root), bool(options.get("allow_outside_root", False)))
 
 
 class FolderAdapter:
     """Class sub-folders: `root/<class>/img.jpg`; nested trees give labels like `animals/cat`;
-    `root/train|val|test/<class>/...` is respected as a pre-made split."""
+    `root/train|val|test/<class>/...` is respected as a pre-made split. Each folder is read once
+    and symlinks out of `root` are refused (aether.data.walk)."""
 
     name = "folder"
 
@@ -49,18 +35,25 @@ class FolderAdapter:
         return path.is_dir()
 
     def load(self, path: Path, options: Dict) -> DatasetIndex:
-        split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in sorted(path.iterdir())
-                      if d.is_dir() and d.name.lower() in SPLIT_ALIASES}
+        try:
+            split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in sorted(path.iterdir())
+                          if d.is_dir() and d.name.lower() in SPLIT_ALIASES}
+        except OSError as exc:
+            raise AetherError(f"data.path={path}: cannot list the folder ({exc.strerror})") from None
         presplit = "train" in split_dirs
         roots = [(split_dirs[s], s) for s in SPLITS if s in split_dirs] if presplit else [(path, None)]
+        guard = guard_for(path, options)
         entries: List[Tuple[Path, str, Optional[str]]] = []
         skipped: List[Skipped] = []
+        warnings: List[str] = []
         ignored: Dict[str, int] = {"hidden": 0, "non_image": 0}
         for root, split in roots:
-            images, ign = walk_images(root)
-            for k, v in ign.items():
+            walk = walk_images(root, guard)
+            for k, v in walk.ignored.items():
                 ignored[k] += v
-            for img in images:
+            skipped += walk.skipped
+            warnings += walk.warnings
+            for img in walk.images:
                 rel_dir = img.parent.relative_to(root)
                 if str(rel_dir) == ".":
                     skipped.append(Skipped(str(img), "not inside a class folder (cannot tell its label)"))
@@ -72,12 +65,26 @@ class FolderAdapter:
         notes = []
         if presplit:
             notes.append(f"pre-split folders found ({', '.join(s for s in SPLITS if s in split_dirs)}): used as given")
-        return DatasetIndex(str(path), self.name, classes, samples, skipped, ignored, notes)
+        return DatasetIndex(str(path), self.name, classes, samples, skipped, ignored, notes,
+                            warnings + outside_warning(skipped))
+
+
+def single_label(label_col: str) -> Callable[[Dict[str, Any], str], Optional[str]]:
+    def label_of(row: Dict[str, Any], where: str) -> Optional[str]:
+        value = row.get(label_col)
+        if isinstance(value, (list, dict)):
+            raise AetherError(f"{where}: '{label_col}' is {'a list' if isinstance(value, list) else 'an object'}; "
+                              "a single-label manifest needs one label per row (several labels per image train "
+                              "with task=multilabel)")
+        return str(value if value is not None else "").strip() or None
+    return label_of
 
 
 class ManifestAdapter:
     """A CSV (header row) or JSONL file with a path column and a label column; an optional
-    `split` column (train/val/test) is respected. Paths are relative to the manifest's folder."""
+    `split` column (train/val/test) is respected. Paths are relative to the manifest's folder
+    (or data.options.root) and must stay inside it; repeated rows are settled by
+    aether.data.manifests (duplicates kept once, conflicting labels left out, never guessed)."""
 
     name = "manifest"
 
@@ -89,54 +96,21 @@ class ManifestAdapter:
         path_col = options.get("path_column", "path")
         label_col = options.get("label_column", "label")
         root = Path(options.get("root") or path.parent)
-        rows = self._rows(path)
-        if rows and (path_col not in rows[0][1] or label_col not in rows[0][1]):
-            raise AetherError(
-                f"{path}: manifest needs columns '{path_col}' and '{label_col}' (found: "
-                f"{', '.join(rows[0][1])}); set data.options.path_column / label_column to match"
-                + ("; a 'labels' column with several labels per image trains with task=multilabel"
-                   if "labels" in rows[0][1] else "")
-            )
-        skipped: List[Skipped] = []
-        entries: List[Tuple[str, str, Optional[str]]] = []
-        for line, row in rows:
-            rel, label = str(row.get(path_col) or "").strip(), str(row.get(label_col) or "").strip()
-            where = f"{path}:{line}"
-            if not rel:
-                skipped.append(Skipped(where, f"empty '{path_col}'"))
-                continue
-            full = str(root / rel) if not os.path.isabs(rel) else rel
-            if not label:
-                skipped.append(Skipped(full, f"no label ({where})"))
-                continue
-            split = row.get("split")
-            split = SPLIT_ALIASES.get(str(split).strip().lower()) if split not in (None, "") else None
-            if row.get("split") not in (None, "") and split is None:
-                skipped.append(Skipped(full, f"unknown split '{row.get('split')}' ({where}); expected train, val or test"))
-                continue
-            entries.append((full, label, split))
-        classes = sorted({label for _, label, _ in entries})
+        rows = read_rows(path)
+        hint = "set data.options.path_column / label_column to match"
+        if rows and "labels" in rows[0][1]:
+            hint += "; a 'labels' column with several labels per image trains with task=multilabel"
+        check_columns(path, rows, [path_col, label_col], hint)
+        parsed, skipped = parse_rows(path, rows, root, path_col, guard_for(root, options), single_label(label_col))
+        kept, repeats, warnings = settle(path, parsed)
+        skipped += repeats
+        classes = sorted({str(r.label) for r in kept})
         lookup = {c: i for i, c in enumerate(classes)}
-        samples = [Sample(p, lookup[label], split) for p, label, split in entries]
+        samples = [Sample(r.path, lookup[str(r.label)], r.split) for r in kept]
         if samples and any(s.split for s in samples) and not all(s.split for s in samples):
             raise AetherError(f"{path}: the 'split' column is filled for some rows only; fill it for all or none")
-        return DatasetIndex(str(path), self.name, classes, samples, skipped, {})
-
-    @staticmethod
-    def _rows(path: Path) -> List[Tuple[int, Dict[str, str]]]:
-        text = path.read_text(encoding="utf-8-sig")
-        if path.suffix.lower() == ".jsonl":
-            rows = []
-            for i, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append((i, json.loads(line)))
-                    except json.JSONDecodeError as exc:
-                        raise AetherError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
-            return rows
-        dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
-        reader = csv.DictReader(text.splitlines(), dialect=dialect)
-        return [(i, row) for i, row in enumerate(reader, 2)]
+        return DatasetIndex(str(path), self.name, classes, samples, skipped, {}, [],
+                            warnings + outside_warning(skipped))
 
 
 class DigitsAdapter:

@@ -44,6 +44,7 @@ class DataBundle:
             "skipped": [s.as_dict() for s in self.skipped],
             "ignored": dict(self.index.ignored),
             "notes": list(self.notes),
+            "warnings": list(self.index.warnings),
         }
 
 
@@ -70,6 +71,8 @@ def build_data(cfg: DataCfg, seed: int) -> DataBundle:
     # The doctor's verdict gates training: every file is checked (in parallel, cached by path,
     # size and mtime); a bad file is skipped AND reported, never silently lost.
     index = examine(cfg).index
+    for w in index.warnings:
+        log.warning("data: %s", w)
     for s in index.skipped[:10]:
         log.warning("skipping %s: %s", s.path, s.reason)
     if len(index.skipped) > 10:

@@ -30,6 +30,7 @@ class DenseIndex:
     items: List[Item]
     skipped: List[Skipped] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)  # what the user should fix (duplicate rows ...)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class DenseBundle:
             "skipped": [s.as_dict() for s in self.skipped],
             "ignored": {},
             "notes": list(self.notes),
+            "warnings": list(self.index.warnings),
         }
 
 
@@ -86,6 +88,8 @@ def check_images(index: DenseIndex, cfg: DataCfg) -> None:
         else:
             keep.append(it)
     index.items = keep
+    for w in index.warnings:
+        log.warning("data: %s", w)
     for s in index.skipped[:10]:
         log.warning("skipping %s: %s", s.path, s.reason)
 

@@ -33,6 +33,7 @@ class DatasetIndex:
     skipped: List[Skipped] = field(default_factory=list)
     ignored: Dict[str, int] = field(default_factory=dict)  # counted, not images: hidden, non_image
     notes: List[str] = field(default_factory=list)  # things worth telling the user
+    warnings: List[str] = field(default_factory=list)  # what the user should fix (duplicate rows, loops ...)
 
     @property
     def presplit(self) -> bool:

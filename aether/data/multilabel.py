@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 
-from aether.data.adapters import SPLIT_ALIASES, ManifestAdapter
+from aether.data.adapters import guard_for
 from aether.data.dense import DenseIndex, Item
 from aether.data.item_dataset import ItemDataset
-from aether.data.index import Skipped
+from aether.data.manifests import check_columns, parse_rows, read_rows, settle
+from aether.data.roots import outside_warning
 from aether.errors import AetherError
 
 
@@ -47,28 +47,22 @@ class MultilabelManifestAdapter:
         path_col, labels_col = options.get("path_column", "path"), options.get("labels_column", "labels")
         sep = options.get("separator", "|")
         root = Path(options.get("root") or path.parent)
-        rows = ManifestAdapter._rows(path)
-        if rows and (path_col not in rows[0][1] or labels_col not in rows[0][1]):
-            raise AetherError(f"{path}: a multilabel manifest needs columns '{path_col}' and '{labels_col}' (found: "
-                              f"{', '.join(rows[0][1])}); set data.options.path_column / labels_column to match")
-        skipped: List[Skipped] = []
-        entries = []
-        for line, row in rows:
-            rel, value = str(row.get(path_col) or "").strip(), row.get(labels_col)
-            if not rel:
-                skipped.append(Skipped(f"{path}:{line}", f"empty '{path_col}'"))
-                continue
-            full = rel if os.path.isabs(rel) else str(root / rel)
-            if isinstance(value, list):
-                labels = [str(v).strip() for v in value]
-            else:
-                labels = [v.strip() for v in str(value or "").split(sep)]
-            split = row.get("split")
-            norm = SPLIT_ALIASES.get(str(split).strip().lower()) if split not in (None, "") else None
-            if split not in (None, "") and norm is None:
-                skipped.append(Skipped(full, f"unknown split '{split}' ({path}:{line}); expected train, val or test"))
-                continue
-            entries.append((full, sorted({x for x in labels if x}), norm))
+        rows = read_rows(path)
+        check_columns(path, rows, [path_col, labels_col], "set data.options.path_column / labels_column to match",
+                      what="a multilabel manifest")
+
+        def label_of(row: Dict[str, Any], where: str) -> Tuple[str, ...]:
+            value = row.get(labels_col)
+            if isinstance(value, dict):
+                raise AetherError(f"{where}: '{labels_col}' is an object; expected a list of labels or "
+                                  f"labels separated by '{sep}'")
+            labels = [str(v).strip() for v in value] if isinstance(value, list) else str(value or "").split(sep)
+            return tuple(sorted({x.strip() for x in labels if x.strip()}))  # empty: a valid image, all negatives
+
+        parsed, skipped = parse_rows(path, rows, root, path_col, guard_for(root, options), label_of)
+        kept, repeats, warnings = settle(path, parsed)
+        skipped += repeats
+        entries = [(r.path, list(r.label), r.split) for r in kept]
         classes = sorted({c for _, labels, _ in entries for c in labels})
         if len(classes) < 2:
             raise AetherError(f"{path}: found {len(classes)} distinct label(s) in '{labels_col}'; multilabel "
@@ -76,7 +70,7 @@ class MultilabelManifestAdapter:
         items = [Item(p, [1 if c in set(labels) else 0 for c in classes], s) for p, labels, s in entries]
         if items and any(i.split for i in items) and not all(i.split for i in items):
             raise AetherError(f"{path}: the 'split' column is filled for some rows only; fill it for all or none")
-        return DenseIndex(str(path), self.name, classes, items, skipped)
+        return DenseIndex(str(path), self.name, classes, items, skipped, warnings=warnings + outside_warning(skipped))
 
 
 class MultilabelDataset(ItemDataset):

@@ -71,7 +71,8 @@ def detect_structure(root: Path, fmt: str = "auto"):  # type: ignore[no-untyped-
 def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
     """Detection / segmentation datasets: format evidence, annotation checks and a check of every
     image; None when the data is a classification dataset (handled by `examine`)."""
-    from aether.data.adapters import walk_images
+    from aether.data.roots import RootGuard
+    from aether.data.walk import Walk, walk_images
     from aether.doctor.checks import check_files
     from aether.paths import cache_dir
 
@@ -83,8 +84,9 @@ def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
     det = detect_structure(root, cfg.format)
     if det.task == "classification":
         return None
-    images, ign = walk_images(root) if root.is_dir() else ([], {})
-    bad = [s.as_dict() for s in refused]
+    walk = walk_images(root, RootGuard(str(root), cfg.allow_outside_root)) if root.is_dir() else Walk(ignored={})
+    images, ign = walk.images, walk.ignored
+    bad = [s.as_dict() for s in refused + walk.skipped]
     issues: Counter = Counter()
     usable = 0
     for rep in check_files([str(p) for p in images], workers=1 if len(images) < 2000 else None,
@@ -102,7 +104,7 @@ def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
         ("images_without_labels", "image(s) without a label file"), ("size_mismatches", "mask(s) whose size differs from the image"),
         ("images_without_mask", "image(s) without a mask"), ("masks_without_image", "mask(s) without an image"),
     ) if isinstance(summary.get(k), (int, float)) and summary.get(k)]
-    warnings += [e for e in det.evidence if e.startswith("ambiguous")]
+    warnings += [e for e in det.evidence if e.startswith("ambiguous")] + walk.warnings
     warnings += [f"{issues[code]} {text}" for code, text in NOTES.items() if issues.get(code)]
     report = {"format": det.format, "task": det.task, "source": str(cfg.path), "evidence": det.evidence,
               "summary": summary, "classes": dict(summary.get("class_counts") or {}), "num_images": usable,
@@ -134,7 +136,7 @@ def examine(cfg: DataCfg, progress: bool = False) -> Examination:
                 f"task={det.task} (or task=auto); `aether inspect data={cfg.path}` checks it"
             )
     fmt = cfg.format if cfg.format != "auto" else detect_format(str(root) if root else None)
-    index: DatasetIndex = registry.adapters.get(fmt).load()().load(root, dict(cfg.options))
+    index: DatasetIndex = registry.adapters.get(fmt).load()().load(root, cfg.adapter_options())
     index.skipped = refused + index.skipped
     for k, v in ignored.items():
         index.ignored[k] = index.ignored.get(k, 0) + v
@@ -195,8 +197,10 @@ def build_report(ex: Examination, out_dir: Path) -> Dict[str, Any]:
         warnings.append(f"{conflicts} duplicate group(s) carry different labels (label conflicts)")
     if leaks:
         warnings.append(f"{leaks} duplicate group(s) span train/val/test (leakage inflates test scores)")
-    if index.skipped:
-        errors.append(f"{len(index.skipped)} file(s) cannot be used (listed under 'bad'; training skips them)")
+    warnings += index.warnings
+    unusable = [s for s in index.skipped if not s.reason.startswith("duplicate_row")]  # the image itself is used
+    if unusable:
+        errors.append(f"{len(unusable)} file(s) cannot be used (listed under 'bad'; training skips them)")
     sizes = size_stats(ex.records)
     num = len(index.samples)
     report = {
@@ -258,7 +262,8 @@ def print_summary(report: Dict[str, Any], out_dir: Path) -> None:
         if "coco_area_buckets" in sizes:
             line += "; " + ", ".join(f"{k} {v}" for k, v in sizes["coco_area_buckets"].items()) + " (COCO pixel-area sizes)"
         con.print(f"[cyan]boxes[/] {line}")
-    for b in report["bad"][:20]:
+    # files that cannot be used first; a manifest's repeated rows (the image is used once) last
+    for b in sorted(report["bad"], key=lambda b: b["reason"].startswith("duplicate_row"))[:20]:
         con.print(f"[red]bad[/] {b['path']}: {b['reason']}")
     if len(report["bad"]) > 20:
         con.print(f"[red]... {len(report['bad']) - 20} more bad files in report.json[/]")

@@ -126,7 +126,7 @@ class Multilabel(Task):
             from aether.errors import AetherError
 
             raise AetherError("task=multilabel needs data=PATH to a CSV/JSONL manifest with path,labels columns")
-        index = MultilabelManifestAdapter().load(root, dict(rc.data.options))
+        index = MultilabelManifestAdapter().load(root, rc.data.adapter_options())
         counts = {c: sum(it.target[i] for it in index.items) for i, c in enumerate(index.classes)}
         bundle = build_bundle(self.name, index, rc.data, rc.seed, counts)
         backbone = registry.backbones.get(rc.model.provider).load()().create(rc.model, len(bundle.classes))
