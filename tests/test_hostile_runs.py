@@ -194,3 +194,26 @@ def test_a_damaged_last_checkpoint_is_named_and_changes_nothing(damage: str, fin
     assert f"{last} is damaged" in line and "best.ckpt" in line and f"aether export run={run}" in line
     assert "config.yaml was left as it was" in line and "Traceback" not in r.stderr
     assert _files(run) == before
+
+
+def test_an_interrupted_run_with_a_damaged_last_checkpoint_exports_its_best(finished_run: Path, tmp_path: Path,
+                                                                           tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No model/ (the run never finished) and last.ckpt truncated: the error offers best.ckpt,
+    and `aether predict` / `aether export` rebuild model/ from it."""
+    run = _copy(finished_run, tmp_path)
+    shutil.rmtree(run / "model")
+    (run / "metrics.json").unlink()
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    env = {"AETHER_CACHE": str(tmp_path_factory.getbasetemp() / "aether-cache")}
+    r = run_cli([f"resume={run}", "trainer.max_epochs=3"], tmp_path, env=env)
+    (line,) = _errors(r.stderr)
+    assert "best.ckpt" in line and f"exports (aether export run={run})" in line
+    digits = sorted(Path(env["AETHER_CACHE"], "datasets").rglob("*.png"))[:6]
+    images = tmp_path / "new"
+    images.mkdir()
+    for i, p in enumerate(digits):
+        (images / f"{i}.png").write_bytes(p.read_bytes())
+    r = run_cli(["predict", f"run={run}", f"images={images}", f"out={tmp_path / 'out'}"], tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run / "model" / "model.safetensors").is_file() and "6 of 6 files classified" in r.stdout

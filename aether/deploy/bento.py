@@ -30,6 +30,12 @@ SERVED_METRICS = ("accuracy", "accuracy_top5", "f1_macro", "f1_micro", "map", "m
 def check_run(run: str) -> Path:
     run_dir = Path(run).expanduser()
     missing = [f for f in MODEL_FILES if not (run_dir / "model" / f).is_file()]
+    if missing and not (run_dir / "model").exists() and (run_dir / "checkpoints" / "best.ckpt").is_file() \
+            and (run_dir / "config.yaml").is_file():
+        from aether.deploy.from_checkpoint import model_dir_from_best
+
+        model_dir_from_best(run_dir)  # an interrupted run: its best checkpoint becomes model/
+        missing = [f for f in MODEL_FILES if not (run_dir / "model" / f).is_file()]
     if missing:
         raise AetherError(f"run={run}: expected a finished run folder with model/ "
                           f"({', '.join(MODEL_FILES)}); missing: {', '.join(missing)}")

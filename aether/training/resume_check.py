@@ -42,7 +42,8 @@ def check_resumable(folder: Path) -> None:
     if (folder / "model").is_dir():
         intact.append(f"the model the run exported when it finished still exports (aether export run={folder})")
     if best.is_file() and damage(best) is None:
-        intact.append(f"{best} (the best epoch's weights) is intact")
+        intact.append(f"{best} (the best epoch's weights) is intact" + (
+            "" if (folder / "model").is_dir() else f" and exports (aether export run={folder})"))
     keep = "; ".join(intact) or "no other checkpoint of the run is intact"
     raise AetherError(f"resume={folder}: {last} is damaged ({why}) and cannot be resumed; {keep}; config.yaml "
                       "was left as it was. Restore last.ckpt from a copy, or train anew in another folder "
