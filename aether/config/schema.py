@@ -240,7 +240,10 @@ class GradualUnfreezeCfg(Strict):
 
 
 class LinearProbeCfg(Strict):
-    pass
+    # logreg: the head starts as a logistic regression solved on the frozen training features
+    # (aether.strategies.head_init); random: as the backbone provider initialises it
+    head_init: Literal["logreg", "random"] = "logreg"
+    logreg_c: Optional[float] = Field(1.0, gt=0)  # its inverse L2 strength (sklearn C); null = chosen on the val split
 
 
 class LoraCfg(Strict):

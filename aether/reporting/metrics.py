@@ -34,5 +34,6 @@ def build_metrics(rc: Any, job: Any, trainer: Any, mon: Any, train_s: float,
         "best_checkpoint": {"path": mon.checkpoint.best_model_path or None, "monitor": rc.trainer.checkpoint.monitor,
                             "score": float(best_score) if best_score is not None else None},
         "distributed": section(trainer, getattr(mon, "params_in_sync", None)),
+        "strategy": {"name": job.strategy.name, **job.strategy.report()},  # e.g. the linear probe's closed-form head
         **({"confusion_matrix": confusion} if confusion is not None else {}),
     }

@@ -80,5 +80,9 @@ class Strategy:
         model.json; may write extra files (an adapter) into `model_dir`."""
         return model, {}
 
+    def report(self) -> Dict[str, Any]:
+        """What the strategy decided during the run, for metrics.json's `strategy` section."""
+        return {}
+
     def describe(self) -> str:
         return self.name

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from torch import nn
 
@@ -31,12 +31,16 @@ class Full(Strategy):
 
 
 class LinearProbe(Strategy):
-    """Backbone frozen - weights and BatchNorm running statistics - only the head trains."""
+    """Backbone frozen - weights and BatchNorm running statistics - only the head trains. With
+    `head_init: logreg` the head starts as the logistic regression on the frozen features of the
+    training split (aether.strategies.head_init), so the epochs refine a converged probe."""
 
     name = "linear_probe"
+    head_init_result: Optional[Dict[str, Any]] = None  # what the closed-form init chose and measured
 
     def apply(self, backbone: Backbone) -> nn.Module:
         model = backbone.model
+        self.head = backbone.head
         self._head_ids = {id(m) for m in backbone.head.modules()}
         for p in model.parameters():
             p.requires_grad_(False)
@@ -48,3 +52,16 @@ class LinearProbe(Strategy):
         for m in model.modules():
             if id(m) not in self._head_ids and m is not model:
                 m.eval()  # frozen features: no BatchNorm statistics updates, no dropout
+
+    def callbacks(self) -> List[Any]:
+        if self.options.head_init != "logreg":
+            return []
+        from aether.strategies.head_init import LogisticHeadInit
+
+        return [LogisticHeadInit(self)]
+
+    def report(self) -> Dict[str, Any]:
+        return {"head_init": self.head_init_result or self.options.head_init}
+
+    def describe(self) -> str:
+        return f"linear_probe (head_init={self.options.head_init})"
