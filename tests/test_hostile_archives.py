@@ -128,6 +128,10 @@ def test_read_only_cache_trains_with_cache_off(readonly_dir: Path, image_folder:
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / "metrics.json").is_file() and "Traceback" not in r.stderr
     assert (r.stdout + r.stderr).count("checking without a cache") == 1  # said once, as a log line
+    # a cache folder that does not exist yet, under a read-only parent: the same
+    sub = {"AETHER_CACHE": str(readonly_dir / "not-yet")}
+    r = run_cli([f"data={image_folder}", *TINY, "data.cache=off", f"hydra.run.dir={tmp_path / 'run1'}"], tmp_path, env=sub)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     # the decoded-image cache (data.cache=auto) needs the folder: one line saying what to do
     r = run_cli([f"data={image_folder}", *TINY, f"hydra.run.dir={tmp_path / 'run2'}"], tmp_path, env=env)
     assert r.returncode == 2 and "Traceback" not in r.stderr
