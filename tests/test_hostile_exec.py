@@ -15,6 +15,7 @@ from aether.errors import AetherError
 from tests.conftest import SHRINK, make_folder, run_cli
 
 ENV = {"OMP_NUM_THREADS": "1"}
+FSDP_CPU = ["trainer.strategy=fsdp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32"]
 
 
 class Payload:
@@ -93,14 +94,33 @@ def test_fsdp_strategy_loads_checkpoints_weights_only(run_copy: Path, tmp_path: 
 def test_resume_from_a_poisoned_last_ckpt_is_refused(run_copy: Path, tmp_path: Path, strategy: str) -> None:
     marker = tmp_path / "MARKER"
     poison(run_copy / "checkpoints" / "last.ckpt", marker)
-    extra = ["trainer.strategy=fsdp", "trainer.accelerator=cpu", "trainer.devices=1",
-             "trainer.precision=32"] if strategy == "fsdp" else []
+    extra = FSDP_CPU if strategy == "fsdp" else []
     proc = run_cli([f"resume={run_copy}", "trainer.max_epochs=2", *extra], tmp_path, env=ENV, timeout=300)
     assert "last.ckpt: refused" in one_error(proc)
     assert not marker.exists()
 
 
-def test_predict_never_reads_the_checkpoints(run_copy: Path, tmp_path: Path) -> None:
+def test_resume_with_fsdp_reads_aether_checkpoints_weights_only(tmp_path: Path) -> None:
+    """The guarded FSDP loader still resumes a real FSDP run (loop, callback and optimizer state)."""
+    run, tiny = tmp_path / "run", ["trainer.limit_train_batches=1", "trainer.limit_val_batches=1", *FSDP_CPU]
+    proc = run_cli([*SHRINK, f"data={make_folder(tmp_path / 'imgs', per_class=6)}", "model.pretrained=false",
+                    "trainer.max_epochs=1", *tiny, f"hydra.run.dir={run}"], tmp_path, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli([f"resume={run}", "trainer.max_epochs=2", *tiny], tmp_path, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("name", ["fsdp_cpu_offload", "deepspeed"])
+def test_strategies_with_their_own_checkpoint_unpickler_are_refused(name: str) -> None:
+    from aether.training.distributed import lightning_strategy
+
+    with pytest.raises(AetherError, match=f"trainer.strategy={name}: .* own unpickler"):
+        lightning_strategy(name, torch.nn.Linear(2, 2))
+    assert lightning_strategy("ddp", torch.nn.Linear(2, 2)) == "ddp"  # CheckpointIO-based: kept
+
+
+def test_export_and_predict_never_read_the_checkpoints(run_copy: Path, tmp_path: Path) -> None:
     """Export and predict read model/ (safetensors + JSON) only: poisoned checkpoints beside it stay unread."""
     marker = tmp_path / "MARKER"
     for name in ("best.ckpt", "last.ckpt"):
@@ -109,6 +129,9 @@ def test_predict_never_reads_the_checkpoints(run_copy: Path, tmp_path: Path) -> 
     proc = run_cli(["predict", f"run={run_copy}", f"images={images}", f"out={tmp_path / 'pred'}"], tmp_path, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "pred" / "predictions.csv").is_file()
+    proc = run_cli(["export", f"run={run_copy}"], tmp_path,
+                   env={**ENV, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert not marker.exists()
 
 

@@ -124,32 +124,53 @@ def _close_process_group() -> None:
 def lightning_strategy(name: str, model: Any, accelerator: str = "auto") -> Any:
     """The Lightning strategy for `trainer.strategy`: FSDP wraps each transformer / residual
     block of the backbone (one flat unit for the whole model would gather every parameter at
-    once, which is what FSDP is meant to avoid); every other name goes to Lightning as is."""
+    once, which is what FSDP is meant to avoid); every other name goes to Lightning as is, unless
+    its strategy reads checkpoints with its own unpickler."""
     if name != "fsdp":
+        _refuse_own_checkpoint_loader(name)
         return name
-    from lightning.pytorch.strategies import FSDPStrategy
-
     blocks = block_classes(model)
     log.info("FSDP: one shard unit per %s", ", ".join(sorted(c.__name__ for c in blocks)) or "model (no blocks found)")
     cls = _cpu_fsdp_strategy() if accelerator == "cpu" else _safe_fsdp_strategy()
     return cls(auto_wrap_policy=blocks or None, state_dict_type="full")
 
 
+def _refuse_own_checkpoint_loader(name: str) -> None:
+    """Lightning strategies that read checkpoints with their own loader, bypassing the
+    weights-only CheckpointIO (DeepSpeed's and model-parallel's `weights_only=False`, FSDP's
+    plain Unpickler under `fsdp_cpu_offload`), could run pickled code from a run folder's
+    checkpoint: refused by name, `fsdp` is Aether's guarded FSDP."""
+    from lightning.pytorch.strategies import Strategy, StrategyRegistry
+
+    entry = StrategyRegistry[name] if name in StrategyRegistry else None  # .get() would build one
+    if entry and entry["strategy"].load_checkpoint is not Strategy.load_checkpoint:
+        raise AetherError(f"trainer.strategy={name}: this Lightning strategy reads checkpoints with its own "
+                          "unpickler, which could run code stored in a checkpoint; use trainer.strategy=fsdp "
+                          "(Aether's FSDP, checkpoints read weights-only), ddp or auto")
+
+
 def _safe_fsdp_strategy() -> Any:
     """Lightning's FSDPStrategy, reading checkpoints without running code. Its own
     `load_checkpoint` bypasses the CheckpointIO plugin: a full checkpoint goes through a plain
     (lazy-loading) pickle Unpickler, which runs whatever a poisoned file asks for, and a sharded
-    one is a folder of pickles. Here the file is first read by torch's weights-only unpickler
-    (memory-mapped, so no second copy in RAM); only then does Lightning load it its way."""
+    one is a folder of pickles. Here torch's weights-only unpickler reads the file (memory-mapped,
+    as lazy as Lightning's) and Lightning is handed that result in place of its own read: one read,
+    so the file cannot be swapped between a check and the load."""
     from lightning.pytorch.strategies import FSDPStrategy
+    from lightning.pytorch.strategies import fsdp as lightning_fsdp
 
-    from aether.training.checkpoint_io import check_checkpoint
+    from aether.training.checkpoint_io import load_checkpoint_safely
 
     class SafeFSDPStrategy(FSDPStrategy):
         def load_checkpoint(self, checkpoint_path: Any, weights_only: Optional[bool] = None) -> Dict[str, Any]:
-            path = self.broadcast(checkpoint_path)  # every rank checks the path rank 0 loads (Lightning's rule)
-            check_checkpoint(path)  # also refuses a folder (sharded checkpoint): Aether writes full ones
-            return super().load_checkpoint(path, weights_only=True)
+            path = self.broadcast(checkpoint_path)  # every rank loads the path rank 0 chose (Lightning's rule)
+            checkpoint = load_checkpoint_safely(path, mmap=True)  # also refuses a folder: Aether writes full ones
+            plain_loader = lightning_fsdp._lazy_load
+            lightning_fsdp._lazy_load = lambda _path: checkpoint
+            try:
+                return super().load_checkpoint(path, weights_only=True)
+            finally:
+                lightning_fsdp._lazy_load = plain_loader
 
     return SafeFSDPStrategy
 
