@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -216,6 +217,8 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
     from aether.training.loggers import close_loggers
 
     tame_lightning_logging()
+    if rc.offline:  # a recipe's `offline: true`, as HF_HUB_OFFLINE=1 (aether.models.weights)
+        os.environ["HF_HUB_OFFLINE"] = "1"
     if not distributed.is_secondary_rank():  # ranks > 0 write nothing (aether.training.distributed)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
