@@ -23,6 +23,7 @@ usage:
   aether export run=RUN [format=bento|onnx] [name=NAME]        BentoML model store + RUN/bento/ (or model.onnx)
   aether predict run=RUN images=PATH [out=DIR] [top_k=5]       classify files -> predictions.csv + .json
   aether list recipes|models|strategies|optimizers|schedulers|loggers|adapters|backbones|groups
+  aether weights pull model=NAME[,NAME...] | import FILE model=NAME | list   pretrained weights (HF cache)
   aether --help | --version
 
 examples:
@@ -36,6 +37,8 @@ config:  groups data, data/augment, model, strategy, optimizer, scheduler, train
          options (`model=vit_small`); `+recipe=NAME` overlays a recipe from ./recipes or the
          built-in ones; `key=value` sets any value; `hydra.run.dir=DIR` chooses the run folder.
          Hydra's flags (-m, --cfg, --info, -cd, --hydra-help) work as usual.
+weights: model.pretrained=true downloads timm's weights into the Hugging Face cache (HF_HOME) once;
+         offline (no network, HF_HUB_OFFLINE=1 or offline=true) they come from that cache only.
 """
 
 VERBS: Dict[str, Callable[[List[str]], int]] = {}
@@ -152,6 +155,40 @@ def cmd_train(args: List[str]) -> int:
     return 0
 
 
+@verb("weights")
+def cmd_weights(args: List[str]) -> int:
+    """`aether weights pull model=NAME[,NAME...]`, `import FILE model=NAME`, `list`: the HF cache."""
+    from aether.models import weights
+
+    sub, rest = (args[0], args[1:]) if args else ("", [])
+    if sub == "list":
+        _options("weights list", rest, {}, [])
+        rows = weights.list_cached()
+        print(f"{len(rows)} model{'s' if len(rows) != 1 else ''} with weights in {weights.cache_dir()}")
+        for r in rows:
+            print(f"  {r['model']:<36} {r['repo']:<44} {r['size'] / 2**20:8.1f} MiB  {r['path']}")
+        return 0
+    if sub == "pull":
+        opts = _options("weights pull", rest, {"model": "timm model name(s) or model presets, comma-separated"},
+                        ["model"])
+        for name in opts["model"].split(","):
+            path = weights.fetch(name)
+            print(f"{name}: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+        return 0
+    if sub == "import":
+        files = [a for a in rest if "=" not in a]
+        opts = _options("weights import", [a for a in rest if "=" in a], {"model": "timm model name or preset"},
+                        ["model"])
+        if len(files) != 1:
+            raise AetherError("weights import: expected one FILE (.safetensors or a plain state dict) and model=NAME")
+        path = weights.import_file(files[0], opts["model"])
+        print(f"{opts['model']}: imported {files[0]} -> {path}; model.pretrained=true now uses it offline")
+        return 0
+    from aether.suggest import did_you_mean
+
+    raise AetherError(f"weights: expected pull, import or list, got '{sub}'{did_you_mean(sub, ['pull', 'import', 'list'])}")
+
+
 # --- deployment: export / predict (aether.deploy) ---------------------------------------------
 
 def _options(verb_name: str, args: List[str], allowed: Dict[str, str], required: List[str]) -> Dict[str, str]:
@@ -250,7 +287,11 @@ def cmd_predict(args: List[str]) -> int:
 
 def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network for weights
+    # weights download only when online (aether.models.weights probes the hub when they are needed);
+    # `offline=true` is set before anything imports huggingface_hub, which reads the variable once
+    if any(a.lower() in ("offline=true", "offline=1", "offline=yes") for a in argv):
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # no telemetry
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(HELP)  # a bare `aether` explains itself rather than starting a long run
         sys.exit(0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -242,6 +243,8 @@ def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: st
 
     tame_lightning_logging()
     check_devices(rc.trainer)  # the GPU count, before any data is read (the validator counted CPUs)
+    if rc.offline:  # a recipe's `offline: true`, as HF_HUB_OFFLINE=1 (aether.models.weights)
+        os.environ["HF_HUB_OFFLINE"] = "1"
     if not distributed.is_secondary_rank():  # ranks > 0 write nothing (aether.training.distributed)
         run_dir.mkdir(parents=True, exist_ok=True)
         header = "".join(f"# NOTE: {n}\n" for n in notes)  # comments: config.yaml stays loadable for resume=

@@ -205,6 +205,7 @@ class RunCfg(Strict):
     task_options: Dict[str, Any] = Field(default_factory=dict)  # the task's own options
     seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's range (Lightning raises a ValueError traceback outside it)
     resume: Optional[str] = None  # a run directory to continue
+    offline: bool = False  # true: pretrained weights from the HF cache only, never the network
     data: DataCfg = Field(default_factory=DataCfg)
     model: ModelCfg
     strategy: PartCfg

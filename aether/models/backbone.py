@@ -20,11 +20,13 @@ class Backbone:
     info: Dict[str, Any] = field(default_factory=dict)  # provider, name, kwargs: enough to rebuild
 
 
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Read weights from .safetensors or a torch state-dict file without executing pickle code."""
+def read_state_dict(path: str, what: str = "") -> Dict[str, torch.Tensor]:
+    """Read weights from .safetensors or a torch state-dict file without executing pickle code.
+    `what` names the file in errors (default `model.weights=PATH`)."""
+    what = what or f"model.weights={path}"
     p = Path(path).expanduser()
     if not p.is_file():
-        raise AetherError(f"model.weights={path}: no such file")
+        raise AetherError(f"{what}: no such file")
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -34,14 +36,14 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
             sd = torch.load(str(p), map_location="cpu", weights_only=True)  # no pickle execution
     except Exception as exc:
         raise AetherError(
-            f"model.weights={path}: cannot read it as safetensors or a plain state dict ({exc}); "
+            f"{what}: cannot read it as safetensors or a plain state dict ({exc}); "
             "files that need pickle to load are refused - convert them to .safetensors"
         ) from None
     for key in ("state_dict", "model", "module"):  # common wrappers (Lightning, DeiT, DDP)
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise AetherError(f"model.weights={path}: expected a mapping of parameter names to tensors")
+        raise AetherError(f"{what}: expected a mapping of parameter names to tensors")
     for prefix in ("model.", "module."):  # Lightning module attribute / DDP wrapper
         if sd and all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}

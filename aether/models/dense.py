@@ -42,11 +42,11 @@ class DenseNet(nn.Module):
 def create_encoder(cfg: ModelCfg) -> Tuple[nn.Module, Dict[str, Any], Dict[str, Any]]:
     """A timm model with `features_only=True` (every feature level; `encoder.feature_info` says their
     channels and strides): (encoder, data config, info to rebuild it).
-    Weights come from `model.weights` (a local file) or the local cache, as for classification."""
+    Weights come from `model.weights` (a local file), the HF cache or the hub, as for classification."""
     import timm
 
     from aether.models.backbone import read_state_dict
-    from aether.models.timm_provider import _no_weights_error
+    from aether.models.weights import pretrained_overlay
 
     base = cfg.name.split(".")[0]
     if not timm.models.is_model(base):
@@ -61,7 +61,8 @@ def create_encoder(cfg: ModelCfg) -> Tuple[nn.Module, Dict[str, Any], Dict[str, 
             overlay = {"state_dict": read_state_dict(cfg.weights), "num_classes": -1}
             encoder = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
         elif cfg.pretrained:
-            encoder = timm.create_model(cfg.name, pretrained=True, **kwargs)
+            encoder = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=pretrained_overlay(cfg.name),
+                                        **kwargs)
         else:
             encoder = timm.create_model(cfg.name, pretrained=False, **kwargs)
     except AetherError:
@@ -69,10 +70,6 @@ def create_encoder(cfg: ModelCfg) -> Tuple[nn.Module, Dict[str, Any], Dict[str, 
     except RuntimeError as exc:
         if cfg.weights:
             raise AetherError(f"model.weights={cfg.weights}: does not fit model '{cfg.name}': {str(exc)[:500]}") from None
-        raise
-    except Exception as exc:  # offline without cached weights
-        if cfg.pretrained and not cfg.weights:
-            raise _no_weights_error(cfg.name, exc) from None
         raise
     data_config = timm.data.resolve_model_data_config(encoder)
     info = {"provider": "timm", "name": cfg.name, "features_only": True,

@@ -1,28 +1,13 @@
-"""The timm backbone provider: any timm model name, weights from a local file or the HF cache."""
+"""The timm backbone provider: any timm model name, weights from a local file, the HF cache or the hub
+(aether.models.weights)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict
 
 from aether.config.schema import ModelCfg
 from aether.errors import AetherError
 from aether.models.backbone import Backbone, read_state_dict
-
-
-def _no_weights_error(name: str, exc: Exception) -> AetherError:
-    import timm
-
-    cfg = timm.models.get_pretrained_cfg(name) if timm.models.is_model(name.split(".")[0]) else None
-    hub_id = getattr(cfg, "hf_hub_id", None) or (f"timm/{name}" if "." in name else None)
-    hf_home = os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface"))
-    where = f"the Hugging Face cache ({hf_home}/hub/models--{hub_id.replace('/', '--')})" if hub_id else "the local cache"
-    fetch = (f"download model.safetensors from https://huggingface.co/{hub_id} on a connected machine, then "
-             "pass model.weights=/path/to/model.safetensors") if hub_id else "pass model.weights=/path/to/weights.safetensors"
-    return AetherError(
-        f"model '{name}': pretrained weights are not available offline - not found in {where} "
-        f"({type(exc).__name__}). To fix: {fetch}; or set model.pretrained=false to train from scratch."
-    )
 
 
 class TimmProvider:
@@ -42,10 +27,10 @@ class TimmProvider:
         if cfg.weights:
             model = self._from_file(cfg, kwargs, num_classes)
         elif cfg.pretrained:
-            try:
-                model = timm.create_model(cfg.name, pretrained=True, **kwargs)
-            except Exception as exc:  # offline: LocalEntryNotFoundError, OSError, RuntimeError ...
-                raise _no_weights_error(cfg.name, exc) from None
+            from aether.models.weights import pretrained_overlay
+
+            model = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=pretrained_overlay(cfg.name),
+                                      **kwargs)
         else:
             model = timm.create_model(cfg.name, pretrained=False, **kwargs)
         if cfg.grad_checkpointing:
