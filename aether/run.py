@@ -100,6 +100,10 @@ def train(cfg: DictConfig) -> float:
     notes = [] if raw.get("resume") else shadowed_choices(dict(hc.runtime.choices))
     for note in notes:  # a user file under a built-in name is used, never silently
         log.warning("%s (rename it to use both)", note)
+    from aether.sweeps import auto_search
+
+    if auto_search.wanted(rc, raw):  # recipe=auto: measure the planned candidates, finish the best
+        return auto_search.search(rc, raw, run_dir, list(hc.overrides.task), run_name, notes)
     return fit_and_report(rc, raw, run_dir, run_name=run_name, notes=notes)
 
 
@@ -205,6 +209,12 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
     from aether.sweeps.trial import sweep_callbacks
 
     callbacks += sweep_callbacks(rc)  # an Optuna trial reports val metrics and may be pruned
+    if rc.trainer.max_minutes:  # checked at epoch ends: a run stops between epochs, with whole checkpoints
+        from datetime import timedelta
+
+        from lightning.pytorch.callbacks import Timer
+
+        callbacks.append(Timer(duration=timedelta(minutes=rc.trainer.max_minutes), interval="epoch", verbose=False))
     es = rc.trainer.early_stopping
     if es.enabled:
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
@@ -233,7 +243,9 @@ def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str
         return _fit_and_report(rc, raw, run_dir, run_name, notes)
 
 
-def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str, notes: Sequence[str]) -> float:
+def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str, notes: Sequence[str],
+                    search: Optional[Dict[str, Any]] = None) -> float:
+    """`search`: a candidate of recipe=auto - fit and validate only, its result put into this dict."""
     import lightning as L
 
     from aether.training import distributed, speed
@@ -258,7 +270,7 @@ def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: st
     trainer, mon = build_trainer(rc, run_dir, job, run_name)
     distributed.log_world(trainer)
     try:
-        return _fit_test_write(rc, raw, run_dir, job, trainer, mon)
+        return _fit_test_write(rc, raw, run_dir, job, trainer, mon, search)
     finally:
         close_loggers(trainer)  # a later run in this process (a sweep trial) must start its own W&B run
 
@@ -285,7 +297,8 @@ def _record_resolved(raw: Dict[str, Any], rc: RunCfg) -> bool:
     return changed
 
 
-def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, trainer: Any, mon: Monitors) -> float:
+def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, trainer: Any, mon: Monitors,
+                    search: Optional[Dict[str, Any]] = None) -> float:
     from aether.models.saved import save_model_dir
     from aether.reporting.metrics import build_metrics
     from aether.reporting.plots import confusion_matrix_png, curves_png
@@ -304,6 +317,11 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     note = early_stop_note(trainer)
     if note:
         log.info(note)
+    if search is not None:  # a candidate of recipe=auto: scored on validation; the test split stays unseen
+        from aether.sweeps.auto_search import candidate_result
+
+        search.update(candidate_result(trainer, mon.checkpoint, train_s))
+        return float(search["score"] or 0.0)
     mon.params_in_sync = distributed.params_in_sync(trainer, job.module)  # a collective: every rank calls it
     history = list(mon.history.rows)  # testing the best checkpoint restores callback states from it
 

@@ -133,6 +133,9 @@ PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
 
 class TrainerCfg(Strict):
     max_epochs: int = Field(10, ge=1)
+    # stop at the end of the first epoch that ends past this many minutes of training (Lightning's
+    # Timer); `+recipe=auto` gives each candidate its share of the budget this way
+    max_minutes: Optional[float] = Field(None, gt=0)
     precision: str = "32"
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: Union[int, str, List[int]] = "auto"
@@ -191,6 +194,23 @@ class CostCfg(Strict):
     currency: str = "USD"
 
 
+class AutoCfg(Strict):
+    """`+recipe=auto`: the budgeted search (aether.sweeps.auto_search), plus one `KEY: reason`
+    entry per value it chose (strings, written by the command line)."""
+
+    model_config = ConfigDict(extra="allow")
+    search: bool = True  # false: only the doctor's rules of thumb, one run, no candidates
+    budget_minutes: Optional[float] = Field(None, gt=0)  # null: from the data size and the hardware
+    plan: Dict[str, str] = Field(default_factory=dict)  # candidate -> its overrides (set by the command line)
+
+    @model_validator(mode="after")
+    def _reasons_are_text(self) -> "AutoCfg":
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, str):
+                raise ValueError(f"auto.{key}: unknown key (auto takes search, budget_minutes, plan)")
+        return self
+
+
 class PartCfg(Strict):
     """A section that selects a registered part; its other keys are the part's options."""
 
@@ -216,7 +236,7 @@ class RunCfg(Strict):
     loss: LossCfg = Field(default_factory=LossCfg)
     cost: CostCfg = Field(default_factory=CostCfg)
     sweep: Optional[SweepCfg] = None  # `+sweep=NAME` (conf/sweep/): an Optuna search around this run
-    auto: Optional[Dict[str, str]] = None  # `+recipe=auto`: each chosen value with its reason
+    auto: Optional[AutoCfg] = None  # `+recipe=auto`: its search settings, and each chosen value with its reason
 
 
 # ---------------------------------------------------------------- options of the built-in parts

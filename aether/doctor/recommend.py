@@ -1,11 +1,28 @@
-"""Smart defaults: how to train on this dataset, each choice with a one-line reason."""
+"""Smart defaults: how to train on this dataset, each choice with a one-line reason.
+
+Sizes are those of the training split (what the model learns from), and a pretrained backbone
+is recommended only when its weights can be loaded here: from the Hugging Face cache, from the
+hub when online, or from the user's own `model.weights` file. With none of those, a small CNN
+trains from scratch at the images' own resolution.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 IMBALANCE_WARN = 3.0  # max/min class count above which class weights are recommended
+
+# Built-in model presets (conf/model/) worth using as frozen or adapted features, best first for
+# each kind of machine; the first whose weights load wins (aether.models.weights.weights_available).
+PRETRAINED_CPU = ("convnext_atto", "resnet18", "mobilenetv3", "efficientnet_b0", "deit_tiny", "vit_tiny",
+                  "convnext_tiny", "resnet50", "vit_small", "deit_small", "swin_tiny", "vit_base")
+PRETRAINED_GPU = ("vit_small", "vit_base", "deit_small", "convnext_tiny", "swin_tiny", "efficientnet_b0",
+                  "convnext_atto", "resnet50", "resnet18", "vit_tiny", "deit_tiny", "mobilenetv3")
+SCRATCH_MODEL = "resnet18"  # from scratch: the quickstart's CNN, proven on small real images
+SCRATCH_MAX_SIDE = {"cpu": 128, "gpu": 224}  # from scratch, larger inputs cost more than they teach
+
+WeightsCheck = Callable[[str], Optional[str]]  # model preset -> "cache" | "hub" | "file" | None
 
 
 def hardware() -> Dict[str, Any]:
@@ -23,41 +40,80 @@ def hardware() -> Dict[str, Any]:
     return info
 
 
-def recommend(num_images: int, counts: Dict[str, int], sizes: Dict[str, Any], hw: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-    rec: Dict[str, Dict[str, Any]] = {}
-    per_class = min(counts.values()) if counts else 0
-    if num_images < 500 or per_class < 20:
-        rec["strategy"] = {"value": "linear_probe", "reason": f"{num_images} images ({per_class} in the smallest class): "
-                           "frozen pretrained features generalise best and cannot overfit much"}
-    elif num_images < 5000:
-        rec["strategy"] = {"value": "lora", "reason": f"{num_images} images: adapt the backbone a little "
-                           "(LoRA) without the overfitting risk of a full fine-tune"}
-    else:
-        rec["strategy"] = {"value": "full", "reason": f"{num_images} images: enough to fine-tune every weight"}
+def train_size(num_images: int, presplit_train: Optional[int], val_fraction: float, test_fraction: float) -> int:
+    """Images the model trains on: the `train` split as given, or what the seeded split keeps."""
+    if presplit_train is not None:
+        return presplit_train
+    return max(1, round(num_images * (1.0 - val_fraction - test_fraction)))
 
+
+def _pick_backbone(num_train: int, hw: Dict[str, Any], weights: Optional[WeightsCheck]) -> Dict[str, Any]:
     gpu = hw.get("gpus", 0) > 0
     if not gpu:
-        rec["model"] = {"value": "convnext_atto" if num_images < 5000 else "resnet50",
-                        "reason": f"CPU only ({hw.get('cpus')} cores): a small backbone keeps epochs short"}
-    elif num_images < 2000:
-        rec["model"] = {"value": "vit_small", "reason": "small data on a GPU: ViT-S/16 features with a light head"}
+        first = "convnext_atto" if num_train < 5000 else "resnet50"
+        why = f"CPU only ({hw.get('cpus')} cores): a small backbone keeps epochs short"
+    elif num_train < 2000:
+        first, why = "vit_small", "small data on a GPU: ViT-S/16 features with a light head"
     else:
-        rec["model"] = {"value": "vit_base", "reason": "thousands of images on a GPU: ViT-B/16 pays off"}
+        first, why = "vit_base", "thousands of images on a GPU: ViT-B/16 pays off"
+    if weights is None:  # no check asked for (unit tests of the rules)
+        return {"value": first, "reason": why, "source": None}
+    order = [first, *[m for m in (PRETRAINED_GPU if gpu else PRETRAINED_CPU) if m != first]]
+    for name in order:
+        source = weights(name)
+        if source:
+            where = {"cache": "in the local cache", "hub": "downloadable now", "file": "your model.weights"}[source]
+            if name != first:
+                why = f"{first}'s weights cannot be loaded here; {name}'s are {where}"
+            return {"value": name, "reason": f"{why} (weights {where})", "source": source}
+    return {"value": None, "reason": "no pretrained weights can be loaded here (offline, nothing in the cache, "
+            "no model.weights): training from scratch", "source": None}
 
+
+def recommend(num_images: int, counts: Dict[str, int], sizes: Dict[str, Any], hw: Dict[str, Any],
+              num_train: Optional[int] = None, weights: Optional[WeightsCheck] = None) -> Dict[str, Dict[str, Any]]:
+    """The recommendations for a dataset of `num_images` (`num_train` of them in the training split)."""
+    n = num_images if num_train is None else num_train
+    rec: Dict[str, Dict[str, Any]] = {}
+    per_class = min(counts.values()) if counts else 0
+    gpu = hw.get("gpus", 0) > 0
+    backbone = _pick_backbone(n, hw, weights)
     median_side = min(sizes.get("width", {}).get("median", 224), sizes.get("height", {}).get("median", 224))
-    size = 224 if median_side >= 200 else max(32, int(median_side // 32 * 32) or 32)
-    rec["image_size"] = {"value": size, "reason": f"median image side {median_side:g} px"
-                         + ("" if size == 224 else ": upscaling small images to 224 px adds cost, not detail")}
+
+    if backbone["value"] is None:  # from scratch: the quickstart's recipe, sized to the data
+        rec["strategy"] = {"value": "full", "reason": f"{n} training images and no pretrained weights: "
+                           "every weight trains, from scratch"}
+        rec["model"] = {"value": SCRATCH_MODEL, "reason": backbone["reason"], "pretrained": False}
+        cap = SCRATCH_MAX_SIDE["gpu" if gpu else "cpu"]
+        size = int(min(cap, max(32, median_side // 32 * 32)))
+        rec["image_size"] = {"value": size, "reason": f"median image side {median_side:g} px: from scratch the "
+                             f"images' own resolution (at most {cap} px) teaches as much as upscaling, at less cost"}
+    else:
+        if n < 500 or per_class < 20:
+            rec["strategy"] = {"value": "linear_probe", "reason": f"{n} training images ({per_class} in the smallest "
+                               "class): frozen pretrained features generalise best and cannot overfit much"}
+        elif n < 5000:
+            rec["strategy"] = {"value": "lora", "reason": f"{n} training images: adapt the backbone a little "
+                               "(LoRA) without the overfitting risk of a full fine-tune"}
+        else:
+            rec["strategy"] = {"value": "full", "reason": f"{n} training images: enough to fine-tune every weight"}
+        rec["model"] = {"value": backbone["value"], "reason": backbone["reason"]}
+        size = 224 if median_side >= 200 else max(32, int(median_side // 32 * 32) or 32)
+        rec["image_size"] = {"value": size, "reason": f"median image side {median_side:g} px"
+                             + ("" if size == 224 else ": upscaling small images to 224 px adds cost, not detail")}
 
     if gpu:
         batch = 64 if hw.get("gpu_memory_gb", 0) >= 16 else 32
         rec["batch_size"] = {"value": batch, "reason": f"{hw['gpus']} GPU(s), {hw.get('gpu_memory_gb')} GiB"}
     else:
         rec["batch_size"] = {"value": 32, "reason": "CPU: larger batches do not run faster"}
+    while rec["batch_size"]["value"] > 8 and n // rec["batch_size"]["value"] < 8:  # >= 8 optimiser steps an epoch
+        rec["batch_size"] = {"value": rec["batch_size"]["value"] // 2,
+                             "reason": f"{n} training images: small batches give at least 8 optimiser steps an epoch"}
 
-    epochs = 30 if num_images < 1000 else 15 if num_images < 10000 else 8
-    rec["epochs"] = {"value": epochs, "reason": f"{num_images} images: about "
-                     f"{max(1, num_images // rec['batch_size']['value']) * epochs} optimiser steps, early stopping on"}
+    epochs = 30 if n < 1000 else 15 if n < 10000 else 8
+    rec["epochs"] = {"value": epochs, "reason": f"{n} training images: about "
+                     f"{max(1, n // rec['batch_size']['value']) * epochs} optimiser steps, early stopping on"}
 
     from aether.doctor.stats import imbalance_ratio
 
@@ -73,6 +129,15 @@ def as_overrides(rec: Dict[str, Dict[str, Any]]) -> List[str]:
     out = [f"strategy={rec['strategy']['value']}", f"model={rec['model']['value']}",
            f"data.image_size={rec['image_size']['value']}", f"data.batch_size={rec['batch_size']['value']}",
            f"trainer.max_epochs={rec['epochs']['value']}"]
+    if rec["model"].get("pretrained") is False:
+        out += scratch_overrides()
     if "class_weights" in rec:
         out.append("loss.class_weights=balanced")
     return out
+
+
+def scratch_overrides() -> List[str]:
+    """What a from-scratch CNN needs beyond its model: no pretrained weights, the quickstart's
+    one-cycle schedule and weight decay, no augmentation (small data punishes heavy augmentation)."""
+    return ["model.pretrained=false", "model.weights=null", "scheduler=onecycle", "optimizer.weight_decay=0.05",
+            "data/augment=none", "data.crop_pct=1.0"]

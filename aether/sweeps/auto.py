@@ -4,34 +4,34 @@ recipe=auto: the dataset doctor's recommendations (strategy, backbone, input siz
 epochs, class weights) plus a learning rate and a device set-up from a hardware probe (GPU
 count and memory, CPU cores) become overrides placed before the user's own (the user's win).
 Each choice is printed with a one-line reason and recorded under `auto:` in the run's config.
+Then the candidates of the budgeted search (aether.sweeps.candidates) are planned and passed
+on as `auto.plan.NAME`; the run itself measures them (aether.sweeps.auto_search).
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
+from aether.sweeps.candidates import BASE_LR, default_budget, learning_rate as _lr, plan
 from aether.sweeps.space import format_value
-
-# Learning rates that work across backbones for each strategy (AdamW, batch 32), scaled
-# linearly with the batch size: the usual starting points of timm/PEFT fine-tuning recipes.
-BASE_LR = {"linear_probe": 1e-3, "lora": 5e-4, "qlora": 5e-4, "gradual_unfreeze": 3e-4, "full": 1e-4}
-
 
 # recommendation -> the config key (or group) it sets
 AUTO_KEYS = {"strategy": "strategy", "model": "model", "image_size": "data.image_size", "batch_size": "data.batch_size",
              "epochs": "trainer.max_epochs", "class_weights": "loss.class_weights", "lr": "optimizer.lr",
-             "trainer": "trainer"}
+             "trainer": "trainer", "budget": "auto.budget_minutes"}
+SEARCH_OFF = ("-m", "--multirun", "--cfg", "-c", "--info", "-i")  # a sweep, or only printing: no search
 
 
-def learning_rate(strategy: str, batch_size: int) -> Dict[str, Any]:
-    base = BASE_LR.get(strategy, 1e-4)
-    lr = float(f"{base * batch_size / 32:.3g}")
-    what = {"linear_probe": "only the head trains, so a high LR converges in few epochs",
-            "lora": "adapters start at zero and tolerate a larger LR than full weights",
-            "full": "every pretrained weight moves: a small LR keeps the features"}.get(strategy, "a safe start")
-    return {"value": lr, "reason": f"{strategy}: {what} ({base:g} at batch 32, scaled to batch {batch_size})"}
+def learning_rate(strategy: str, batch_size: int, scratch: bool = False) -> Dict[str, Any]:
+    base = BASE_LR["scratch" if scratch else strategy] if (scratch or strategy in BASE_LR) else 1e-4
+    what = ("from scratch, one-cycle: a high peak LR that anneals" if scratch else
+            {"linear_probe": "only the head trains, so a high LR converges in few epochs",
+             "lora": "adapters start at zero and tolerate a larger LR than full weights",
+             "full": "every pretrained weight moves: a small LR keeps the features"}.get(strategy, "a safe start"))
+    return {"value": _lr("scratch" if scratch else strategy, batch_size),
+            "reason": f"{strategy}: {what} ({base:g} at batch 32, scaled to batch {batch_size})"}
 
 
 def devices(hw: Dict[str, Any]) -> Dict[str, Any]:
@@ -43,50 +43,118 @@ def devices(hw: Dict[str, Any]) -> Dict[str, Any]:
     return {"value": "default", "reason": f"no GPU: {hw.get('cpus')} CPU cores, 32-bit"}
 
 
-def recommendations(overrides: List[str]) -> Dict[str, Dict[str, Any]]:
+def _user_values(overrides: List[str]) -> Dict[str, str]:
+    out = {}
+    for o in overrides:
+        if "=" in o and not o.startswith(("hydra.", "+recipe=", "recipe=")):
+            key, value = o.lstrip("+~").split("=", 1)
+            out[key] = value
+    return out
+
+
+def _weights_check(rc: Any, user: Dict[str, str]):  # type: ignore[no-untyped-def]
+    """model preset -> where its pretrained weights would come from, given what the user set."""
+    from aether.models.weights import weights_available
+
+    if rc.model.weights:  # their file: the pretrained branch, with their model
+        return lambda name: "file"
+    if any(k == "model" or k.startswith("model.") for k in user):
+        mine = weights_available(rc.model.name) if rc.model.pretrained else None
+        return lambda name: mine
+    return weights_available
+
+
+def recommendations(overrides: List[str]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
+    """(recommendations, context: hardware, training-split size, median image side)."""
     from aether.config import hydra_setup
     from aether.doctor.inspect import examine
-    from aether.doctor.recommend import hardware, recommend
+    from aether.doctor.recommend import hardware, recommend, train_size
     from aether.doctor.stats import size_stats
 
     _, rc = hydra_setup.compose_run(overrides)
     ex = examine(rc.data)
     counts = {c: n for c, n in ex.index.class_counts().items() if n}
     hw = hardware()
-    rec = recommend(len(ex.index.samples), counts, size_stats(ex.records), hw)
-    rec["lr"] = learning_rate(rec["strategy"]["value"], rec["batch_size"]["value"])
+    samples = ex.index.samples
+    presplit = sum(s.split == "train" for s in samples) if ex.index.presplit else None
+    n_train = train_size(len(samples), presplit, rc.data.val_fraction, rc.data.test_fraction)
+    # the smallest class as it will be in the training split
+    share = n_train / max(1, len(samples))
+    train_counts = {c: max(1, round(n * share)) for c, n in counts.items()}
+    sizes = size_stats(ex.records)
+    user = _user_values(overrides)
+    rec = recommend(len(samples), train_counts, sizes, hw, num_train=n_train, weights=_weights_check(rc, user))
+    scratch = rec["model"].get("pretrained") is False
+    rec["lr"] = learning_rate(rec["strategy"]["value"], rec["batch_size"]["value"], scratch=scratch)
     rec["trainer"] = devices(hw)
-    return rec
+    side = min(sizes.get("width", {}).get("median", 224), sizes.get("height", {}).get("median", 224))
+    return rec, {"hw": hw, "num_train": n_train, "median_side": side, "rc": rc, "user": user}
 
 
-def _overrides(rec: Dict[str, Dict[str, Any]]) -> List[tuple]:
-    """(config key, override) for each recommendation."""
-    from aether.doctor.recommend import as_overrides
+def _overrides(rec: Dict[str, Dict[str, Any]]) -> List[Tuple[str, List[str]]]:
+    """(recommendation name, its overrides) for each recommendation."""
+    from aether.doctor.recommend import as_overrides, scratch_overrides
 
-    out = [(o.split("=", 1)[0], o) for o in as_overrides(rec)]
-    out.append(("optimizer.lr", f"optimizer.lr={rec['lr']['value']}"))
-    out.append(("trainer", f"trainer={rec['trainer']['value']}"))
-    return out
+    flat = as_overrides(rec)
+    by_key = {AUTO_KEYS[k]: k for k in AUTO_KEYS}
+    out: Dict[str, List[str]] = {}
+    for o in flat:
+        key = o.split("=", 1)[0]
+        name = by_key.get(key) or "model"  # model.pretrained=false & co belong to the from-scratch model choice
+        if o in scratch_overrides():
+            name = "model"
+        out.setdefault(name, []).append(o)
+    out["lr"] = [f"optimizer.lr={rec['lr']['value']}"]
+    out["trainer"] = [f"trainer={rec['trainer']['value']}"]
+    if "budget" in rec:
+        out["budget"] = [f"auto.budget_minutes={rec['budget']['value']}"]
+    return list(out.items())
+
+
+def _mine(name: str, user: Dict[str, str]) -> str:
+    """The user's own value for recommendation `name`, or ''."""
+    key = AUTO_KEYS[name]
+    if key in user:
+        return user[key]
+    if name == "model":
+        for k in ("model.name", "model.weights"):
+            if k in user:
+                return user[k] if k == "model.name" else f"{user.get('model.name', 'model')} + {user[k]}"
+    return ""
 
 
 def auto_recipe(args: List[str], overrides: List[str]) -> List[str]:
-    """The arguments with the recommendations (and their reasons, under `auto:`) put first."""
+    """The arguments with the recommendations (and their reasons, under `auto:`) put first, and
+    the candidates of the budgeted search as `auto.plan.NAME`."""
     if any(o.startswith("++auto.") for o in overrides):
         return args  # already chosen: a sweep trial or a DDP rank re-launched with the first choices
-    rec = recommendations(overrides)
-    user_keys = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
-    names = AUTO_KEYS
+    rec, ctx = recommendations(overrides)
+    user = ctx["user"]
+    search = (user.get("auto.search", "true").lower() in ("true", "1", "yes")
+              and not any(a in SEARCH_OFF for a in args) and not any(k.startswith("sweep") for k in user))
+    if search:
+        rec["budget"] = default_budget(ctx["num_train"], ctx["hw"])
     chosen: List[str] = []
     print("recipe=auto - the dataset doctor chose, for this data and this machine:", file=sys.stderr)
-    for key, override in _overrides(rec):
-        mine = key in user_keys or (key == "model" and "model.name" in user_keys)
-        rname = next(k for k, v in names.items() if v == key)
+    for rname, ovs in _overrides(rec):
         r = rec[rname]
-        print(f"  {key} = {r['value']}{' (yours)' if mine else ''}: {r['reason']}", file=sys.stderr)
+        mine = _mine(rname, user)
+        shown = mine or r["value"]
+        print(f"  {AUTO_KEYS[rname]} = {shown}{' (yours)' if mine else ''}: "
+              f"{'your choice' if mine else r['reason']}", file=sys.stderr)
+        if mine and rname == "model":  # their model; without loadable weights it trains from scratch
+            chosen += [o for o in ovs if o.split("=", 1)[0] not in user and not o.startswith("model=")]
         if not mine:
-            chosen.append(override)
+            chosen += [o for o in ovs if o.split("=", 1)[0] not in user]
             note = f"{r['value']}: {r['reason']}"
             chosen.append(f"++auto.{rname}={format_value(note)}")
+    if search:
+        cands = plan(rec, user, ctx["num_train"], ctx["median_side"], gpu=ctx["hw"].get("gpus", 0) > 0)
+        print(f"  the search will try {len(cands)} candidate(s) on the validation split, then finish the best:",
+              file=sys.stderr)
+        for c in cands:
+            print(f"    {c.name}: {c.reason}", file=sys.stderr)
+            chosen.append(f"++auto.plan.{c.name}={format_value(c.encode())}")
     rest = [a for a in args if a not in ("+recipe=auto", "recipe=auto")]
     return ["+recipe=auto", *chosen, *rest]
 

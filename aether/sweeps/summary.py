@@ -143,21 +143,26 @@ def write_summary(sweep_dir: Path, config: DictConfig) -> Optional[Path]:
 
 
 def write_best_recipe(sweep_dir: Path, best: Dict[str, Any], metric: str, direction: str) -> Path:
-    """The best trial as a recipe: its group choices as `override /group: option`, then its
-    resolved config, so `+recipe=best_recipe` composes exactly what that trial trained."""
+    """The best trial as a recipe (see write_recipe)."""
     run_dir = sweep_dir / best["run_dir"]
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    for key in ("sweep", "resume"):
-        cfg.pop(key, None)
-    cfg["recipe"] = "best_recipe"
     hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
     choices = yaml.safe_load(hydra_yaml.read_text())["hydra"]["runtime"]["choices"] if hydra_yaml.is_file() else {}
+    return write_recipe(sweep_dir / "best_recipe.yaml", cfg, choices,
+                        [f"Best trial {best['trial']} of the sweep in {sweep_dir} ({metric} = {best['value']:.4f}, "
+                         f"{direction})."])
+
+
+def write_recipe(out: Path, cfg: Dict[str, Any], choices: Dict[str, Any], about: List[str]) -> Path:
+    """A run's config as a recipe: its group choices as `override /group: option`, then its resolved
+    config, so `+recipe=best_recipe` composes exactly what that run trained."""
+    cfg = {k: v for k, v in cfg.items() if k not in ("sweep", "resume", "auto")}
+    cfg["recipe"] = "best_recipe"
     defaults = [f"  - override /{g}: {o}" for g, o in sorted(choices.items())
                 if o is not None and not g.startswith("hydra") and g not in SKIP_GROUPS]
-    out = sweep_dir / "best_recipe.yaml"
     header = [
         "# @package _global_",
-        f"# Best trial {best['trial']} of the sweep in {sweep_dir} ({metric} = {best['value']:.4f}, {direction}).",
+        *[f"# {line}" for line in about],
         "# Re-run it as a recipe:",
         f"#   mkdir -p recipes && cp {out} recipes/ && aether +recipe=best_recipe",
         "defaults:", *defaults, "",

@@ -1,0 +1,214 @@
+"""`+recipe=auto`'s budgeted search: measure the planned candidates, keep the best, finish it.
+
+The command line planned the candidates (aether.sweeps.candidates, `auto.plan.NAME`). Here,
+inside the run, each one trains in RUN/auto/NAME/ on the same seeded split, with its share of
+the budget as `trainer.max_minutes` (Lightning's Timer stops it at an epoch boundary), and is
+scored on the validation split only: the test split stays unseen until the end. The leaderboard
+(candidate, val metric, seconds, epochs, status, reason) is logged and saved in RUN/auto.json;
+the winner becomes RUN/best_recipe.yaml, and its training continues in RUN itself from its last
+checkpoint (the resume= road) with the rest of the budget, to the end of its schedule or early
+stopping, before it is tested once and written out as an ordinary run.
+
+Why candidates run in this process, one after another, and not as Optuna trials: they differ
+in strategy and model rather than in numbers on one space; on 2 CPU cores parallel trials only
+share the same cores; and a finished candidate is continued, not retrained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from aether.errors import AetherError
+from aether.sweeps.candidates import Candidate, default_budget, keys_of
+
+log = logging.getLogger("aether")
+
+SEARCH_SHARE = 0.6  # of the budget for measuring candidates; the rest finishes the winner
+MIN_SHARE_S = 5.0  # a candidate given less than this is not started (it could not finish one epoch)
+SETUP_MARGIN = 0.1  # of the budget kept for the final test and the outputs
+
+
+def wanted(rc: Any, raw: Dict[str, Any]) -> bool:
+    """Does this run do the search (and not a plain run, a resumed one or a sweep trial)?"""
+    return bool(rc.auto and rc.auto.search and rc.auto.plan and not raw.get("resume") and rc.sweep is None)
+
+
+def _compose(base: Sequence[str], cand: Candidate, minutes: Optional[float]) -> Dict[str, Any]:
+    """The candidate's config: the run's overrides with the candidate's in place of the same keys."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    mine = keys_of(cand.overrides)
+    kept = [o for o in base if o.lstrip("+~").split("=", 1)[0] not in mine]
+    extra = [f"trainer.max_minutes={minutes:.3g}"] if minutes else []
+    cfg = hydra.compose("config", overrides=[*kept, *cand.overrides, *extra])
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(raw, dict)
+    raw.pop("hydra", None)
+    return raw
+
+
+def _best(board: List[Dict[str, Any]], mode: str) -> Optional[Dict[str, Any]]:
+    scored = [r for r in board if r["val_metric"] is not None and math.isfinite(r["val_metric"])]
+    if not scored:
+        return None
+    sign = 1 if mode == "max" else -1
+    return max(scored, key=lambda r: (sign * r["val_metric"], -r["seconds"]))  # ties: the faster
+
+
+def _relocate(src: Path, dst: Path) -> None:
+    """The winner's checkpoints and logs into the run folder, with the folder names inside
+    last.ckpt rewritten, so the resumed training keeps its best score and best checkpoint."""
+    import torch
+
+    from aether.training.checkpoint_io import load_checkpoint_safely
+
+    (dst / "checkpoints").mkdir(parents=True, exist_ok=True)
+    old, new = str(src / "checkpoints"), str(dst / "checkpoints")
+
+    def moved(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(old):
+            return new + value[len(old):]
+        if isinstance(value, dict):
+            return {moved(k): moved(v) for k, v in value.items()}
+        return value
+
+    ckpt = load_checkpoint_safely(src / "checkpoints" / "last.ckpt")
+    ckpt["callbacks"] = moved(ckpt.get("callbacks", {}))
+    torch.save(ckpt, dst / "checkpoints" / "last.ckpt")
+    if (src / "checkpoints" / "best.ckpt").is_file():
+        shutil.copy2(src / "checkpoints" / "best.ckpt", dst / "checkpoints" / "best.ckpt")
+    if (src / "logs").is_dir():
+        shutil.copytree(src / "logs", dst / "logs", dirs_exist_ok=True)
+
+
+def _row(cand: Candidate, info: Dict[str, Any], seconds: float, monitor: str) -> Dict[str, Any]:
+    score = info.get("score")
+    return {"candidate": cand.name, "val_metric": None if score is None else round(float(score), 6),
+            "monitor": monitor, "seconds": round(seconds, 1), "epochs": info.get("epochs"),
+            "status": info.get("status", "failed"), "train_minutes": info.get("train_minutes"),
+            "reason": cand.reason, "overrides": cand.overrides,
+            **({"error": info["error"]} if "error" in info else {})}
+
+
+def candidate_result(trainer: Any, checkpoint: Any, train_s: float) -> Dict[str, Any]:
+    """How a candidate's training went: best val score, epochs done, and what ended it."""
+    from lightning.pytorch.callbacks import EarlyStopping, Timer
+
+    epochs = int(trainer.current_epoch)
+    status = "complete"
+    if any(isinstance(cb, EarlyStopping) and cb.stopped_epoch for cb in trainer.callbacks):
+        status = "early_stopped"
+    elif epochs < int(trainer.max_epochs or 0):
+        status = "budget"  # the Timer (its share of the budget) ended it
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    minutes = (timer.time_elapsed("train") if timer else train_s) / 60
+    score = checkpoint.best_model_score
+    return {"score": None if score is None else float(score), "epochs": epochs, "status": status,
+            "train_minutes": round(minutes, 3)}
+
+
+def leaderboard_lines(board: List[Dict[str, Any]], monitor: str, budget_min: float) -> List[str]:
+    lines = [f"auto leaderboard ({monitor} on the validation split, budget {budget_min:g} min):",
+             f"  {'#':>2} {'candidate':<12} {monitor:>9} {'seconds':>8} {'epochs':>6}  {'status':<14} reason"]
+    for i, r in enumerate(board, 1):
+        v = "-" if r["val_metric"] is None else f"{r['val_metric']:.4f}"
+        lines.append(f"  {i:>2} {r['candidate']:<12} {v:>9} {r['seconds']:>8.1f} {str(r['epochs'] or '-'):>6}  "
+                     f"{r['status']:<14} {r.get('error') or r['reason']}")
+    return lines
+
+
+def search(rc: Any, raw: Dict[str, Any], run_dir: Path, base_overrides: Sequence[str], run_name: str,
+           notes: Sequence[str]) -> float:
+    from aether.config.validate import validate
+    from aether.run import _fit_and_report
+    from aether.training.run_lock import claim
+
+    t0 = time.monotonic()
+    plan = [Candidate.decode(n, t) for n, t in rc.auto.plan.items()]
+    budget_min = rc.auto.budget_minutes or default_budget(1000, {"cpus": 2})["value"]
+    budget_s = budget_min * 60
+    base = [o for o in base_overrides if not o.startswith("++auto.plan.") and not o.startswith("hydra.")]
+    monitor, mode = rc.trainer.checkpoint.monitor, rc.trainer.checkpoint.mode
+    board: List[Dict[str, Any]] = []
+    with claim(run_dir, str(run_dir)):  # the folder is this run's for the whole search (resume: its own folder)
+        for i, cand in enumerate(plan):
+            left = budget_s * SEARCH_SHARE - (time.monotonic() - t0)
+            share = left / (len(plan) - i)
+            if share < MIN_SHARE_S:
+                board.append(_row(cand, {"status": "not started", "error": f"budget spent ({share:.0f} s left for it)"},
+                                  0.0, monitor))
+                continue
+            log.info("auto: candidate %d/%d '%s' (up to %.1f min): %s", i + 1, len(plan), cand.name, share / 60,
+                     cand.reason)
+            info: Dict[str, Any] = {}
+            start = time.monotonic()
+            try:
+                raw_c = _compose(base, cand, share / 60)
+                rc_c = validate(raw_c)
+                monitor, mode = rc_c.trainer.checkpoint.monitor, rc_c.trainer.checkpoint.mode
+                _fit_and_report(rc_c, raw_c, run_dir / "auto" / cand.name, f"{run_name}-{cand.name}", (),
+                                search=info)
+            except Exception as exc:  # one candidate that cannot run (e.g. LoRA finds no layer) is a row, not the end
+                info = {"status": "failed", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+                log.warning("auto: candidate '%s' failed: %s", cand.name, info["error"])
+            board.append(_row(cand, info, time.monotonic() - start, monitor))
+        winner = _best(board, mode)
+        for line in leaderboard_lines(board, monitor, budget_min):
+            log.info(line)
+        summary = {"budget_minutes": budget_min, "monitor": monitor, "mode": mode,
+                   "winner": winner["candidate"] if winner else None, "leaderboard": board,
+                   "search_seconds": round(time.monotonic() - t0, 1)}
+        (run_dir / "auto.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        if winner is None:
+            raise AetherError("recipe=auto: no candidate finished: " + "; ".join(
+                f"{r['candidate']}: {r.get('error') or r['status']}" for r in board)
+                + f" (see {run_dir / 'auto'}; a larger auto.budget_minutes gives each more time)")
+        return _finish(rc, raw, run_dir, base, plan, winner, summary, budget_s - (time.monotonic() - t0), run_name,
+                       notes)
+
+
+def _finish(rc: Any, raw: Dict[str, Any], run_dir: Path, base: Sequence[str], plan: List[Candidate],
+            winner: Dict[str, Any], summary: Dict[str, Any], left_s: float, run_name: str,
+            notes: Sequence[str]) -> float:
+    """Continue the winner in the run folder with the rest of the budget, test it once, write it out."""
+    from aether.config.validate import validate
+    from aether.run import _fit_and_report
+    from aether.sweeps.summary import write_recipe
+
+    cand = next(c for c in plan if c.name == winner["candidate"])
+    src = run_dir / "auto" / cand.name
+    trained_min = float(winner.get("train_minutes") or 0.0)
+    more_min = max(0.1, (left_s * (1 - SETUP_MARGIN)) / 60)
+    raw_w = _compose(base, cand, trained_min + more_min)  # the Timer counts on from the candidate's time
+    if winner["status"] != "budget":  # it ended by itself (all epochs, or early stopping): nothing to add
+        raw_w["trainer"]["max_epochs"] = int(winner["epochs"] or raw_w["trainer"]["max_epochs"])
+    raw_w["auto"] = {**(raw_w.get("auto") or {}), "winner": cand.name}
+    recipe = write_recipe(run_dir / "best_recipe.yaml", raw_w, _choices(base, cand),
+                          [f"The winner of recipe=auto in {run_dir}: candidate '{cand.name}' "
+                           f"({winner['monitor']} = {winner['val_metric']:.4f} on validation)."])
+    log.info("auto: winner '%s' (%s %.4f) -> %s; continuing it for up to %.1f min more", cand.name,
+             winner["monitor"], winner["val_metric"], recipe, more_min)
+    summary["final"] = {"candidate": cand.name, "resumed_at_epoch": winner["epochs"], "minutes_allowed": round(more_min, 2)}
+    (run_dir / "auto.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    _relocate(src, run_dir)
+    rc_w = validate({**raw_w, "resume": str(run_dir)})  # continue from RUN/checkpoints/last.ckpt
+    return _fit_and_report(rc_w, raw_w, run_dir, run_name, list(notes))
+
+
+def _choices(base: Sequence[str], cand: Candidate) -> Dict[str, str]:
+    """Config-group choices of the winner (for best_recipe.yaml's defaults list)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+    for o in [*base, *cand.overrides]:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key in choices:
+            choices[key] = value
+    return choices
