@@ -56,6 +56,13 @@ def _err(msg: str) -> None:
     print(f"aether: error: {msg}", file=sys.stderr)
 
 
+def _notes(notes: List[str]) -> None:
+    """Pre-flight notes (options dropped when a part was switched), for commands that run no
+    training: `train` logs them from aether.run.train, once per run, into config.yaml too."""
+    for note in notes:
+        print(f"aether: note: {note}", file=sys.stderr)
+
+
 @verb("list")
 def cmd_list(args: List[str]) -> int:
     from aether.listing import show
@@ -75,7 +82,7 @@ def cmd_inspect(args: List[str]) -> int:
     args = preflight.rewrite_data_shorthand([a for a in args if a != "--strict"])
     out = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
     overrides = [a for a in args if not a.startswith("hydra.")]
-    preflight.check(overrides)
+    _notes(preflight.check(overrides))
     _, rc = hydra_setup.compose_run(overrides)
     out_dir = Path(out[0]) if out else Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S-inspect")
     from aether.paths import require_writable
@@ -109,11 +116,13 @@ def cmd_train(args: List[str]) -> int:
     args = preflight.rewrite_data_shorthand(args)
     overrides = [a for a in args if not a.startswith("-") and "=" in a]
     hydra_setup.check_config_dirs(args)  # -cd DIR: Hydra reads it unchecked, so check it first
-    preflight.check(overrides)
+    notes = preflight.check(overrides)
     if any(o in ("+recipe=auto", "recipe=auto") for o in overrides):
         args = _auto_recipe(args, overrides)
         overrides = [a for a in args if not a.startswith("-") and "=" in a]
-        preflight.check(overrides)
+        notes = preflight.check(overrides)
+    if any(a in ("--cfg", "-c", "--info", "-i") for a in args):
+        _notes(notes)  # Hydra only prints: aether.run.train, which logs the notes, does not run
     from aether.sweeps.launchers import check_launcher
 
     check_launcher(args)

@@ -91,6 +91,11 @@ def train(cfg: DictConfig) -> float:
     raw.pop("hydra", None)
     if raw.get("resume"):
         raw = resume_config(str(raw["resume"]), list(hc.overrides.task))
+    from aether.config.validate import drop_foreign_options, typed_keys
+
+    # a recipe's options of a part the command line switched away from; a resumed run's
+    # config.yaml had them dropped when it was written, and is taken as it is
+    switched = [] if raw.get("resume") else drop_foreign_options(raw, typed_keys(hc.overrides.task))
     from aether.sweeps.trial import multirun_context
 
     run_name = multirun_context(raw, hc, run_dir)  # sweeps: W&B group per sweep, a name per trial
@@ -100,6 +105,9 @@ def train(cfg: DictConfig) -> float:
     notes = [] if raw.get("resume") else shadowed_choices(dict(hc.runtime.choices))
     for note in notes:  # a user file under a built-in name is used, never silently
         log.warning("%s (rename it to use both)", note)
+    for note in switched:  # and so is a dropped option: config.yaml says so too
+        log.warning("%s", note)
+    notes += switched
     from aether.sweeps import auto_search
 
     if auto_search.wanted(rc, raw):  # recipe=auto: measure the planned candidates, finish the best

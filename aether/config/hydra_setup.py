@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from hydra._internal.core_plugins.file_config_source import FileConfigSource
 from hydra.core.object_type import ObjectType
@@ -191,11 +191,17 @@ def groups() -> List[str]:
     return found
 
 
-def compose_run(overrides: List[str]):  # type: ignore[no-untyped-def]
-    """Compose and validate a run's config outside a Hydra run: (plain dict without `hydra`, RunCfg)."""
-    from aether.config.validate import validate
+def compose_run(overrides: List[str], user_keys: Optional[Iterable[str]] = None):  # type: ignore[no-untyped-def]
+    """Compose and validate a run's config outside a Hydra run: (plain dict without `hydra`, RunCfg).
 
-    raw = OmegaConf.to_container(compose([o for o in overrides if not o.startswith("hydra.")]), resolve=True)
+    Options a recipe sets for another part than the chosen one are dropped as at the CLI's
+    pre-flight (validate.drop_foreign_options), which has shown the notes already; `user_keys`
+    (default: the keys these overrides set) are the ones typed, which are never dropped."""
+    from aether.config.validate import drop_foreign_options, typed_keys, validate
+
+    overrides = [o for o in overrides if not o.startswith("hydra.")]
+    raw = OmegaConf.to_container(compose(overrides), resolve=True)
     assert isinstance(raw, dict)
     raw.pop("hydra", None)
+    drop_foreign_options(raw, typed_keys(overrides) if user_keys is None else user_keys)
     return raw, validate(raw)

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 from omegaconf import OmegaConf
 
 from aether.config import hydra_setup, trust
-from aether.config.validate import ConfigError, Problem, validate
+from aether.config.validate import PART_SECTIONS, ConfigError, Problem, drop_foreign_options, validate
 from aether.suggest import did_you_mean
 
 
@@ -57,8 +57,19 @@ def _lookup(cfg: Dict[str, Any], dotted: str) -> tuple[bool, List[str], str]:
     return True, [], ""
 
 
-def check(overrides: Sequence[str]) -> None:
-    """Raise ConfigError listing every problem with these overrides; return quietly when fine."""
+def _unknown_key(base: Dict[str, Any], key: str, siblings: List[str], missing: str) -> str:
+    parent = key.rsplit(".", 1)[0] if "." in key else "(top level)"
+    reg, name = PART_SECTIONS.get(parent), (base.get(parent) or {}).get("name")
+    entry = reg.get(name) if reg is not None and isinstance(name, str) and name in reg else None
+    if entry is not None and entry.config is not None and not entry.config.model_fields:
+        return f"unknown key '{missing}'; {reg.kind} '{name}' takes no options"  # not "valid keys: name"
+    return f"unknown key '{missing}' under {parent}; valid keys: {', '.join(siblings)}"
+
+
+def check(overrides: Sequence[str]) -> List[str]:
+    """Raise ConfigError listing every problem with these overrides; when fine, return the notes
+    on what the config files set that the chosen parts do not take and was dropped
+    (validate.drop_foreign_options), for the caller to show once."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -106,9 +117,7 @@ def check(overrides: Sequence[str]) -> None:
         if not (o.is_add() or o.is_force_add()):
             exists, siblings, missing = _lookup(base, key)
             if not exists:
-                parent = key.rsplit(".", 1)[0] if "." in key else "(top level)"
-                problems.append(Problem(key, o.input_line.split("=", 1)[-1],
-                                        f"unknown key '{missing}' under {parent}; valid keys: {', '.join(siblings)}",
+                problems.append(Problem(key, o.input_line.split("=", 1)[-1], _unknown_key(base, key, siblings, missing),
                                         did_you_mean(missing, siblings)))
                 continue
         values = _values(o)
@@ -118,6 +127,7 @@ def check(overrides: Sequence[str]) -> None:
                 candidates.append((key, v))
     if problems:
         raise ConfigError(problems)
+    notes = drop_foreign_options(base, {o.key_or_group for o in value_ovs})  # a recipe's options of a switched part
 
     found: Dict[str, Problem] = {}
     for variant in [None] + candidates:
@@ -132,3 +142,4 @@ def check(overrides: Sequence[str]) -> None:
                 found.setdefault(str(p), p)
     if found:
         raise ConfigError(list(found.values()))
+    return notes

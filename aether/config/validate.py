@@ -7,7 +7,7 @@ and names, the closest valid spelling.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -58,14 +58,25 @@ def _fields_at(model: Type[BaseModel], loc: Tuple[Any, ...]) -> List[str]:
         field = getattr(cls, "model_fields", {}).get(part)
         if field is None:
             break
-        ann = field.annotation
-        cls = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        # Optional[Model] (e.g. `sweep`) is a Union: look into its members, or the keys go unlisted
+        members = [field.annotation, *get_args(field.annotation)]
+        cls = next((m for m in members if isinstance(m, type) and issubclass(m, BaseModel)), None)
         if cls is None:
             return []
     return list(getattr(cls, "model_fields", {}) or [])
 
 
-def _problems_from(err: ValidationError, model: Type[BaseModel], prefix: str) -> List[Problem]:
+def _unknown_key(loc: Tuple[Any, ...], model: Type[BaseModel], owner: str) -> str:
+    """What an unknown key should have been; `owner` ("strategy 'linear_probe'") names the part
+    whose options `model` are, so a part without options says so instead of listing nothing."""
+    siblings = _fields_at(model, tuple(loc[:-1]))
+    top = len(loc) == 1 and owner
+    if siblings:
+        return f"unknown key{f' for {owner}' if top else ''}; valid keys: {', '.join(siblings)}"
+    return f"unknown key; {owner} takes no options" if top else "unknown key"
+
+
+def _problems_from(err: ValidationError, model: Type[BaseModel], prefix: str, owner: str = "") -> List[Problem]:
     out: List[Problem] = []
     for e in err.errors():
         loc = tuple(e["loc"])
@@ -73,9 +84,8 @@ def _problems_from(err: ValidationError, model: Type[BaseModel], prefix: str) ->
         keys = [str(x) for x in loc if not (isinstance(x, str) and ("[" in x or x in ("literal", "function-after")))]
         dotted = ".".join(filter(None, [prefix] + keys))
         if e["type"] == "extra_forbidden":
-            siblings = _fields_at(model, tuple(loc[:-1]))
-            out.append(Problem(dotted, e.get("input"), f"unknown key; valid keys: {', '.join(siblings)}",
-                               did_you_mean(str(loc[-1]), siblings)))
+            out.append(Problem(dotted, e.get("input"), _unknown_key(loc, model, owner),
+                               did_you_mean(str(loc[-1]), _fields_at(model, tuple(loc[:-1])))))
         elif e["type"] == "missing":
             out.append(Problem(dotted, None, "required key is missing"))
         else:
@@ -151,8 +161,51 @@ def _check_part(section: str, node: Dict[str, Any], reg: registry.Registry,
         entry.config.model_validate(options)
     except ValidationError as err:
         prefix = (f"{section}.{options_key}" if name_key else options_key) if options_key else section
-        return _problems_from(err, entry.config, prefix)
+        return _problems_from(err, entry.config, prefix, owner=f"{reg.kind} '{name}'")
     return []
+
+
+def typed_keys(overrides: Iterable[str]) -> Set[str]:
+    """The dotted keys a command line sets (`+strategy.lr_scale=0.5` -> 'strategy.lr_scale')."""
+    return {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+
+
+def _owners(reg: registry.Registry, name: str) -> Dict[str, List[str]]:
+    """Each option of the parts other than `name` in `reg` -> the parts that take it."""
+    owners: Dict[str, List[str]] = {}
+    for other in reg:
+        if other.name != name and other.config is not None:
+            for key in other.config.model_fields:
+                owners.setdefault(key, []).append(other.name)
+    return owners
+
+
+def drop_foreign_options(cfg: Dict[str, Any], user_keys: Iterable[str]) -> List[str]:
+    """Remove from each part section the options that belong to another part of that section
+    (`strategy=linear_probe` over a recipe written for gradual_unfreeze); one note per section.
+
+    Only what the config files set is dropped: a key the user typed stays and is reported by
+    `validate`, and so does one no registered part takes (a typo, not a switch). A part without
+    a schema (a plugin's, `config=None`) accepts anything, so its section is left alone."""
+    typed = set(user_keys)
+    recipe = cfg.get("recipe")
+    source = f"the recipe {recipe}" if isinstance(recipe, str) and recipe != "default" else "the config files"
+    notes: List[str] = []
+    for section, reg in PART_SECTIONS.items():
+        node = cfg.get(section)
+        name = node.get("name") if isinstance(node, dict) else None
+        if not isinstance(name, str) or name not in reg or reg.get(name).config is None:
+            continue  # an unknown or missing name is validate's to report
+        accepted, owners = reg.get(name).config.model_fields, _owners(reg, name)
+        dropped = sorted(k for k in node if k != "name" and k not in accepted and k in owners
+                         and not any(t == f"{section}.{k}" or t.startswith(f"{section}.{k}.") for t in typed))
+        for k in dropped:
+            del node[k]
+        if dropped:
+            by = sorted({o for k in dropped for o in owners[k]})
+            notes.append(f"{section}={name}: dropped {', '.join(f'{section}.{k}' for k in dropped)} "
+                         f"(options of {', '.join(by)} set by {source})")
+    return notes
 
 
 def part_options(section_cfg: Dict[str, Any], reg: registry.Registry) -> BaseModel:

@@ -51,6 +51,9 @@ def _compose(base: Sequence[str], cand: Candidate, minutes: Optional[float]) -> 
     raw = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(raw, dict)
     raw.pop("hydra", None)
+    from aether.config.validate import drop_foreign_options, typed_keys
+
+    drop_foreign_options(raw, typed_keys(kept))  # e.g. a recipe's gradual_unfreeze options under strategy=lora
     return raw
 
 
