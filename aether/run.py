@@ -329,6 +329,7 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
         from aether.sweeps.auto_search import candidate_result
 
         search.update(candidate_result(trainer, mon.checkpoint, train_s))
+        search["strategy"] = {"name": job.strategy.name, **job.strategy.report()}  # e.g. the probe's solved head
         return float(search["score"] or 0.0)
     mon.params_in_sync = distributed.params_in_sync(trainer, job.module)  # a collective: every rank calls it
     history = list(mon.history.rows)  # testing the best checkpoint restores callback states from it
@@ -347,6 +348,9 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     from aether.sweeps.trial import trial_section
 
     metrics.update(trial_section(trainer))  # a sweep trial: its number and state (complete/pruned)
+    from aether.sweeps.auto_search import auto_section
+
+    metrics.update(auto_section(run_dir))  # recipe=auto: its leaderboard and winner
     if job.task is not None:  # the task writes metrics.json, its plots, model/ and report.md
         log.info("%s - report: %s", job.task.finish(run_dir, metrics, job, raw), run_dir / "report.md")
         return score

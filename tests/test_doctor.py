@@ -101,17 +101,6 @@ def test_near_duplicates_do_not_chain() -> None:
     assert near_duplicates(tiny) == []  # 8 px images: a perceptual hash cannot tell copies from lookalikes
 
 
-def test_recipe_auto_configures_from_the_data_and_user_overrides_win(tmp_path: Path) -> None:
-    small = make_folder(tmp_path / "small", per_class=6)
-    r = run_cli(["+recipe=auto", f"data={small}", "model=test_convnext", "data.image_size=32", "trainer.max_epochs=1",
-                 "trainer.progress=plain", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "recipe=auto - the dataset doctor chose" in r.stderr and "linear_probe" in r.stderr
-    cfg = (tmp_path / "run" / "config.yaml").read_text()
-    assert "recipe: auto" in cfg and "name: linear_probe" in cfg  # 18 images: frozen features
-    assert "name: test_convnext" in cfg and "image_size: 32" in cfg  # the user's choices won
-
-
 def test_recommendations_follow_data_size() -> None:
     from aether.doctor.recommend import recommend
 

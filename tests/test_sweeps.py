@@ -164,19 +164,39 @@ def test_sweep_through_the_submitit_launcher(tmp_path: Path) -> None:
 
 def test_recipe_auto_picks_for_the_data_and_says_why(tmp_path: Path) -> None:
     make_folder(tmp_path / "tiny", per_class=6)
-    make_folder(tmp_path / "larger", per_class=180)
+    make_folder(tmp_path / "larger", per_class=250)
+    hf = {"HF_HOME": str(tmp_path / "hf")}  # a cache of our own: nothing pretrained in it yet
+    r = run_cli(["+recipe=auto", "data=tiny", "--cfg", "job"], tmp_path, env=hf)
+    assert r.returncode == 0, r.stderr[-3000:]
+    scratch = yaml.safe_load(r.stdout)  # no weights can be loaded: a small CNN from scratch, native size
+    assert scratch["model"]["pretrained"] is False and scratch["strategy"]["name"] == "full"
+    assert "no pretrained weights can be loaded" in r.stderr and scratch["scheduler"]["name"] == "onecycle"
+    # convnext_atto's weights in the cache (a file of the right shapes): the pretrained road opens
+    import timm
+    from safetensors.torch import save_file
+
+    sd = timm.create_model("convnext_atto", pretrained=False).state_dict()
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "atto.safetensors"))
+    r = run_cli(["weights", "import", str(tmp_path / "atto.safetensors"), "model=convnext_atto"], tmp_path, env=hf)
+    assert r.returncode == 0, r.stderr[-2000:]
     picks = {}
     for name in ("tiny", "larger"):
-        r = run_cli(["+recipe=auto", f"data={name}", "--cfg", "job"], tmp_path)
+        r = run_cli(["+recipe=auto", f"data={name}", "--cfg", "job"], tmp_path, env=hf)
         assert r.returncode == 0, r.stderr[-3000:]
         cfg = yaml.safe_load(r.stdout)
         picks[name] = cfg
         assert "strategy = " in r.stderr and "optimizer.lr = " in r.stderr and "trainer = " in r.stderr
+        assert "weights in the local cache" in r.stderr
         assert set(cfg["auto"]) >= {"strategy", "model", "image_size", "batch_size", "epochs", "lr", "trainer"}
     assert picks["tiny"]["strategy"]["name"] == "linear_probe" and picks["larger"]["strategy"]["name"] == "lora"
     assert picks["tiny"]["optimizer"]["lr"] != picks["larger"]["optimizer"]["lr"]
-    assert "18 images" in picks["tiny"]["auto"]["strategy"] and "540 images" in picks["larger"]["auto"]["strategy"]
+    # sizes count the training split (70 % of 18 and 750 images), not the whole folder
+    assert "13 training images" in picks["tiny"]["auto"]["strategy"]
+    assert "525 training images" in picks["larger"]["auto"]["strategy"]
     assert picks["tiny"]["data"]["image_size"] == 32  # 40-px images are not upscaled to 224
+    # the user's own choice is printed as theirs, with their value
+    r = run_cli(["+recipe=auto", "data=tiny", "model.name=resnet18", "--cfg", "job"], tmp_path, env=hf)
+    assert r.returncode == 0 and "model = resnet18 (yours)" in r.stderr, r.stderr[-2000:]
 
 
 def test_sweep_errors_are_clear_before_anything_runs(tmp_path: Path) -> None:

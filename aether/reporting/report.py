@@ -30,8 +30,10 @@ def header_lines(metrics: Dict[str, Any], cfg: Dict[str, Any]) -> List[str]:
 
 def training_lines(metrics: Dict[str, Any]) -> List[str]:
     """Curves, throughput, cost; then the data: counts, notes, ignored and skipped files."""
+    from aether.sweeps.auto_search import report_lines
+
     d, tm = metrics["data"], metrics["time"]
-    lines = [
+    lines = report_lines(metrics) + [
         "## Training",
         "",
         "![curves](curves.png)",

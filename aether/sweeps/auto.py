@@ -149,7 +149,8 @@ def auto_recipe(args: List[str], overrides: List[str]) -> List[str]:
             note = f"{r['value']}: {r['reason']}"
             chosen.append(f"++auto.{rname}={format_value(note)}")
     if search:
-        cands = plan(rec, user, ctx["num_train"], ctx["median_side"], gpu=ctx["hw"].get("gpus", 0) > 0)
+        cands = plan(rec, user, ctx["num_train"], ctx["median_side"], gpu=ctx["hw"].get("gpus", 0) > 0,
+                     model_label=user.get("model.name") or user.get("model") or "")
         print(f"  the search will try {len(cands)} candidate(s) on the validation split, then finish the best:",
               file=sys.stderr)
         for c in cands:

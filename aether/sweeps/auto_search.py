@@ -31,6 +31,7 @@ log = logging.getLogger("aether")
 
 SEARCH_SHARE = 0.6  # of the budget for measuring candidates; the rest finishes the winner
 MIN_SHARE_S = 5.0  # a candidate given less than this is not started (it could not finish one epoch)
+SEARCH_EPOCHS = 3  # each candidate's schedule while it is measured
 SETUP_MARGIN = 0.1  # of the budget kept for the final test and the outputs
 
 
@@ -95,7 +96,9 @@ def _row(cand: Candidate, info: Dict[str, Any], seconds: float, monitor: str) ->
     score = info.get("score")
     return {"candidate": cand.name, "val_metric": None if score is None else round(float(score), 6),
             "monitor": monitor, "seconds": round(seconds, 1), "epochs": info.get("epochs"),
+            "planned_epochs": info.get("planned_epochs"),
             "status": info.get("status", "failed"), "train_minutes": info.get("train_minutes"),
+            **({"strategy": info["strategy"]} if info.get("strategy") else {}),
             "reason": cand.reason, "overrides": cand.overrides,
             **({"error": info["error"]} if "error" in info else {})}
 
@@ -115,6 +118,34 @@ def candidate_result(trainer: Any, checkpoint: Any, train_s: float) -> Dict[str,
     score = checkpoint.best_model_score
     return {"score": None if score is None else float(score), "epochs": epochs, "status": status,
             "train_minutes": round(minutes, 3)}
+
+
+def auto_section(run_dir: Path) -> Dict[str, Any]:
+    """metrics.json's `auto` section: the search's summary, when this run was recipe=auto's winner."""
+    path = run_dir / "auto.json"
+    if not path.is_file():
+        return {}
+    try:
+        return {"auto": json.loads(path.read_text(encoding="utf-8"))}
+    except (OSError, ValueError):
+        return {}
+
+
+def report_lines(metrics: Dict[str, Any]) -> List[str]:
+    """report.md's section on the search: the leaderboard as a table."""
+    a = metrics.get("auto")
+    if not a:
+        return []
+    lines = ["## recipe=auto: the search", "",
+             f"Budget {a['budget_minutes']:g} min; candidates scored on the validation split ({a['monitor']}); "
+             f"the winner, **{a['winner']}**, was continued in this folder and tested once "
+             "(`best_recipe.yaml` re-runs it; each candidate's folder is under `auto/`).", "",
+             f"| # | candidate | {a['monitor']} | seconds | epochs | status | reason |", "|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(a["leaderboard"], 1):
+        v = "-" if r["val_metric"] is None else f"{r['val_metric']:.4f}"
+        lines.append(f"| {i} | {r['candidate']} | {v} | {r['seconds']:.1f} | {r['epochs'] or '-'} | {r['status']} | "
+                     f"{r.get('error') or r['reason']} |")
+    return lines + [""]
 
 
 def leaderboard_lines(board: List[Dict[str, Any]], monitor: str, budget_min: float) -> List[str]:
@@ -154,12 +185,16 @@ def search(rc: Any, raw: Dict[str, Any], run_dir: Path, base_overrides: Sequence
             start = time.monotonic()
             try:
                 raw_c = _compose(base, cand, share / 60)
+                info["planned_epochs"] = raw_c["trainer"]["max_epochs"]
+                # a short schedule of its own (LR warm-up and decay included), so that candidates are
+                # compared finished, not cut in the middle of a long schedule's high learning rate
+                raw_c["trainer"]["max_epochs"] = min(info["planned_epochs"], SEARCH_EPOCHS)
                 rc_c = validate(raw_c)
                 monitor, mode = rc_c.trainer.checkpoint.monitor, rc_c.trainer.checkpoint.mode
                 _fit_and_report(rc_c, raw_c, run_dir / "auto" / cand.name, f"{run_name}-{cand.name}", (),
                                 search=info)
             except Exception as exc:  # one candidate that cannot run (e.g. LoRA finds no layer) is a row, not the end
-                info = {"status": "failed", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+                info = {**info, "status": "failed", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
                 log.warning("auto: candidate '%s' failed: %s", cand.name, info["error"])
             board.append(_row(cand, info, time.monotonic() - start, monitor))
         winner = _best(board, mode)
@@ -180,29 +215,37 @@ def search(rc: Any, raw: Dict[str, Any], run_dir: Path, base_overrides: Sequence
 def _finish(rc: Any, raw: Dict[str, Any], run_dir: Path, base: Sequence[str], plan: List[Candidate],
             winner: Dict[str, Any], summary: Dict[str, Any], left_s: float, run_name: str,
             notes: Sequence[str]) -> float:
-    """Continue the winner in the run folder with the rest of the budget, test it once, write it out."""
+    """Train the winner's full schedule in the run folder (as many epochs of it as the rest of the
+    budget holds, measured from its candidate's epochs), test it once, write it out. A candidate
+    that already ran its whole schedule (or stopped early) is kept as it is, not trained again."""
     from aether.config.validate import validate
     from aether.run import _fit_and_report
     from aether.sweeps.summary import write_recipe
 
     cand = next(c for c in plan if c.name == winner["candidate"])
-    src = run_dir / "auto" / cand.name
-    trained_min = float(winner.get("train_minutes") or 0.0)
-    more_min = max(0.1, (left_s * (1 - SETUP_MARGIN)) / 60)
-    raw_w = _compose(base, cand, trained_min + more_min)  # the Timer counts on from the candidate's time
-    if winner["status"] != "budget":  # it ended by itself (all epochs, or early stopping): nothing to add
-        raw_w["trainer"]["max_epochs"] = int(winner["epochs"] or raw_w["trainer"]["max_epochs"])
+    done, planned = int(winner["epochs"] or 0), int(winner["planned_epochs"])
+    epoch_s = float(winner.get("train_minutes") or 0.0) * 60 / max(1, done)
+    allowed_s = max(6.0, left_s * (1 - SETUP_MARGIN))
+    epochs = min(planned, int(allowed_s // epoch_s)) if epoch_s > 0 else planned
+    keep = winner["status"] == "early_stopped" or epochs <= done
+    raw_w = _compose(base, cand, None if keep else allowed_s / 60)
+    raw_w["trainer"]["max_epochs"] = done if keep else epochs
     raw_w["auto"] = {**(raw_w.get("auto") or {}), "winner": cand.name}
-    recipe = write_recipe(run_dir / "best_recipe.yaml", raw_w, _choices(base, cand),
+    recipe_cfg = {**raw_w, "trainer": {**raw_w["trainer"], "max_minutes": None, "max_epochs": max(planned, done)}}
+    recipe = write_recipe(run_dir / "best_recipe.yaml", recipe_cfg, _choices(base, cand),
                           [f"The winner of recipe=auto in {run_dir}: candidate '{cand.name}' "
                            f"({winner['monitor']} = {winner['val_metric']:.4f} on validation)."])
-    log.info("auto: winner '%s' (%s %.4f) -> %s; continuing it for up to %.1f min more", cand.name,
-             winner["monitor"], winner["val_metric"], recipe, more_min)
-    summary["final"] = {"candidate": cand.name, "resumed_at_epoch": winner["epochs"], "minutes_allowed": round(more_min, 2)}
+    how = (f"kept as trained ({done} epochs)" if keep else
+           f"trained again in full: {epochs} of its {planned} planned epochs fit the {allowed_s / 60:.1f} min left "
+           f"({epoch_s:.1f} s an epoch)")
+    log.info("auto: winner '%s' (%s %.4f) -> %s; %s", cand.name, winner["monitor"], winner["val_metric"], recipe, how)
+    summary["final"] = {"candidate": cand.name, "kept": keep, "epochs": raw_w["trainer"]["max_epochs"],
+                        "planned_epochs": planned, "minutes_allowed": None if keep else round(allowed_s / 60, 2)}
     (run_dir / "auto.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    _relocate(src, run_dir)
-    rc_w = validate({**raw_w, "resume": str(run_dir)})  # continue from RUN/checkpoints/last.ckpt
-    return _fit_and_report(rc_w, raw_w, run_dir, run_name, list(notes))
+    if keep:  # its checkpoints become the run's; the resume road tests and writes them out
+        _relocate(run_dir / "auto" / cand.name, run_dir)
+        return _fit_and_report(validate({**raw_w, "resume": str(run_dir)}), raw_w, run_dir, run_name, list(notes))
+    return _fit_and_report(validate(raw_w), raw_w, run_dir, run_name, list(notes))
 
 
 def _choices(base: Sequence[str], cand: Candidate) -> Dict[str, str]:

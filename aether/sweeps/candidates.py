@@ -55,7 +55,7 @@ def default_budget(num_train: int, hw: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def plan(rec: Dict[str, Dict[str, Any]], user: Dict[str, str], num_train: int, median_side: float,
-         gpu: bool) -> List[Candidate]:
+         gpu: bool, model_label: str = "") -> List[Candidate]:
     """The candidates for recommendations `rec` (recipe=auto's base choices); `user` maps the config
     keys (and groups) the user set to their values: no candidate changes them."""
     batch = int(rec["batch_size"]["value"])
@@ -63,7 +63,7 @@ def plan(rec: Dict[str, Dict[str, Any]], user: Dict[str, str], num_train: int, m
     pretrained = rec["model"].get("pretrained", True)
     out: List[Candidate] = []
     if pretrained:
-        model = rec["model"]["value"]
+        model = model_label or rec["model"]["value"]
         out.append(Candidate("probe", ["strategy=linear_probe", "strategy.head_init=logreg",
                                        f"optimizer.lr={learning_rate('linear_probe', batch)}",
                                        f"trainer.max_epochs={PROBE_EPOCHS}"],
