@@ -126,6 +126,9 @@ def recommend(num_images: int, counts: Dict[str, int], sizes: Dict[str, Any], hw
 
 def as_overrides(rec: Dict[str, Dict[str, Any]]) -> List[str]:
     """The recommendations as command-line overrides (what `recipe=auto` will apply)."""
+    if rec["model"].get("dense"):  # detection / segmentation: sizes and epochs are the task's
+        out = [f"strategy={rec['strategy']['value']}", f"model={rec['model']['value']}"]
+        return out + (["model.pretrained=false", "model.weights=null"] if rec["model"].get("pretrained") is False else [])
     out = [f"strategy={rec['strategy']['value']}", f"model={rec['model']['value']}",
            f"data.image_size={rec['image_size']['value']}", f"data.batch_size={rec['batch_size']['value']}",
            f"trainer.max_epochs={rec['epochs']['value']}"]
@@ -141,3 +144,20 @@ def scratch_overrides() -> List[str]:
     one-cycle schedule and weight decay, no augmentation (small data punishes heavy augmentation)."""
     return ["model.pretrained=false", "model.weights=null", "scheduler=onecycle", "optimizer.weight_decay=0.05",
             "data/augment=none", "data.crop_pct=1.0"]
+
+
+DENSE_LR = {"full": 5e-4, "lora": 1e-3, "scratch": 1e-3}  # AdamW, the detection/segmentation recipes' rates
+
+
+def recommend_dense(task: str, num_train: int, hw: Dict[str, Any],
+                    weights: Optional[WeightsCheck]) -> Dict[str, Dict[str, Any]]:
+    """Detection / segmentation: the encoder (pretrained only when its weights load) and the strategy;
+    input size, batch size and epochs are fitted to the boxes or masks by the task itself."""
+    backbone = _pick_backbone(num_train, hw, weights)
+    if backbone["value"] is None:
+        return {"strategy": {"value": "full", "reason": f"{num_train} training images, no pretrained weights: "
+                             f"the {task} network trains from scratch"},
+                "model": {"value": SCRATCH_MODEL, "reason": backbone["reason"], "pretrained": False, "dense": True}}
+    return {"strategy": {"value": "full", "reason": f"{task}: the heads are new, the pretrained encoder adapts "
+                         "with them (full fine-tune, small LR)"},
+            "model": {"value": backbone["value"], "reason": backbone["reason"], "dense": True}}

@@ -72,9 +72,17 @@ def recommendations(overrides: List[str]) -> Tuple[Dict[str, Dict[str, Any]], Di
     from aether.doctor.stats import size_stats
 
     _, rc = hydra_setup.compose_run(overrides)
+    user = _user_values(overrides)
+    hw = hardware()
+    task = rc.task
+    if task == "auto":
+        from aether.tasks.base import detected_task
+
+        task = detected_task(rc)[0]
+    if task != "classification":
+        return _dense_recommendations(rc, task, user, hw)
     ex = examine(rc.data)
     counts = {c: n for c, n in ex.index.class_counts().items() if n}
-    hw = hardware()
     samples = ex.index.samples
     presplit = sum(s.split == "train" for s in samples) if ex.index.presplit else None
     n_train = train_size(len(samples), presplit, rc.data.val_fraction, rc.data.test_fraction)
@@ -82,13 +90,30 @@ def recommendations(overrides: List[str]) -> Tuple[Dict[str, Dict[str, Any]], Di
     share = n_train / max(1, len(samples))
     train_counts = {c: max(1, round(n * share)) for c, n in counts.items()}
     sizes = size_stats(ex.records)
-    user = _user_values(overrides)
     rec = recommend(len(samples), train_counts, sizes, hw, num_train=n_train, weights=_weights_check(rc, user))
     scratch = rec["model"].get("pretrained") is False
     rec["lr"] = learning_rate(rec["strategy"]["value"], rec["batch_size"]["value"], scratch=scratch)
     rec["trainer"] = devices(hw)
     side = min(sizes.get("width", {}).get("median", 224), sizes.get("height", {}).get("median", 224))
     return rec, {"hw": hw, "num_train": n_train, "median_side": side, "rc": rc, "user": user}
+
+
+def _dense_recommendations(rc: Any, task: str, user: Dict[str, str],
+                           hw: Dict[str, Any]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
+    """Detection / segmentation data: the encoder and strategy (the task fits sizes and epochs)."""
+    from aether.data.roots import RootGuard
+    from aether.data.walk import walk_images
+    from aether.doctor.inspect import resolve_source
+    from aether.doctor.recommend import DENSE_LR, recommend_dense, train_size
+
+    root = resolve_source(rc.data)[0]
+    images = len(walk_images(root, RootGuard(str(root), rc.data.allow_outside_root)).images) if root else 0
+    n_train = train_size(images, None, rc.data.val_fraction, rc.data.test_fraction)
+    rec = recommend_dense(task, n_train, hw, _weights_check(rc, user))
+    rec["lr"] = {"value": DENSE_LR["scratch" if rec["model"].get("pretrained") is False else "full"],
+                 "reason": f"{task}: AdamW at the rate of the built-in {task} recipes"}
+    rec["trainer"] = devices(hw)
+    return rec, {"hw": hw, "num_train": n_train, "median_side": 224, "rc": rc, "user": user}
 
 
 def _overrides(rec: Dict[str, Dict[str, Any]]) -> List[Tuple[str, List[str]]]:

@@ -1,17 +1,19 @@
 """`+recipe=auto`'s budgeted search: measure the planned candidates, keep the best, finish it.
 
 The command line planned the candidates (aether.sweeps.candidates, `auto.plan.NAME`). Here,
-inside the run, each one trains in RUN/auto/NAME/ on the same seeded split, with its share of
-the budget as `trainer.max_minutes` (Lightning's Timer stops it at an epoch boundary), and is
-scored on the validation split only: the test split stays unseen until the end. The leaderboard
-(candidate, val metric, seconds, epochs, status, reason) is logged and saved in RUN/auto.json;
-the winner becomes RUN/best_recipe.yaml, and its training continues in RUN itself from its last
-checkpoint (the resume= road) with the rest of the budget, to the end of its schedule or early
-stopping, before it is tested once and written out as an ordinary run.
+inside the run, each one trains in RUN/auto/NAME/ on the same seeded split, on a short schedule
+of its own (SEARCH_EPOCHS, warm-up and decay included) and at most its share of the budget
+(`trainer.max_minutes`: Lightning's Timer, checked at epoch ends), and is scored on the
+validation split only: the test split stays unseen until the end. The leaderboard (candidate,
+val metric, seconds, epochs, status, reason) is logged and saved in RUN/auto.json, metrics.json
+and report.md; the winner becomes RUN/best_recipe.yaml and trains its full schedule in RUN
+itself, with as many epochs as the rest of the budget holds at the epoch time it showed (a
+winner that already ran all of its schedule is kept as trained), and is tested once.
 
 Why candidates run in this process, one after another, and not as Optuna trials: they differ
-in strategy and model rather than in numbers on one space; on 2 CPU cores parallel trials only
-share the same cores; and a finished candidate is continued, not retrained.
+in strategy and model rather than in numbers on one space, and on 2 CPU cores parallel trials
+only share the same cores. Learning rates are the strategies' rules of thumb, not an LR range
+test: on a CPU budget of minutes the test would cost as much as a candidate.
 """
 
 from __future__ import annotations
@@ -175,6 +177,9 @@ def search(rc: Any, raw: Dict[str, Any], run_dir: Path, base_overrides: Sequence
         for i, cand in enumerate(plan):
             left = budget_s * SEARCH_SHARE - (time.monotonic() - t0)
             share = left / (len(plan) - i)
+            alone = len(plan) == 1  # nothing to compare: the one candidate is the final run, whole budget
+            if alone:
+                share = budget_s * (1 - SETUP_MARGIN)
             if share < MIN_SHARE_S:
                 board.append(_row(cand, {"status": "not started", "error": f"budget spent ({share:.0f} s left for it)"},
                                   0.0, monitor))
@@ -188,11 +193,12 @@ def search(rc: Any, raw: Dict[str, Any], run_dir: Path, base_overrides: Sequence
                 info["planned_epochs"] = raw_c["trainer"]["max_epochs"]
                 # a short schedule of its own (LR warm-up and decay included), so that candidates are
                 # compared finished, not cut in the middle of a long schedule's high learning rate
-                raw_c["trainer"]["max_epochs"] = min(info["planned_epochs"], SEARCH_EPOCHS)
+                if not alone:
+                    raw_c["trainer"]["max_epochs"] = min(info["planned_epochs"], SEARCH_EPOCHS)
                 rc_c = validate(raw_c)
-                monitor, mode = rc_c.trainer.checkpoint.monitor, rc_c.trainer.checkpoint.mode
                 _fit_and_report(rc_c, raw_c, run_dir / "auto" / cand.name, f"{run_name}-{cand.name}", (),
                                 search=info)
+                monitor, mode = rc_c.trainer.checkpoint.monitor, rc_c.trainer.checkpoint.mode  # as the task resolved them
             except Exception as exc:  # one candidate that cannot run (e.g. LoRA finds no layer) is a row, not the end
                 info = {**info, "status": "failed", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
                 log.warning("auto: candidate '%s' failed: %s", cand.name, info["error"])

@@ -58,6 +58,8 @@ def plan(rec: Dict[str, Dict[str, Any]], user: Dict[str, str], num_train: int, m
          gpu: bool, model_label: str = "") -> List[Candidate]:
     """The candidates for recommendations `rec` (recipe=auto's base choices); `user` maps the config
     keys (and groups) the user set to their values: no candidate changes them."""
+    if rec["model"].get("dense"):
+        return [c for c in (_without(c, user) for c in _dense_plan(rec, model_label)) if c is not None]
     batch = int(rec["batch_size"]["value"])
     epochs = int(rec["epochs"]["value"])
     pretrained = rec["model"].get("pretrained", True)
@@ -91,6 +93,21 @@ def plan(rec: Dict[str, Dict[str, Any]], user: Dict[str, str], num_train: int, m
                                              "loss.label_smoothing=0.1"],
                              f"the same with light augmentation and label smoothing 0.1 (more data per epoch)"))
     return [c for c in (_without(c, user) for c in out) if c is not None]
+
+
+def _dense_plan(rec: Dict[str, Dict[str, Any]], model_label: str) -> List[Candidate]:
+    """Detection / segmentation: a pretrained encoder fine-tuned in full and with LoRA; without
+    weights, the one from-scratch network (given the whole budget)."""
+    from aether.doctor.recommend import DENSE_LR
+
+    model = model_label or rec["model"]["value"]
+    if rec["model"].get("pretrained") is False:
+        return [Candidate("scratch", ["strategy=full", f"optimizer.lr={DENSE_LR['scratch']}"],
+                          f"{model} encoder and heads from scratch (no pretrained weights)")]
+    return [Candidate("full", ["strategy=full", f"optimizer.lr={DENSE_LR['full']}"],
+                      f"pretrained {model} encoder fine-tuned with the new heads"),
+            Candidate("lora", ["strategy=lora", "strategy.r=8", "strategy.alpha=16", f"optimizer.lr={DENSE_LR['lora']}"],
+                      f"LoRA r=8 on the pretrained {model} encoder, the heads train in full")]
 
 
 def _key(override: str) -> str:
