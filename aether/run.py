@@ -328,7 +328,7 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     if search is not None:  # a candidate of recipe=auto: scored on validation; the test split stays unseen
         from aether.sweeps.auto_search import candidate_result
 
-        search.update(candidate_result(trainer, mon.checkpoint, train_s))
+        search.update(candidate_result(trainer, mon.checkpoint, train_s, mon.history.rows))
         search["strategy"] = {"name": job.strategy.name, **job.strategy.report()}  # e.g. the probe's solved head
         return float(search["score"] or 0.0)
     mon.params_in_sync = distributed.params_in_sync(trainer, job.module)  # a collective: every rank calls it

@@ -100,12 +100,13 @@ def _row(cand: Candidate, info: Dict[str, Any], seconds: float, monitor: str) ->
             "monitor": monitor, "seconds": round(seconds, 1), "epochs": info.get("epochs"),
             "planned_epochs": info.get("planned_epochs"),
             "status": info.get("status", "failed"), "train_minutes": info.get("train_minutes"),
+            "epoch_seconds": info.get("epoch_seconds"),
             **({"strategy": info["strategy"]} if info.get("strategy") else {}),
             "reason": cand.reason, "overrides": cand.overrides,
             **({"error": info["error"]} if "error" in info else {})}
 
 
-def candidate_result(trainer: Any, checkpoint: Any, train_s: float) -> Dict[str, Any]:
+def candidate_result(trainer: Any, checkpoint: Any, train_s: float, history: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
     """How a candidate's training went: best val score, epochs done, and what ended it."""
     from lightning.pytorch.callbacks import EarlyStopping, Timer
 
@@ -118,8 +119,13 @@ def candidate_result(trainer: Any, checkpoint: Any, train_s: float) -> Dict[str,
     timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
     minutes = (timer.time_elapsed("train") if timer else train_s) / 60
     score = checkpoint.best_model_score
+    # an epoch's time once the decoded-image cache is built (the first epoch builds it; the
+    # winner's full training reuses it): what the rest of the budget is divided by
+    times = sorted(float(r["time_s"]) for r in history[1:] if r.get("time_s")) or \
+        [float(r["time_s"]) for r in history[:1] if r.get("time_s")]
+    epoch_s = times[len(times) // 2] if times else minutes * 60 / max(1, epochs)
     return {"score": None if score is None else float(score), "epochs": epochs, "status": status,
-            "train_minutes": round(minutes, 3)}
+            "train_minutes": round(minutes, 3), "epoch_seconds": round(epoch_s, 2)}
 
 
 def auto_section(run_dir: Path) -> Dict[str, Any]:
@@ -230,7 +236,7 @@ def _finish(rc: Any, raw: Dict[str, Any], run_dir: Path, base: Sequence[str], pl
 
     cand = next(c for c in plan if c.name == winner["candidate"])
     done, planned = int(winner["epochs"] or 0), int(winner["planned_epochs"])
-    epoch_s = float(winner.get("train_minutes") or 0.0) * 60 / max(1, done)
+    epoch_s = 1.1 * float(winner.get("epoch_seconds") or float(winner.get("train_minutes") or 0.0) * 60 / max(1, done))
     allowed_s = max(6.0, left_s * (1 - SETUP_MARGIN))
     epochs = min(planned, int(allowed_s // epoch_s)) if epoch_s > 0 else planned
     keep = winner["status"] == "early_stopped" or epochs <= done
