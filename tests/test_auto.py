@@ -101,3 +101,18 @@ def test_the_plan_holds_only_what_can_be_loaded_and_keeps_the_users_choices() ->
     mine = plan(cached, {"strategy": "lora", "optimizer.lr": "0.01"}, 400, 200, gpu=False)
     assert [c.name for c in mine] == ["lora"] and not any(o.startswith("optimizer.lr") for o in mine[0].overrides)
     assert default_budget(3000, cpu)["value"] == 5.0 and default_budget(20000, cpu)["value"] == 20.0
+
+
+def test_auto_runs_detection_data_to_a_finished_run(tmp_path: Path) -> None:
+    """Any folder: boxes too. No weights here, so the one candidate is the from-scratch network."""
+    from tests.tasks_data import make_scenes, write_detection
+
+    data = write_detection(tmp_path / "boxes", "coco", make_scenes(16, size=64, seed=5))
+    run = tmp_path / "run"
+    r = run_cli(["+recipe=auto", f"data={data}", "model=test_convnext", "trainer.progress=plain",
+                 "auto.budget_minutes=0.4", f"hydra.run.dir={run}"], tmp_path, env={"HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((run / "auto.json").read_text())
+    assert [row["candidate"] for row in summary["leaderboard"]] == ["scratch"] and summary["monitor"] == "val/map"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "map" in metrics["test"] and metrics["auto"]["winner"] == "scratch"
