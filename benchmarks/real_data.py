@@ -6,6 +6,12 @@ is kept in git; the benchmark builds each one on first use into a cache folder):
   wheel on PyPI (NEON airborne imagery, Pascal VOC annotations; the wheel is downloaded with
   `pip download --no-deps`, its data files read, nothing of it installed). The large crops are cut
   into 400 px tiles; a box is kept in the tile holding its centre, clipped to the tile.
+- `ocvdigits`: OpenCV's `digits.png`, 5,000 real handwritten digits (20x20 px, 10 classes, 500
+  each), from the Debian package `opencv-doc` (./usr/share/doc/opencv-doc/examples/data/digits.png,
+  the image OpenCV's digits.py / digits_svm.cpp samples train on). The .deb is fetched with
+  `apt-get download opencv-doc` into the cache folder and only that file is read out of it
+  (`dpkg-deb --fsys-tarfile`); nothing is installed. The 2000x1000 image is 50 rows x 100 columns
+  of 20x20 cells, every 5 rows one class (0..9); written as a class-folder tree of PNGs.
 
     python benchmarks/real_data.py trees [--out DIR]     # builds and prints the folder
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tarfile
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
@@ -24,6 +31,7 @@ from typing import Dict, List, Tuple
 CACHE = Path(tempfile.gettempdir()) / "aether-bench-data"
 TREE_FILES = ("2019_YELL_2_528000_4978000_image_crop2", "2019_YELL_2_541000_4977000_image_crop", "OSBS_029")
 TILE = 400
+OPENCV_DIGITS = "./usr/share/doc/opencv-doc/examples/data/digits.png"
 
 
 def _deepforest_wheel(cache: Path) -> Path:
@@ -106,7 +114,56 @@ def digits(out: Path | None = None) -> Path:
     return out
 
 
-BUILDERS = {"trees": trees, "digits": digits}
+def _opencv_digits_png(cache: Path) -> Path:
+    """digits.png out of the `opencv-doc` .deb (downloaded once into the cache with apt-get)."""
+    png = cache / "opencv-digits.png"
+    if png.is_file():
+        return png
+    cache.mkdir(parents=True, exist_ok=True)
+    debs = sorted(cache.glob("opencv-doc_*.deb"))
+    if not debs:
+        subprocess.run(["apt-get", "download", "-q", "opencv-doc"], cwd=cache, check=True)
+        debs = sorted(cache.glob("opencv-doc_*.deb"))
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(debs[-1])], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tf:  # streamed: the .deb holds ~95 MB of docs
+            for member in tf:
+                if member.name == OPENCV_DIGITS:
+                    fh = tf.extractfile(member)
+                    assert fh is not None
+                    tmp = png.with_suffix(".part")
+                    tmp.write_bytes(fh.read())
+                    tmp.replace(png)
+                    break
+        proc.stdout.read()  # drain, so dpkg-deb exits cleanly
+    if not png.is_file():
+        raise SystemExit(f"{debs[-1]} has no {OPENCV_DIGITS}")
+    return png
+
+
+def ocvdigits(out: Path | None = None) -> Path:
+    """OpenCV's 5,000 handwritten 20x20 digits as a class-folder tree (0/ .. 9/, 500 PNGs each)."""
+    from PIL import Image
+
+    out = out or CACHE / "ocvdigits"
+    if out.is_dir() and sum(1 for _ in out.glob("*/*.png")) == 5000:
+        return out
+    sheet = Image.open(_opencv_digits_png(CACHE)).convert("L")
+    if sheet.size != (2000, 1000):
+        raise SystemExit(f"digits.png is {sheet.size}, expected 2000x1000")
+    cell = 20
+    for row in range(50):
+        label = row // 5
+        folder = out / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        for col in range(100):
+            box = (col * cell, row * cell, (col + 1) * cell, (row + 1) * cell)
+            sheet.crop(box).save(folder / f"{row:02d}_{col:02d}.png")
+    print(f"ocvdigits: 5000 images, 10 classes -> {out}", file=sys.stderr)
+    return out
+
+
+BUILDERS = {"trees": trees, "digits": digits, "ocvdigits": ocvdigits}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
