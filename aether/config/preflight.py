@@ -63,6 +63,8 @@ def _unknown_key(base: Dict[str, Any], key: str, siblings: List[str], missing: s
     entry = reg.get(name) if reg is not None and isinstance(name, str) and name in reg else None
     if entry is not None and entry.config is not None and not entry.config.model_fields:
         return f"unknown key '{missing}'; {reg.kind} '{name}' takes no options"  # not "valid keys: name"
+    if entry is not None and entry.config is not None:  # the chosen part's options, not what the config holds
+        return f"unknown key '{missing}' for {parent} '{name}'; valid keys: {', '.join(entry.config.model_fields)}"
     return f"unknown key '{missing}' under {parent}; valid keys: {', '.join(siblings)}"
 
 
