@@ -190,6 +190,13 @@ def search(rc: Any, raw: Dict[str, Any], run_dir: Path, base_overrides: Sequence
                 board.append(_row(cand, {"status": "not started", "error": f"budget spent ({share:.0f} s left for it)"},
                                   0.0, monitor))
                 continue
+            measured = [r["epoch_seconds"] for r in board if r.get("epoch_seconds")]
+            if measured and not alone and share < 0.8 * SEARCH_EPOCHS * measured[-1]:
+                # epochs this slow: a cut-short candidate would prove nothing; the time goes to the winner
+                board.append(_row(cand, {"status": "not started", "error": (
+                    f"an epoch took {measured[-1]:.0f} s here: {SEARCH_EPOCHS} epochs do not fit the {share:.0f} s "
+                    "left for it; the time goes to the winner's training")}, 0.0, monitor))
+                continue
             log.info("auto: candidate %d/%d '%s' (up to %.1f min): %s", i + 1, len(plan), cand.name, share / 60,
                      cand.reason)
             info: Dict[str, Any] = {}
