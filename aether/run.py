@@ -100,6 +100,7 @@ def train(cfg: DictConfig) -> float:
 
     run_name = multirun_context(raw, hc, run_dir)  # sweeps: W&B group per sweep, a name per trial
     rc = validate(raw)
+    rc._explicit = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
     from aether.config.hydra_setup import shadowed_choices
 
     notes = [] if raw.get("resume") else shadowed_choices(dict(hc.runtime.choices))
@@ -272,7 +273,7 @@ def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: st
     distributed.begin_run(run_dir)
     L.seed_everything(rc.seed, workers=True, verbose=False)
     job = prepare(rc)
-    if not distributed.is_secondary_rank() and _record_resolved(raw, rc):  # task=auto, the task's monitors
+    if not distributed.is_secondary_rank() and _record_resolved(raw, rc, getattr(job.task, "resolved", None)):
         (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
     speed.apply_speedups(rc, job)
     trainer, mon = build_trainer(rc, run_dir, job, run_name)
@@ -283,17 +284,20 @@ def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: st
         close_loggers(trainer)  # a later run in this process (a sweep trial) must start its own W&B run
 
 
-def _record_resolved(raw: Dict[str, Any], rc: RunCfg) -> bool:
+def _record_resolved(raw: Dict[str, Any], rc: RunCfg, task_resolved: Optional[Dict[Tuple[str, ...], Any]] = None
+                     ) -> bool:
     """Write what preparing the run resolved back into its config (`task: auto` -> the detected
     task; a detection run's checkpoint monitor val/acc -> val/map, its image and batch size taken
-    from the data), so config.yaml names what the run really used. True when something changed."""
+    from the data, and what the task fitted: `task_resolved`, {key path: value}), so config.yaml
+    names what the run really used. True when something changed."""
     resolved = {("task",): rc.task,
                 ("trainer", "checkpoint", "monitor"): rc.trainer.checkpoint.monitor,
                 ("trainer", "checkpoint", "mode"): rc.trainer.checkpoint.mode,
                 ("trainer", "early_stopping", "monitor"): rc.trainer.early_stopping.monitor,
                 ("trainer", "early_stopping", "mode"): rc.trainer.early_stopping.mode,
                 ("data", "image_size"): rc.data.image_size,  # detection takes these from the data
-                ("data", "batch_size"): rc.data.batch_size}
+                ("data", "batch_size"): rc.data.batch_size,
+                **(task_resolved or {})}
     changed = False
     for path, value in resolved.items():
         node = raw

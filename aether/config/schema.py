@@ -8,9 +8,9 @@ model that the part registered with (see aether.registry / aether.catalog).
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Dict, List, Literal, Optional, Set, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from aether.sweeps.spec import SweepCfg
 
@@ -237,6 +237,16 @@ class RunCfg(Strict):
     cost: CostCfg = Field(default_factory=CostCfg)
     sweep: Optional[SweepCfg] = None  # `+sweep=NAME` (conf/sweep/): an Optuna search around this run
     auto: Optional[AutoCfg] = None  # `+recipe=auto`: its search settings, and each chosen value with its reason
+    # keys named on the command line (`trainer.max_epochs=10`): defaults fitted to the data
+    # (detection, segmentation) leave them alone even when they equal the default
+    _explicit: Set[str] = PrivateAttr(default_factory=set)
+
+    def set_by_user(self, key: str, default: Any) -> bool:
+        """True when `key` (dotted) was named on the command line or differs from `default`."""
+        node: Any = self
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
+        return key in self._explicit or node != default
 
 
 # ---------------------------------------------------------------- options of the built-in parts

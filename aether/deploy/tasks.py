@@ -42,7 +42,7 @@ def task_of(info: Dict[str, Any]) -> str:
 def serve_options(model_dir: Path, score_threshold: Optional[float] = None, top_k: int = 5) -> Dict[str, Any]:
     """What decoding needs besides the classes: multilabel thresholds (model/thresholds.json,
     else the run's fixed `task_options.threshold`), the detection score threshold (default: the
-    report's `task_options.draw_threshold`), top-k for classification."""
+    run's `task_options.draw_threshold`, tuned on its validation split), top-k for classification."""
     info = json.loads((model_dir / "model.json").read_text())
     classes = json.loads((model_dir / "labels.json").read_text())
     opts = info.get("task_options") or {}
@@ -54,11 +54,17 @@ def serve_options(model_dir: Path, score_threshold: Optional[float] = None, top_
         saved = json.loads(path.read_text()) if path.is_file() else {}
         out["thresholds"] = {c: float(saved.get(c, default)) for c in classes}
     if out["task"] == "detection":
-        thr = score_threshold if score_threshold is not None else opts.get("draw_threshold", DEFAULT_SCORE_THRESHOLD)
+        # the run's draw_threshold: the score threshold chosen on its validation split (best F1),
+        # or the number it was given; "tune" was never tuned (a model rebuilt from a checkpoint)
+        saved = opts.get("draw_threshold")
+        thr = score_threshold if score_threshold is not None else (
+            saved if isinstance(saved, (int, float)) else DEFAULT_SCORE_THRESHOLD)
         if not 0 <= float(thr) < 1:
             raise AetherError(f"score_threshold={thr}: expected a probability in [0, 1)")
         out["score_threshold"] = float(thr)
         out["detections"] = int(opts.get("detections_per_image", 100))
+        if isinstance(opts.get("nms_threshold"), (int, float)):
+            out["nms_threshold"] = float(opts["nms_threshold"])  # applied inside the model; shown in /metadata
     return out
 
 

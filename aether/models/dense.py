@@ -88,9 +88,14 @@ def make_head(task: str, options: Dict[str, Any], encoder: nn.Module, num_classe
     if task == "detection":
         from aether.models.detection import DetectorHead
 
+        # a model.json written before `strides` existed (or an unresolved "auto") has the old layout;
+        # an NMS threshold still "tune" (never tuned) is torchvision's default for the head
+        strides = options.get("strides")
+        nms = options.get("nms_threshold")
         return DetectorHead(channels, reductions, num_classes, options["head"], options["fpn_channels"],
                             pre["input_size"][-1], pre["mean"], pre["std"], options["score_threshold"],
-                            options["detections_per_image"])
+                            options["detections_per_image"], strides=strides if isinstance(strides, list) else None,
+                            nms_thresh=float(nms) if isinstance(nms, (int, float)) else None)
     raise AetherError(f"task '{task}' has no dense head")
 
 

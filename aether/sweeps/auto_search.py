@@ -209,6 +209,7 @@ def search(rc: Any, raw: Dict[str, Any], run_dir: Path, base_overrides: Sequence
                 if not alone:
                     raw_c["trainer"]["max_epochs"] = min(info["planned_epochs"], SEARCH_EPOCHS)
                 rc_c = validate(raw_c)
+                rc_c._explicit = set(rc._explicit) | keys_of(cand.overrides)  # what the command line and plan set
                 _fit_and_report(rc_c, raw_c, run_dir / "auto" / cand.name, f"{run_name}-{cand.name}", (),
                                 search=info)
                 monitor, mode = rc_c.trainer.checkpoint.monitor, rc_c.trainer.checkpoint.mode  # as the task resolved them
@@ -261,10 +262,14 @@ def _finish(rc: Any, raw: Dict[str, Any], run_dir: Path, base: Sequence[str], pl
     summary["final"] = {"candidate": cand.name, "kept": keep, "epochs": raw_w["trainer"]["max_epochs"],
                         "planned_epochs": planned, "minutes_allowed": None if keep else round(allowed_s / 60, 2)}
     (run_dir / "auto.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    explicit = set(rc._explicit) | keys_of(cand.overrides) | {"trainer.max_epochs"}  # the epochs fitted above
     if keep:  # its checkpoints become the run's; the resume road tests and writes them out
         _relocate(run_dir / "auto" / cand.name, run_dir)
-        return _fit_and_report(validate({**raw_w, "resume": str(run_dir)}), raw_w, run_dir, run_name, list(notes))
-    return _fit_and_report(validate(raw_w), raw_w, run_dir, run_name, list(notes))
+        rc_w = validate({**raw_w, "resume": str(run_dir)})
+    else:
+        rc_w = validate(raw_w)
+    rc_w._explicit = explicit
+    return _fit_and_report(rc_w, raw_w, run_dir, run_name, list(notes))
 
 
 def _choices(base: Sequence[str], cand: Candidate) -> Dict[str, str]:

@@ -35,9 +35,41 @@ class SegmentationTaskCfg(Strict):
 class DetectionTaskCfg(Strict):
     head: Literal["fcos", "retinanet", "faster_rcnn"] = "fcos"  # the torchvision detector on the FPN
     fpn_channels: int = Field(64, ge=8, le=1024)
-    score_threshold: float = Field(0.05, ge=0, lt=1)  # detections kept for evaluation
+    score_threshold: float = Field(0.05, ge=0, lt=1)  # detections kept for evaluation (mAP)
     detections_per_image: int = Field(100, ge=1)
-    draw_threshold: float = Field(0.3, ge=0, lt=1)  # predictions drawn in the report
+    # score threshold of drawn, predicted and served boxes: "tune" = the one with the best F1 (IoU 0.5)
+    # on the validation split after training; a number fixes it
+    draw_threshold: Union[Literal["tune"], float] = "tune"
+    # NMS IoU (boxes of one class overlapping more are suppressed): "tune" = the one with the best
+    # validation mAP@.5 of {0.3, ..., 0.7} after training; a number fixes it
+    nms_threshold: Union[Literal["tune"], float] = "tune"
+    # strides of the FPN levels the head predicts from (e.g. [8, 16, 32, 64, 128], torchvision's
+    # FCOS); "auto" = the levels that cover the training boxes' sizes at the input size
+    strides: Union[Literal["auto"], List[int]] = "auto"
+
+    @field_validator("draw_threshold")
+    @classmethod
+    def _draw(cls, v: Union[str, float]) -> Union[str, float]:
+        if not isinstance(v, str) and not 0 <= v < 1:
+            raise ValueError("expected 'tune' or a score in [0, 1)")
+        return v
+
+    @field_validator("nms_threshold")
+    @classmethod
+    def _nms(cls, v: Union[str, float]) -> Union[str, float]:
+        if not isinstance(v, str) and not 0 < v <= 1:
+            raise ValueError("expected 'tune' or an IoU in (0, 1] (1: no suppression)")
+        return v
+
+    @field_validator("strides")
+    @classmethod
+    def _strides(cls, v: Union[str, List[int]]) -> Union[str, List[int]]:
+        if not isinstance(v, str):
+            if not v or any(s < 2 or s & (s - 1) for s in v) or sorted(set(v)) != list(v):
+                raise ValueError("expected 'auto' or increasing powers of two, e.g. [8, 16, 32]")
+            if any(b != 2 * a for a, b in zip(v, v[1:])):
+                raise ValueError("expected consecutive levels (each stride twice the one before), e.g. [8, 16, 32]")
+        return v
 
 
 class MultilabelManifestCfg(Strict):

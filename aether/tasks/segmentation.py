@@ -94,6 +94,11 @@ class Segmentation(Task):
             raise AetherError("task=segmentation needs data=PATH to a folder with images/ and masks/")
         index = MaskFolderAdapter().load(root, dict(rc.data.options), o.ignore_index, o.classes)
         bundle = build_bundle(self.name, index, rc.data, rc.seed, {})
+        from aether.tasks.common import fit_input_and_batch
+
+        # native image side (<= 640) and >= 8 steps an epoch, as for detection; the train
+        # transform's random resized crop moves each mask with its image
+        self.fitted = fit_input_and_batch(rc, bundle.splits["train"], self.name)
         encoder, data_config, info = create_encoder(rc.model)
         pre = resolve_preprocessing(data_config, rc.data.image_size, rc.data.crop_pct)
         decoder = make_head(self.name, o.model_dump(), encoder, len(bundle.classes), pre)
@@ -114,6 +119,7 @@ class Segmentation(Task):
         from aether.tasks.common import per_class_table, save_run
 
         t = metrics["test"]
+        metrics["data_fit"] = getattr(self, "fitted", {})
         self._overlays(job, run_dir / "overlays.png")
         lines = ["## Test results (best checkpoint)", "", "| metric | value |", "|---|---|",
                  f"| mIoU | {t['miou']:.4f} |", f"| Dice (mean) | {t['dice']:.4f} |",
