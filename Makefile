@@ -19,7 +19,7 @@ demo: setup
 	$(BIN)/aether +recipe=quickstart
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
