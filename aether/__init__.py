@@ -5,3 +5,5 @@ errors without importing torch, Lightning or timm.
 """
 
 __version__ = "0.1.0"
+
+command_started = None  # time.monotonic() when the `aether` command started (set by aether.cli.main)

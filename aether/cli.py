@@ -295,6 +295,11 @@ def cmd_predict(args: List[str]) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    import time
+
+    import aether
+
+    aether.command_started = time.monotonic()  # `+recipe=auto`'s budget counts from here (start-up, data checks)
     argv = list(sys.argv[1:] if argv is None else argv)
     # weights download only when online (aether.models.weights probes the hub when they are needed);
     # `offline=true` is set before anything imports huggingface_hub, which reads the variable once

@@ -29,7 +29,7 @@ def _weights_file(path: Path) -> Path:
 def test_auto_without_weights_trains_from_scratch_and_explains(tmp_path: Path) -> None:
     data = make_folder(tmp_path / "imgs", per_class=10)
     run = tmp_path / "run"
-    r = run_cli(["+recipe=auto", f"data={data}", "model.name=test_convnext", *FAST, "auto.budget_minutes=0.4",
+    r = run_cli(["+recipe=auto", f"data={data}", "model.name=test_convnext", *FAST, "auto.budget_minutes=0.6",
                  f"hydra.run.dir={run}"], tmp_path, env={"HF_HOME": str(tmp_path / "hf")})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "model = test_convnext (yours)" in r.stderr  # the user's choice, printed as theirs
@@ -110,7 +110,7 @@ def test_auto_runs_detection_data_to_a_finished_run(tmp_path: Path) -> None:
     data = write_detection(tmp_path / "boxes", "coco", make_scenes(16, size=64, seed=5))
     run = tmp_path / "run"
     r = run_cli(["+recipe=auto", f"data={data}", "model=test_convnext", "trainer.progress=plain",
-                 "auto.budget_minutes=0.4", f"hydra.run.dir={run}"], tmp_path, env={"HF_HOME": str(tmp_path / "hf")})
+                 "auto.budget_minutes=0.6", f"hydra.run.dir={run}"], tmp_path, env={"HF_HOME": str(tmp_path / "hf")})
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((run / "auto.json").read_text())
     assert [row["candidate"] for row in summary["leaderboard"]] == ["scratch"] and summary["monitor"] == "val/map"

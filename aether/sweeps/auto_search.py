@@ -172,7 +172,10 @@ def search(rc: Any, raw: Dict[str, Any], run_dir: Path, base_overrides: Sequence
     from aether.run import _fit_and_report
     from aether.training.run_lock import claim
 
-    t0 = time.monotonic()
+    import aether
+
+    # the budget counts from the command's start (imports, data checks), not only from here
+    t0 = min(time.monotonic(), getattr(aether, "command_started", None) or time.monotonic())
     plan = [Candidate.decode(n, t) for n, t in rc.auto.plan.items()]
     budget_min = rc.auto.budget_minutes or default_budget(1000, {"cpus": 2})["value"]
     budget_s = budget_min * 60
@@ -186,6 +189,8 @@ def search(rc: Any, raw: Dict[str, Any], run_dir: Path, base_overrides: Sequence
             alone = len(plan) == 1  # nothing to compare: the one candidate is the final run, whole budget
             if alone:
                 share = budget_s * (1 - SETUP_MARGIN)
+            if not any(r["val_metric"] is not None for r in board):
+                share = max(share, MIN_SHARE_S)  # a run always ends with a model, however small the budget
             if share < MIN_SHARE_S:
                 board.append(_row(cand, {"status": "not started", "error": f"budget spent ({share:.0f} s left for it)"},
                                   0.0, monitor))

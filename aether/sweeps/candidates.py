@@ -87,7 +87,7 @@ def plan(rec: Dict[str, Dict[str, Any]], user: Dict[str, str], num_train: int, m
                 f"optimizer.lr={learning_rate('scratch', batch)}", f"trainer.max_epochs={max(epochs, 8)}"]
         why = ("no pretrained weights" if not pretrained else
                f"{median_side:g} px images" if small_images else f"{num_train} training images")
-        out.append(Candidate("scratch", base, f"{SCRATCH_MODEL} from scratch at {size} px ({why}): "
+        out.append(Candidate("scratch", base, f"{model_label or SCRATCH_MODEL} from scratch at {size} px ({why}): "
                              "one-cycle LR, no augmentation"))
         out.append(Candidate("scratch_aug", [*[o for o in base if o != "data/augment=none"], "data/augment=light",
                                              "loss.label_smoothing=0.1"],
