@@ -34,7 +34,9 @@ log = logging.getLogger("aether")
 SEARCH_SHARE = 0.6  # of the budget for measuring candidates; the rest finishes the winner
 MIN_SHARE_S = 5.0  # a candidate given less than this is not started (it could not finish one epoch)
 SEARCH_EPOCHS = 3  # each candidate's schedule while it is measured
-SETUP_MARGIN = 0.1  # of the budget kept for the final test and the outputs
+SETUP_MARGIN = 0.1  # of the budget kept for the final test and the outputs ...
+FINAL_RESERVE_S = 15.0  # ... plus this: building the final run, testing, exporting, writing, exiting
+EPOCH_SLACK = 1.25  # measured epochs run slower in a longer run (more validation, checkpoints): plan for it
 
 
 def wanted(rc: Any, raw: Dict[str, Any]) -> bool:
@@ -234,12 +236,12 @@ def search(rc: Any, raw: Dict[str, Any], run_dir: Path, base_overrides: Sequence
                 f"{r['candidate']}: {r.get('error') or r['status']}" for r in board)
                 + f" (see {run_dir / 'auto'}; a larger auto.budget_minutes gives each more time)")
         return _finish(rc, raw, run_dir, base, plan, winner, summary, budget_s - (time.monotonic() - t0), run_name,
-                       notes)
+                       notes, budget_s)
 
 
 def _finish(rc: Any, raw: Dict[str, Any], run_dir: Path, base: Sequence[str], plan: List[Candidate],
             winner: Dict[str, Any], summary: Dict[str, Any], left_s: float, run_name: str,
-            notes: Sequence[str]) -> float:
+            notes: Sequence[str], budget_s: float) -> float:
     """Train the winner's full schedule in the run folder (as many epochs of it as the rest of the
     budget holds, measured from its candidate's epochs), test it once, write it out. A candidate
     that already ran its whole schedule (or stopped early) is kept as it is, not trained again."""
@@ -249,8 +251,8 @@ def _finish(rc: Any, raw: Dict[str, Any], run_dir: Path, base: Sequence[str], pl
 
     cand = next(c for c in plan if c.name == winner["candidate"])
     done, planned = int(winner["epochs"] or 0), int(winner["planned_epochs"])
-    epoch_s = 1.1 * float(winner.get("epoch_seconds") or float(winner.get("train_minutes") or 0.0) * 60 / max(1, done))
-    allowed_s = max(6.0, left_s * (1 - SETUP_MARGIN))
+    epoch_s = EPOCH_SLACK * float(winner.get("epoch_seconds") or float(winner.get("train_minutes") or 0.0) * 60 / max(1, done))
+    allowed_s = max(6.0, left_s - SETUP_MARGIN * budget_s - FINAL_RESERVE_S)
     epochs = min(planned, int(allowed_s // epoch_s)) if epoch_s > 0 else planned
     keep = winner["status"] == "early_stopped" or epochs <= done
     raw_w = _compose(base, cand, None if keep else allowed_s / 60)
