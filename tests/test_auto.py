@@ -116,3 +116,17 @@ def test_auto_runs_detection_data_to_a_finished_run(tmp_path: Path) -> None:
     assert [row["candidate"] for row in summary["leaderboard"]] == ["scratch"] and summary["monitor"] == "val/map"
     metrics = json.loads((run / "metrics.json").read_text())
     assert "map" in metrics["test"] and metrics["auto"]["winner"] == "scratch"
+
+
+def test_a_plan_that_names_code_is_refused_before_anything_trains(tmp_path: Path) -> None:
+    """`auto.plan` from someone else's recipe goes through the same trust check as a command line."""
+    data = make_folder(tmp_path / "imgs", per_class=4)
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "shared.yaml").write_text(
+        "# @package _global_\nrecipe: auto\nauto:\n  search: true\n  budget_minutes: 1\n  plan:\n"
+        "    evil: \"strategy=full +loss.x._target_=os.getcwd | a gift\"\n")
+    run = tmp_path / "run"
+    r = run_cli(["+recipe=shared", f"data={data}", "model=test_convnext", *FAST, f"hydra.run.dir={run}"], tmp_path)
+    assert r.returncode == 2 and "aether: error:" in r.stderr and "_target_" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and not (run / "auto").exists()

@@ -62,6 +62,26 @@ def _compose(base: Sequence[str], cand: Candidate, minutes: Optional[float]) -> 
     return raw
 
 
+def _check_plan(plan: Sequence[Candidate]) -> None:
+    """`auto.plan` may come from someone else's recipe or a resumed config.yaml: its overrides get
+    the command line's trust check (no `_target_`), and none may reach Hydra's own settings."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from aether.config import trust
+
+    for cand in plan:
+        try:
+            parsed = OverridesParser.create().parse_overrides(cand.overrides)
+        except HydraException as err:
+            raise AetherError(f"auto.plan.{cand.name}: {str(err).strip()}") from None
+        hydra_keys = [o.input_line for o in parsed if o.key_or_group.split(".")[0].split("/")[0] == "hydra"]
+        if hydra_keys:
+            raise AetherError(f"auto.plan.{cand.name}: refused {', '.join(hydra_keys)}: a candidate sets run "
+                              "options, not Hydra's")
+        trust.check_overrides(parsed)
+
+
 def _best(board: List[Dict[str, Any]], mode: str) -> Optional[Dict[str, Any]]:
     scored = [r for r in board if r["val_metric"] is not None and math.isfinite(r["val_metric"])]
     if not scored:
@@ -179,6 +199,7 @@ def search(rc: Any, raw: Dict[str, Any], run_dir: Path, base_overrides: Sequence
     # the budget counts from the command's start (imports, data checks), not only from here
     t0 = min(time.monotonic(), getattr(aether, "command_started", None) or time.monotonic())
     plan = [Candidate.decode(n, t) for n, t in rc.auto.plan.items()]
+    _check_plan(plan)
     budget_min = rc.auto.budget_minutes or default_budget(1000, {"cpus": 2})["value"]
     budget_s = budget_min * 60
     base = [o for o in base_overrides if not o.startswith("++auto.plan.") and not o.startswith("hydra.")]
