@@ -51,16 +51,9 @@ r.loggers.register("wandb", "aether.training.loggers:build_wandb", config=s.Wand
 r.loggers.register("tensorboard", "aether.training.loggers:build_tensorboard", config=s.NoOptions,
                    help="TensorBoard event files in the run directory")
 
-# tasks: `task=NAME` (or `auto`, from the dataset doctor's detection); options under task_options
-from aether.tasks import options as _t  # noqa: E402  (pydantic only)
-
-r.tasks.register("classification", "aether.tasks.base:Classification", config=_t.ClassificationTaskCfg,
-                 help="one label per image: class folders or a path,label manifest (default)")
-r.tasks.register("multilabel", "aether.tasks.multilabel:Multilabel", config=_t.MultilabelTaskCfg,
-                 help="several labels per image: manifest with a `labels` column; BCE, tuned thresholds, mAP/F1")
-r.tasks.register("segmentation", "aether.tasks.segmentation:Segmentation", config=_t.SegmentationTaskCfg,
-                 help="semantic segmentation: images/ + masks/ folders; light FPN decoder; mIoU, Dice")
-r.tasks.register("detection", "aether.tasks.detection:Detection", config=_t.DetectionTaskCfg,
-                 help="object detection: COCO, YOLO or VOC; FPN + FCOS/RetinaNet/Faster R-CNN; mAP")
-r.adapters.register("multilabel", "aether.data.multilabel:MultilabelManifestAdapter", config=_t.MultilabelManifestCfg,
-                    help="CSV/JSONL manifest with path,labels columns ('a|b' or a JSON list): task=multilabel")
+# tasks: `task=NAME` (or `auto`, from the dataset doctor's detection); options under task_options.
+# Each task is a package under aether/tasks/ that registers itself (and any format it brings).
+import aether.tasks.classification  # noqa: E402,F401
+import aether.tasks.multilabel  # noqa: E402,F401
+import aether.tasks.segmentation  # noqa: E402,F401
+import aether.tasks.detection  # noqa: E402,F401

@@ -1,12 +1,14 @@
-"""One run, end to end: validate -> data -> backbone -> strategy -> Lightning -> test -> report.
+"""One run, end to end, the same road for every task: validate -> task = tasks.get(name) ->
+task.build_data -> task.build_network (the backbone provider registry) -> strategy ->
+task.build_module / build_datamodule -> Trainer -> fit / test -> task.write_outputs.
 
-Every step is a plain call into the module that owns it; this file only wires them and
-writes the run directory (see README, "The run directory").
+Every step is a plain call into the module that owns it; nothing here branches on the task
+(aether.tasks.base.Task is the interface); this file wires them and writes the run directory
+(see README, "The run directory").
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -21,6 +23,7 @@ from aether import registry
 from aether.config.schema import RunCfg
 from aether.config.validate import part_options, validate
 from aether.errors import AetherError
+from aether.tasks.base import Job
 
 log = logging.getLogger("aether")
 
@@ -62,24 +65,6 @@ def resume_config(resume: str, task_overrides: List[str]) -> Dict[str, Any]:
     return out
 
 
-def _class_weights(cfg: RunCfg, bundle: Any) -> Optional[Any]:
-    import torch
-
-    cw = cfg.loss.class_weights
-    k = len(bundle.classes)
-    if cw is None:
-        return None
-    if cw == "balanced":
-        counts = [0] * k
-        for s in bundle.splits["train"]:
-            counts[s.label] += 1
-        n = sum(counts)
-        return torch.tensor([n / (k * max(1, c)) for c in counts], dtype=torch.float32)
-    if len(cw) != k:
-        raise AetherError(f"loss.class_weights has {len(cw)} values; the data has {k} classes ({', '.join(bundle.classes)})")
-    return torch.tensor(cw, dtype=torch.float32)
-
-
 def train(cfg: DictConfig) -> float:
     """Run one training job described by a composed Hydra config; return the best val accuracy."""
     from hydra.core.hydra_config import HydraConfig
@@ -117,20 +102,6 @@ def train(cfg: DictConfig) -> float:
 
 
 @dataclass
-class Job:
-    """Everything one run trains and evaluates, built from a validated config."""
-
-    bundle: Any  # aether.data.dataset.DataBundle
-    backbone: Any  # aether.models.backbone.Backbone
-    preprocessing: Dict[str, Any]
-    strategy: Any  # aether.strategies.base.Strategy
-    params: Dict[str, int]
-    module: Any  # aether.training.module.ClassificationModule
-    datamodule: Any  # aether.data.datamodule.ClassificationData
-    task: Any = None  # aether.tasks.base.Task for tasks other than classification
-
-
-@dataclass
 class Monitors:
     throughput: Any
     history: Any
@@ -139,51 +110,23 @@ class Monitors:
 
 
 def prepare(rc: RunCfg) -> Job:
-    """Data, backbone, strategy, LightningModule and DataModule for a validated config."""
-    from aether.data.datamodule import ClassificationData
-    from aether.data.dataset import build_data
-    from aether.data.transforms import resolve_preprocessing
+    """The one road for every task: the task's data and network, the strategy applied to the
+    network, the task's LightningModule and DataModule (aether.tasks.base.Task)."""
     from aether.strategies.base import count_params
     from aether.tasks.base import resolve_task
-    from aether.training.module import ClassificationModule
 
     task = resolve_task(rc)
-    if task.name != "classification":
-        return task.prepare(rc)  # multilabel, segmentation, detection: aether/tasks/
-    bundle = build_data(rc.data, rc.seed)
-    log.info("data: %s (%s) - %d classes, train/val/test %d/%d/%d, %d skipped", bundle.index.source,
-             bundle.index.format, len(bundle.classes), len(bundle.splits["train"]), len(bundle.splits["val"]),
-             len(bundle.splits["test"]), len(bundle.skipped))
-    backbone = registry.backbones.get(rc.model.provider).load()().create(rc.model, len(bundle.classes))
-    preprocessing = resolve_preprocessing(backbone.data_config, rc.data.image_size, rc.data.crop_pct)
-    _check_input_size(backbone.model, preprocessing, rc.model.name)
+    bundle = task.build_data(rc)
+    backbone, preprocessing = task.build_network(rc, bundle)
+    task.check_network(backbone.model, preprocessing, rc)
     strategy = registry.strategies.get(rc.strategy.name).load()(part_options(rc.strategy.model_dump(), registry.strategies))
     model = strategy.apply(backbone)
     params = count_params(model)
     log.info("model: %s, strategy %s - trainable params %s of %s (%.2f%%)", rc.model.name, strategy.describe(),
              f"{params['trainable']:,}", f"{params['total']:,}", 100 * params["trainable"] / max(1, params["total"]))
-    module = ClassificationModule(model, bundle.classes, strategy, rc.loss, _class_weights(rc, bundle),
-                                  rc.optimizer.model_dump(), rc.scheduler.model_dump())
+    module = task.build_module(rc, bundle, model, strategy)
     return Job(bundle, backbone, preprocessing, strategy, params, module,
-               ClassificationData(bundle, preprocessing, rc.data))
-
-
-def _check_input_size(model: Any, preprocessing: Dict[str, Any], name: str) -> None:
-    """One dummy forward pass: a too-small (or mis-sized) input fails here with a clear message
-    rather than as a shape error deep inside the first training step."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *preprocessing["input_size"]))
-    except RuntimeError as exc:
-        raise AetherError(f"data.image_size={preprocessing['input_size'][-1]} does not work with model '{name}' "
-                          f"({str(exc).splitlines()[0]}); use a larger image size (or the model's default, "
-                          "data.image_size=null)") from None
-    finally:
-        model.train(was_training)
+               task.build_datamodule(rc, bundle, preprocessing), task)
 
 
 def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[Any, Monitors]:
@@ -273,7 +216,7 @@ def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: st
     distributed.begin_run(run_dir)
     L.seed_everything(rc.seed, workers=True, verbose=False)
     job = prepare(rc)
-    if not distributed.is_secondary_rank() and _record_resolved(raw, rc, getattr(job.task, "resolved", None)):
+    if not distributed.is_secondary_rank() and _record_resolved(raw, rc, job.task.resolved):
         (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
     speed.apply_speedups(rc, job)
     trainer, mon = build_trainer(rc, run_dir, job, run_name)
@@ -311,10 +254,7 @@ def _record_resolved(raw: Dict[str, Any], rc: RunCfg, task_resolved: Optional[Di
 
 def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, trainer: Any, mon: Monitors,
                     search: Optional[Dict[str, Any]] = None) -> float:
-    from aether.models.saved import save_model_dir
     from aether.reporting.metrics import build_metrics
-    from aether.reporting.plots import confusion_matrix_png, curves_png
-    from aether.reporting.report import write_report
     from aether.training import distributed, speed
 
     ckpt_path = None
@@ -355,20 +295,9 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     from aether.sweeps.auto_search import auto_section
 
     metrics.update(auto_section(run_dir))  # recipe=auto: its leaderboard and winner
-    if job.task is not None:  # the task writes metrics.json, its plots, model/ and report.md
-        log.info("%s - report: %s", job.task.finish(run_dir, metrics, job, raw), run_dir / "report.md")
-        return score
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    confusion_matrix_png(metrics["confusion_matrix"], job.bundle.classes, run_dir / "confusion_matrix.png")
-    curves_png(history, run_dir / "curves.png")
-    (run_dir / "model").mkdir(parents=True, exist_ok=True)
-    exported, extra = job.strategy.export(job.module.model, run_dir / "model")
-    save_model_dir(run_dir / "model", exported, {**job.backbone.info, **extra}, job.bundle.classes,
-                   job.preprocessing)
-    report = write_report(run_dir, metrics, raw)
+    summary = job.task.write_outputs(run_dir, metrics, job, raw)  # metrics.json, plots, model/, report.md
     from aether.sweeps.trial import note_in_report
 
-    note_in_report(report, metrics)  # a sweep trial says which one it was, and whether it was pruned
-    log.info("test accuracy %.4f, macro F1 %.4f - report: %s", metrics["test"]["accuracy"],
-             metrics["test"]["f1_macro"], report)
+    note_in_report(run_dir / "report.md", metrics)  # a sweep trial says which one it was, and whether it was pruned
+    log.info("%s - report: %s", summary, run_dir / "report.md")
     return score

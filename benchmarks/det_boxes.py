@@ -24,7 +24,7 @@ def main(run: Path) -> dict:
     from aether.deploy.tasks import serve_options
     from aether.doctor.inspect import detect_structure
     from aether.models.saved import load_model_dir
-    from aether.tasks.detection import _map50, match_boxes, prf_at
+    from aether.tasks.detection.task import _map50, match_boxes, prf_at
 
     rc = validate(OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True))
     root = Path(rc.data.path)

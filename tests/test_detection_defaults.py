@@ -27,7 +27,7 @@ def test_postprocess_tuning_picks_the_nms_and_score_threshold_that_fit() -> None
     duplicate of a true box overlaps it at IoU ~0.54 and outscores the other image's true box
     (NMS at 0.6 or 0.7 keeps it): only 0.5 gives mAP@.5 1. False positives score 0.2 and 0.1,
     true boxes >= 0.7: the best F1 is any threshold in (0.2, 0.7]; ties take the highest."""
-    from aether.tasks.detection import match_boxes, tune_postprocess
+    from aether.tasks.detection.task import match_boxes, tune_postprocess
 
     a, b = [0, 0, 40, 40], [16, 0, 56, 40]  # IoU 24/56 = 0.43
     dup = [0, 0, 40, 40 * 0.54]  # inside `a`: IoU 0.54

@@ -12,7 +12,8 @@ import torch
 
 from aether.config.validate import validate
 from aether.errors import AetherError
-from aether.run import Job, prepare
+from aether.run import prepare
+from aether.tasks.base import Job
 from tests.conftest import SHRINK, compose_raw, run_in_process
 
 FAMILIES = ["test_vit", "test_convnext", "test_efficientnet", "resnet18"]

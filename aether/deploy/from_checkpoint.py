@@ -36,8 +36,6 @@ def model_dir_from_best(run_dir: Path) -> Path:
         raise AetherError(f"{best} cannot be read as this run's weights ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     exported, extra = job.strategy.export(job.module.model, run_dir / "model")
-    info = {**job.backbone.info, **extra}
-    if job.task is not None:
-        info.update(task=job.task.name, task_options=job.task.options.model_dump())
+    info = {**job.backbone.info, **extra, **job.task.model_info()}
     save_model_dir(run_dir / "model", exported, info, job.bundle.classes, job.preprocessing)
     return run_dir / "model"

@@ -1,5 +1,7 @@
-"""Tasks beyond single-label classification (multilabel, segmentation, detection).
+"""The tasks: one package per task (classification, multilabel, segmentation, detection).
 
-Each task is registered in `aether.registry.tasks` (see aether.catalog) with its typed options
-(aether.tasks.options); nothing here is imported until a run needs it.
+Each package registers its Task in `aether.registry.tasks` with its typed options
+(`<task>/options.py`, pydantic only) when imported (aether.catalog imports them); the Task
+(`<task>/task.py`) and its LightningModule are imported only when a run needs them. The road
+every run takes through a task is in aether.run; the interface is aether.tasks.base.Task.
 """

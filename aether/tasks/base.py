@@ -4,12 +4,13 @@ A task owns what differs between classification, multilabel, segmentation and de
 data is indexed and batched, the network around the backbone, the LightningModule (loss and
 metrics), and the task's own outputs in the run directory (plots, report). Backbones,
 strategies, optimizers, schedulers, loggers, checkpoints and `metrics.json`'s common sections are
-shared (aether.run).
+shared: aether.run is the one road every task takes, calling the methods of `Task` below.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
@@ -24,8 +25,25 @@ FORMAT_TASKS = {"coco": "detection", "voc": "detection", "yolo": "detection", "m
                 "multilabel": "multilabel"}
 
 
+@dataclass
+class Job:
+    """Everything one run trains and evaluates, built by aether.run.prepare from a validated config."""
+
+    bundle: Any  # the task's data: splits of items/samples, classes, summary()
+    backbone: Any  # aether.models.backbone.Backbone: the whole network, its head, data config, info
+    preprocessing: Dict[str, Any]
+    strategy: Any  # aether.strategies.base.Strategy
+    params: Dict[str, int]
+    module: Any  # the task's LightningModule (an aether.training.module.StrategyModule)
+    datamodule: Any
+    task: Any  # the Task that built it
+
+
 class Task:
-    """Subclasses set `name` and the default checkpoint metric, and implement `prepare`/`finish`."""
+    """A task's part of the road (aether.run): its data, its network around the backbone, its
+    LightningModule and DataModule, and its outputs. Subclasses set `name` and the metrics that
+    pick the best checkpoint and stop early; the road does everything they share (strategy,
+    trainer, checkpoints, test, metrics.json's common sections)."""
 
     name = "base"
     monitor: Tuple[str, str] = ("val/acc", "max")  # (metric, mode) that picks the best checkpoint
@@ -33,14 +51,35 @@ class Task:
 
     def __init__(self, options: Any) -> None:
         self.options = options
+        self.fitted: Dict[str, Any] = {}  # settings taken from the data: {key: {value, default, why}}
+        self.resolved: Dict[Tuple[str, ...], Any] = {}  # config paths preparing resolved, for config.yaml
 
-    def prepare(self, rc: RunCfg) -> Any:
-        """Data, network, strategy, LightningModule and DataModule: an aether.run.Job."""
+    def build_data(self, rc: RunCfg) -> Any:
+        """The indexed, checked and split data (a bundle with `splits`, `classes`, `summary()`)."""
         raise NotImplementedError
 
-    def finish(self, run_dir: Path, metrics: Dict[str, Any], job: Any, raw: Dict[str, Any]) -> str:
-        """Write the task's plots, model folder and report.md; return a one-line summary."""
+    def build_network(self, rc: RunCfg, bundle: Any) -> Tuple[Any, Dict[str, Any]]:
+        """(Backbone, preprocessing): the backbone from the provider registry with this task's head."""
         raise NotImplementedError
+
+    def check_network(self, network: Any, preprocessing: Dict[str, Any], rc: RunCfg) -> None:
+        """Fail early, with a clear message, when the input size does not fit the network."""
+        check_input_size(network, preprocessing, rc.model.name)
+
+    def build_module(self, rc: RunCfg, bundle: Any, model: Any, strategy: Any) -> Any:
+        """The LightningModule (loss and metrics) around the strategy-applied `model`."""
+        raise NotImplementedError
+
+    def build_datamodule(self, rc: RunCfg, bundle: Any, preprocessing: Dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def write_outputs(self, run_dir: Path, metrics: Dict[str, Any], job: Job, raw: Dict[str, Any]) -> str:
+        """metrics.json, the task's plots, model/ and report.md; return the one-line test summary."""
+        raise NotImplementedError
+
+    def model_info(self) -> Dict[str, Any]:
+        """What model/model.json records about the task (the predictor and server read it)."""
+        return {"task": self.name, "task_options": self.options.model_dump()}
 
     def adopt_monitors(self, rc: RunCfg) -> None:
         """Classification's default monitors (val/acc, val/loss) become this task's own; a monitor
@@ -52,10 +91,31 @@ class Task:
             es.monitor, es.mode = self.early_stop
 
 
-class Classification(Task):
-    """Single-label classification: the original path of aether.run (kept as it was)."""
+def check_input_size(model: Any, preprocessing: Dict[str, Any], name: str) -> None:
+    """One dummy forward pass: a too-small (or mis-sized) input fails here with a clear message
+    rather than as a shape error deep inside the first training step."""
+    import torch
 
-    name = "classification"
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *preprocessing["input_size"]))
+    except RuntimeError as exc:
+        raise AetherError(f"data.image_size={preprocessing['input_size'][-1]} does not work with model '{name}' "
+                          f"({str(exc).splitlines()[0]}); use a larger image size (or the model's default, "
+                          "data.image_size=null)") from None
+    finally:
+        model.train(was_training)
+
+
+def build_backbone(rc: RunCfg, num_outputs: int) -> Tuple[Any, Dict[str, Any]]:
+    """A classifier backbone from the provider registry (`model.provider`) with `num_outputs`
+    logits, and its preprocessing: what classification and multilabel networks are."""
+    from aether.data.transforms import resolve_preprocessing
+
+    backbone = registry.backbones.get(rc.model.provider).load()().create(rc.model, num_outputs)
+    return backbone, resolve_preprocessing(backbone.data_config, rc.data.image_size, rc.data.crop_pct)
 
 
 def detected_task(rc: RunCfg) -> Tuple[str, str]:

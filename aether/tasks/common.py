@@ -107,7 +107,7 @@ def save_run(run_dir: Path, metrics: Dict[str, Any], job: Any, raw: Dict[str, An
     curves_png(metrics["history"], run_dir / "curves.png")
     (run_dir / "model").mkdir(parents=True, exist_ok=True)
     exported, extra = job.strategy.export(job.module.model, run_dir / "model")
-    info = {**job.backbone.info, **extra, "task": task.name, "task_options": task.options.model_dump()}
+    info = {**job.backbone.info, **extra, **task.model_info()}
     save_model_dir(run_dir / "model", exported, info, job.bundle.classes, job.preprocessing)
     lines = header_lines(metrics, raw) + [f"- task: **{task.name}**", ""] + test_lines + [""] + training_lines(metrics)
     lines += ["", "Files: `config.yaml` (resolved config), `metrics.json`, `checkpoints/` (best, last), "

@@ -4,15 +4,13 @@ Dice per class on the test split, overlays of predictions in the report."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torchmetrics as tm
 from torch import nn
 
-from aether import registry
 from aether.config.schema import RunCfg
-from aether.config.validate import part_options
 from aether.tasks.base import Task
 from aether.training.module import StrategyModule
 
@@ -75,16 +73,11 @@ class Segmentation(Task):
     name = "segmentation"
     monitor = ("val/miou", "max")
 
-    def prepare(self, rc: RunCfg) -> Any:
+    def build_data(self, rc: RunCfg) -> Any:
         from aether.data.dense import build_bundle
-        from aether.data.segmentation import MaskFolderAdapter, SegmentationDataset, mask_transforms
-        from aether.data.transforms import resolve_preprocessing
+        from aether.data.segmentation import MaskFolderAdapter
         from aether.doctor.inspect import resolve_source
-        from aether.models.backbone import Backbone
-        from aether.models.dense import DenseNet, create_encoder, make_head
-        from aether.run import Job, _check_input_size
-        from aether.strategies.base import count_params
-        from aether.tasks.common import ItemData
+        from aether.tasks.common import fit_input_and_batch
 
         o = self.options
         root = resolve_source(rc.data)[0]
@@ -94,32 +87,39 @@ class Segmentation(Task):
             raise AetherError("task=segmentation needs data=PATH to a folder with images/ and masks/")
         index = MaskFolderAdapter().load(root, dict(rc.data.options), o.ignore_index, o.classes)
         bundle = build_bundle(self.name, index, rc.data, rc.seed, {})
-        from aether.tasks.common import fit_input_and_batch
-
         # native image side (<= 640) and >= 8 steps an epoch, as for detection; the train
         # transform's random resized crop moves each mask with its image
         self.fitted = fit_input_and_batch(rc, bundle.splits["train"], self.name)
+        return bundle
+
+    def build_network(self, rc: RunCfg, bundle: Any) -> Tuple[Any, Dict[str, Any]]:
+        from aether.data.transforms import resolve_preprocessing
+        from aether.models.backbone import Backbone
+        from aether.models.dense import DenseNet, create_encoder, make_head
+
         encoder, data_config, info = create_encoder(rc.model)
         pre = resolve_preprocessing(data_config, rc.data.image_size, rc.data.crop_pct)
-        decoder = make_head(self.name, o.model_dump(), encoder, len(bundle.classes), pre)
-        net = DenseNet(encoder, decoder, rc.model.name)
-        backbone = Backbone(net, decoder, data_config, info)
-        _check_input_size(net, pre, rc.model.name)
-        strategy = registry.strategies.get(rc.strategy.name).load()(part_options(rc.strategy.model_dump(), registry.strategies))
-        model = strategy.apply(backbone)
-        module = SegmentationModule(model, bundle.classes, strategy, o.ignore_index, rc.optimizer.model_dump(),
-                                    rc.scheduler.model_dump())
-        size = pre["input_size"][-1]
-        train_tf = mask_transforms(size, rc.data.augment, pre["mean"], pre["std"])
-        eval_tf = mask_transforms(size, None, pre["mean"], pre["std"])
-        data = ItemData(bundle, rc.data, lambda items, train: SegmentationDataset(items, train_tf if train else eval_tf))
-        return Job(bundle, backbone, pre, strategy, count_params(model), module, data, task=self)
+        decoder = make_head(self.name, self.options.model_dump(), encoder, len(bundle.classes), pre)
+        return Backbone(DenseNet(encoder, decoder, rc.model.name), decoder, data_config, info), pre
 
-    def finish(self, run_dir: Path, metrics: Dict[str, Any], job: Any, raw: Dict[str, Any]) -> str:
+    def build_module(self, rc: RunCfg, bundle: Any, model: Any, strategy: Any) -> Any:
+        return SegmentationModule(model, bundle.classes, strategy, self.options.ignore_index, rc.optimizer.model_dump(),
+                                  rc.scheduler.model_dump())
+
+    def build_datamodule(self, rc: RunCfg, bundle: Any, preprocessing: Dict[str, Any]) -> Any:
+        from aether.data.segmentation import SegmentationDataset, mask_transforms
+        from aether.tasks.common import ItemData
+
+        size, mean, std = preprocessing["input_size"][-1], preprocessing["mean"], preprocessing["std"]
+        train_tf = mask_transforms(size, rc.data.augment, mean, std)
+        eval_tf = mask_transforms(size, None, mean, std)
+        return ItemData(bundle, rc.data, lambda items, train: SegmentationDataset(items, train_tf if train else eval_tf))
+
+    def write_outputs(self, run_dir: Path, metrics: Dict[str, Any], job: Any, raw: Dict[str, Any]) -> str:
         from aether.tasks.common import per_class_table, save_run
 
         t = metrics["test"]
-        metrics["data_fit"] = getattr(self, "fitted", {})
+        metrics["data_fit"] = self.fitted
         self._overlays(job, run_dir / "overlays.png")
         lines = ["## Test results (best checkpoint)", "", "| metric | value |", "|---|---|",
                  f"| mIoU | {t['miou']:.4f} |", f"| Dice (mean) | {t['dice']:.4f} |",

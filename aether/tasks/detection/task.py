@@ -9,9 +9,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import nn
 
-from aether import registry
 from aether.config.schema import RunCfg
-from aether.config.validate import part_options
 from aether.tasks.base import Task
 from aether.training.module import StrategyModule
 
@@ -107,7 +105,7 @@ class DetectionModule(StrategyModule):
     def __init__(self, model: nn.Module, classes: List[str], strategy: Any, optimizer_cfg: Dict[str, Any],
                  scheduler_cfg: Dict[str, Any], options: Any = None) -> None:
         super().__init__(model, classes, strategy, optimizer_cfg, scheduler_cfg)
-        from aether.tasks.options import DetectionTaskCfg
+        from aether.tasks.detection.options import DetectionTaskCfg
 
         self.options = options or DetectionTaskCfg()
         self.val_map = _map_metric(False)
@@ -291,19 +289,12 @@ class Detection(Task):
     monitor = ("val/map", "max")
     early_stop = ("val/map", "max")  # torchvision detectors return losses only in training mode
 
-    def prepare(self, rc: RunCfg) -> Any:
+    def build_data(self, rc: RunCfg) -> Any:
         from aether.data.dense import build_bundle
-        from aether.data.detection import ADAPTERS, DetectionDataset, box_transforms, collate, instance_counts
-        from aether.data.transforms import resolve_preprocessing
+        from aether.data.detection import ADAPTERS, instance_counts
         from aether.doctor.inspect import detect_structure, resolve_source
         from aether.errors import AetherError
-        from aether.models.backbone import Backbone
-        from aether.models.dense import DenseNet, create_encoder, make_head
-        from aether.run import Job
-        from aether.strategies.base import count_params
-        from aether.tasks.common import ItemData
 
-        o = self.options
         root = resolve_source(rc.data)[0]
         if root is None:
             raise AetherError("task=detection needs data=PATH to a COCO, YOLO or VOC dataset")
@@ -314,11 +305,18 @@ class Detection(Task):
         index = ADAPTERS[fmt]().load(root, dict(rc.data.options))
         bundle = build_bundle(self.name, index, rc.data, rc.seed, instance_counts(index))
         self.fitted = fit_to_data(rc, bundle.splits["train"])
+        return bundle
+
+    def build_network(self, rc: RunCfg, bundle: Any) -> Tuple[Any, Dict[str, Any]]:
+        from aether.data.transforms import resolve_preprocessing
+        from aether.models.backbone import Backbone
+        from aether.models.dense import DenseNet, create_encoder, make_head
+
+        o = self.options
         encoder, data_config, info = create_encoder(rc.model)
         pre = resolve_preprocessing(data_config, rc.data.image_size, rc.data.crop_pct)
-        size = pre["input_size"][-1]
         if o.strides == "auto":
-            self._fit_strides(bundle.splits["train"], size, encoder.feature_info.reduction())
+            self._fit_strides(bundle.splits["train"], pre["input_size"][-1], encoder.feature_info.reduction())
         # what preparing resolved, written back into config.yaml (aether.run._record_resolved)
         self.resolved = {("trainer", "max_epochs"): rc.trainer.max_epochs,
                          ("trainer", "early_stopping", "patience"): rc.trainer.early_stopping.patience,
@@ -326,16 +324,23 @@ class Detection(Task):
         if "warmup_epochs" in self.fitted:
             self.resolved[("scheduler", "warmup_epochs")] = self.fitted["warmup_epochs"]["value"]
         head = make_head(self.name, o.model_dump(), encoder, len(bundle.classes), pre)
-        net = DenseNet(encoder, head, rc.model.name)
-        strategy = registry.strategies.get(rc.strategy.name).load()(part_options(rc.strategy.model_dump(), registry.strategies))
-        model = strategy.apply(Backbone(net, head, data_config, info))
-        module = DetectionModule(model, bundle.classes, strategy, rc.optimizer.model_dump(), rc.scheduler.model_dump(),
-                                 options=o)
+        return Backbone(DenseNet(encoder, head, rc.model.name), head, data_config, info), pre
+
+    def check_network(self, network: Any, preprocessing: Dict[str, Any], rc: RunCfg) -> None:
+        pass  # torchvision's detectors take a list of images of any size: nothing to check by shape
+
+    def build_module(self, rc: RunCfg, bundle: Any, model: Any, strategy: Any) -> Any:
+        return DetectionModule(model, bundle.classes, strategy, rc.optimizer.model_dump(), rc.scheduler.model_dump(),
+                               options=self.options)
+
+    def build_datamodule(self, rc: RunCfg, bundle: Any, preprocessing: Dict[str, Any]) -> Any:
+        from aether.data.detection import DetectionDataset, box_transforms, collate
+        from aether.tasks.common import ItemData
+
+        size = preprocessing["input_size"][-1]
         train_tf, eval_tf = box_transforms(size, rc.data.augment), box_transforms(size, None)
-        data = ItemData(bundle, rc.data, lambda items, train: DetectionDataset(items, train_tf if train else eval_tf),
+        return ItemData(bundle, rc.data, lambda items, train: DetectionDataset(items, train_tf if train else eval_tf),
                         collate)
-        return Job(bundle, Backbone(net, head, data_config, info), pre, strategy, count_params(model), module, data,
-                   task=self)
 
     def _fit_strides(self, train: List[Any], size: int, reductions: List[int]) -> None:
         """task_options.strides=auto: the FPN levels that cover the training boxes at this input
@@ -355,7 +360,7 @@ class Detection(Task):
         logging.getLogger("aether").info("detection: task_options.strides=%s (%s; set task_options.strides to change "
                                          "it)", strides, self.fitted["strides"]["why"])
 
-    def finish(self, run_dir: Path, metrics: Dict[str, Any], job: Any, raw: Dict[str, Any]) -> str:
+    def write_outputs(self, run_dir: Path, metrics: Dict[str, Any], job: Any, raw: Dict[str, Any]) -> str:
         from aether.tasks.common import save_run
 
         t = metrics["test"]

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import torch
 import torchmetrics as tm
 from torch import nn
 
-from aether import registry
 from aether.config.schema import RunCfg
-from aether.config.validate import part_options
-from aether.tasks.base import Task
+from aether.tasks.base import Task, build_backbone
 from aether.training.module import StrategyModule
 
 log = logging.getLogger("aether")
@@ -110,16 +108,10 @@ class Multilabel(Task):
     name = "multilabel"
     monitor = ("val/map", "max")
 
-    def prepare(self, rc: RunCfg) -> Any:
-        from aether.data.cache import resolve_mode
+    def build_data(self, rc: RunCfg) -> Any:
         from aether.data.dense import build_bundle
-        from aether.data.fastpath import FastPath
-        from aether.data.multilabel import MultilabelDataset, MultilabelManifestAdapter
-        from aether.data.transforms import eval_transform, resolve_preprocessing, train_transform
+        from aether.data.multilabel import MultilabelManifestAdapter
         from aether.doctor.inspect import resolve_source
-        from aether.run import Job, _check_input_size
-        from aether.strategies.base import count_params
-        from aether.tasks.common import ItemData
 
         root = resolve_source(rc.data)[0]
         if root is None:
@@ -128,22 +120,29 @@ class Multilabel(Task):
             raise AetherError("task=multilabel needs data=PATH to a CSV/JSONL manifest with path,labels columns")
         index = MultilabelManifestAdapter().load(root, rc.data.adapter_options())
         counts = {c: sum(it.target[i] for it in index.items) for i, c in enumerate(index.classes)}
-        bundle = build_bundle(self.name, index, rc.data, rc.seed, counts)
-        backbone = registry.backbones.get(rc.model.provider).load()().create(rc.model, len(bundle.classes))
-        pre = resolve_preprocessing(backbone.data_config, rc.data.image_size, rc.data.crop_pct)
-        _check_input_size(backbone.model, pre, rc.model.name)
-        strategy = registry.strategies.get(rc.strategy.name).load()(part_options(rc.strategy.model_dump(), registry.strategies))
-        model = strategy.apply(backbone)
-        module = MultilabelModule(model, bundle.classes, strategy, self.options.threshold, rc.optimizer.model_dump(),
-                                  rc.scheduler.model_dump())
-        train_tf, eval_tf = train_transform(pre, rc.data.augment), eval_transform(pre)
-        # the fast path (data.cache): labels do not move with the pixels, so the classification cache serves as is
-        fast = FastPath(pre, rc.data) if resolve_mode(rc.data.cache) != "off" else None
-        data = ItemData(bundle, rc.data, lambda items, train: MultilabelDataset(items, train_tf if train else eval_tf),
-                        fast=fast, fast_target=lambda it: torch.tensor(it.target, dtype=torch.float32))
-        return Job(bundle, backbone, pre, strategy, count_params(model), module, data, task=self)
+        return build_bundle(self.name, index, rc.data, rc.seed, counts)
 
-    def finish(self, run_dir: Path, metrics: Dict[str, Any], job: Any, raw: Dict[str, Any]) -> str:
+    def build_network(self, rc: RunCfg, bundle: Any) -> Tuple[Any, Dict[str, Any]]:
+        return build_backbone(rc, len(bundle.classes))  # one logit per label
+
+    def build_module(self, rc: RunCfg, bundle: Any, model: Any, strategy: Any) -> Any:
+        return MultilabelModule(model, bundle.classes, strategy, self.options.threshold, rc.optimizer.model_dump(),
+                                rc.scheduler.model_dump())
+
+    def build_datamodule(self, rc: RunCfg, bundle: Any, preprocessing: Dict[str, Any]) -> Any:
+        from aether.data.cache import resolve_mode
+        from aether.data.fastpath import FastPath
+        from aether.data.multilabel import MultilabelDataset
+        from aether.data.transforms import eval_transform, train_transform
+        from aether.tasks.common import ItemData
+
+        train_tf, eval_tf = train_transform(preprocessing, rc.data.augment), eval_transform(preprocessing)
+        # the fast path (data.cache): labels do not move with the pixels, so the classification cache serves as is
+        fast = FastPath(preprocessing, rc.data) if resolve_mode(rc.data.cache) != "off" else None
+        return ItemData(bundle, rc.data, lambda items, train: MultilabelDataset(items, train_tf if train else eval_tf),
+                        fast=fast, fast_target=lambda it: torch.tensor(it.target, dtype=torch.float32))
+
+    def write_outputs(self, run_dir: Path, metrics: Dict[str, Any], job: Any, raw: Dict[str, Any]) -> str:
         import json
 
         from aether.reporting.plots import confusion_matrix_png

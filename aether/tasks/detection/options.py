@@ -1,35 +1,12 @@
-"""Typed options of each task (`task_options.*`), checked before torch is imported."""
+"""`task_options` of task=detection, checked before torch is imported."""
 
 from __future__ import annotations
 
-from typing import List, Literal, Optional, Union
+from typing import List, Literal, Union
 
 from pydantic import Field, field_validator
 
 from aether.config.schema import Strict
-
-
-class ClassificationTaskCfg(Strict):
-    pass
-
-
-class MultilabelTaskCfg(Strict):
-    # "tune": one threshold per label, chosen on the validation split to maximise its F1;
-    # a number: the same fixed threshold for every label
-    threshold: Union[Literal["tune"], float] = "tune"
-
-    @field_validator("threshold")
-    @classmethod
-    def _threshold(cls, v: Union[str, float]) -> Union[str, float]:
-        if not isinstance(v, str) and not 0 < v < 1:
-            raise ValueError("expected 'tune' or a probability between 0 and 1")
-        return v
-
-
-class SegmentationTaskCfg(Strict):
-    decoder_channels: int = Field(64, ge=8, le=1024)  # width of the light FPN decoder
-    ignore_index: Optional[int] = Field(255, ge=0, le=255)  # mask value that is not scored nor trained
-    classes: Optional[List[str]] = None  # names of mask values 0..K-1 (default: class_0 ... class_K-1)
 
 
 class DetectionTaskCfg(Strict):
@@ -70,12 +47,3 @@ class DetectionTaskCfg(Strict):
             if any(b != 2 * a for a, b in zip(v, v[1:])):
                 raise ValueError("expected consecutive levels (each stride twice the one before), e.g. [8, 16, 32]")
         return v
-
-
-class MultilabelManifestCfg(Strict):
-    """data.options of a multilabel manifest (data.format=multilabel, or detected by its column)."""
-
-    path_column: str = "path"
-    labels_column: str = "labels"
-    separator: str = "|"  # between labels in one CSV cell (JSONL may give a list instead)
-    root: Optional[str] = None  # image paths are relative to this (default: the manifest's folder)

@@ -1,0 +1,79 @@
+"""task=classification: the Task of single-label runs (class folders, path,label manifests, the
+embedded digits): cross-entropy, accuracy/F1 on the test split, the confusion matrix."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from aether.config.schema import RunCfg
+from aether.errors import AetherError
+from aether.tasks.base import Job, Task, build_backbone
+
+log = logging.getLogger("aether")
+
+
+class Classification(Task):
+    name = "classification"
+
+    def build_data(self, rc: RunCfg) -> Any:
+        from aether.data.dataset import build_data
+
+        bundle = build_data(rc.data, rc.seed)
+        log.info("data: %s (%s) - %d classes, train/val/test %d/%d/%d, %d skipped", bundle.index.source,
+                 bundle.index.format, len(bundle.classes), len(bundle.splits["train"]), len(bundle.splits["val"]),
+                 len(bundle.splits["test"]), len(bundle.skipped))
+        return bundle
+
+    def build_network(self, rc: RunCfg, bundle: Any) -> Tuple[Any, Dict[str, Any]]:
+        return build_backbone(rc, len(bundle.classes))
+
+    def build_module(self, rc: RunCfg, bundle: Any, model: Any, strategy: Any) -> Any:
+        from aether.tasks.classification.module import ClassificationModule
+
+        return ClassificationModule(model, bundle.classes, strategy, rc.loss, class_weights(rc, bundle),
+                                    rc.optimizer.model_dump(), rc.scheduler.model_dump())
+
+    def build_datamodule(self, rc: RunCfg, bundle: Any, preprocessing: Dict[str, Any]) -> Any:
+        from aether.data.datamodule import ClassificationData
+
+        return ClassificationData(bundle, preprocessing, rc.data)
+
+    def model_info(self) -> Dict[str, Any]:
+        return {}  # model.json without a task is a classifier (the format older runs wrote)
+
+    def write_outputs(self, run_dir: Path, metrics: Dict[str, Any], job: Job, raw: Dict[str, Any]) -> str:
+        from aether.models.saved import save_model_dir
+        from aether.reporting.plots import confusion_matrix_png, curves_png
+        from aether.reporting.report import write_report
+
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        confusion_matrix_png(metrics["confusion_matrix"], job.bundle.classes, run_dir / "confusion_matrix.png")
+        curves_png(metrics["history"], run_dir / "curves.png")
+        (run_dir / "model").mkdir(parents=True, exist_ok=True)
+        exported, extra = job.strategy.export(job.module.model, run_dir / "model")
+        save_model_dir(run_dir / "model", exported, {**job.backbone.info, **extra}, job.bundle.classes,
+                       job.preprocessing)
+        write_report(run_dir, metrics, raw)
+        return f"test accuracy {metrics['test']['accuracy']:.4f}, macro F1 {metrics['test']['f1_macro']:.4f}"
+
+
+def class_weights(cfg: RunCfg, bundle: Any) -> Optional[Any]:
+    """loss.class_weights: null, "balanced" (inverse frequency in the training split) or one per class."""
+    import torch
+
+    cw = cfg.loss.class_weights
+    k = len(bundle.classes)
+    if cw is None:
+        return None
+    if cw == "balanced":
+        counts = [0] * k
+        for s in bundle.splits["train"]:
+            counts[s.label] += 1
+        n = sum(counts)
+        return torch.tensor([n / (k * max(1, c)) for c in counts], dtype=torch.float32)
+    if len(cw) != k:
+        raise AetherError(f"loss.class_weights has {len(cw)} values; the data has {k} classes ({', '.join(bundle.classes)})")
+    return torch.tensor(cw, dtype=torch.float32)

@@ -1,0 +1,7 @@
+"""task=detection: object detection from COCO, YOLO or VOC; torchvision heads on timm encoders; mAP."""
+
+from aether import registry
+from aether.tasks.detection.options import DetectionTaskCfg
+
+registry.tasks.register("detection", "aether.tasks.detection.task:Detection", config=DetectionTaskCfg,
+                        help="object detection: COCO, YOLO or VOC; FPN + FCOS/RetinaNet/Faster R-CNN; mAP")

@@ -1,0 +1,7 @@
+"""task=segmentation: semantic segmentation from images/ + masks/ folders; mIoU and Dice."""
+
+from aether import registry
+from aether.tasks.segmentation.options import SegmentationTaskCfg
+
+registry.tasks.register("segmentation", "aether.tasks.segmentation.task:Segmentation", config=SegmentationTaskCfg,
+                        help="semantic segmentation: images/ + masks/ folders; light FPN decoder; mIoU, Dice")
