@@ -58,7 +58,7 @@ def _err(msg: str) -> None:
 
 def _notes(notes: List[str]) -> None:
     """Pre-flight notes (options dropped when a part was switched), for commands that run no
-    training: `train` logs them from aether.run.train, once per run, into config.yaml too."""
+    training: `train` logs them from aether.launch.train, once per run, into config.yaml too."""
     for note in notes:
         print(f"aether: note: {note}", file=sys.stderr)
 
@@ -108,7 +108,8 @@ def _auto_recipe(args: List[str], overrides: List[str]) -> List[str]:
 @verb("train")
 def cmd_train(args: List[str]) -> int:
     from aether.config import hydra_setup, preflight
-    from aether.training.distributed import is_secondary_rank, run_secondary_rank
+    from aether.launch import run_secondary_rank
+    from aether.ranks import is_secondary_rank
 
     if is_secondary_rank():  # a DDP rank > 0: rank 0's config and run folder, no Hydra
         return run_secondary_rank(args)
@@ -122,7 +123,7 @@ def cmd_train(args: List[str]) -> int:
         overrides = [a for a in args if not a.startswith("-") and "=" in a]
         notes = preflight.check(overrides)
     if any(a in ("--cfg", "-c", "--info", "-i") for a in args):
-        _notes(notes)  # Hydra only prints: aether.run.train, which logs the notes, does not run
+        _notes(notes)  # Hydra only prints: aether.launch.train, which logs the notes, does not run
     from aether.sweeps.launchers import check_launcher
 
     check_launcher(args)
@@ -145,7 +146,7 @@ def cmd_train(args: List[str]) -> int:
     from aether.paths import builtin_conf_dir
 
     def task(cfg):  # type: ignore[no-untyped-def]
-        from aether.run import train  # the heavy imports start here
+        from aether.launch import train  # the heavy imports start here
 
         try:
             return train(cfg)

@@ -36,6 +36,9 @@ class Entry:
     config: Optional[Type[Any]] = None  # pydantic model of the part's options (besides `name`)
     help: str = ""
     origin: str = "aether"
+    # facts about the part that light code needs without importing it, e.g. a task's
+    # {"auto": "classification"}: which of recipe=auto's recommendation paths fits its data
+    traits: Dict[str, Any] = field(default_factory=dict)
     _loaded: Any = field(default=None, repr=False)
 
     def load(self) -> Any:
@@ -62,18 +65,22 @@ class Registry:
         config: Optional[Type[Any]] = None,
         help: str = "",
         origin: Optional[str] = None,
+        traits: Optional[Dict[str, Any]] = None,
     ) -> Any:
         """Register ``target`` under ``name``; without a target, works as a decorator."""
+
+        load_builtins()  # a plugin registering first must not take a built-in's name unseen
 
         def _add(obj: Any) -> Any:
             if name in self._entries and self._entries[name].target is not obj:
                 raise ValueError(f"{self.kind} '{name}' is already registered by {self._entries[name].origin}")
-            self._entries[name] = Entry(name, obj, config, help, origin or _caller_origin(obj))
+            self._entries[name] = Entry(name, obj, config, help, origin or _caller_origin(obj), dict(traits or {}))
             return obj
 
         return _add if target is None else _add(target)
 
     def get(self, name: str) -> Entry:
+        load_builtins()
         if name not in self._entries:
             load_plugins()
         if name not in self._entries:
@@ -84,6 +91,7 @@ class Registry:
         return self._entries[name]
 
     def __contains__(self, name: str) -> bool:
+        load_builtins()
         if name not in self._entries:
             load_plugins()
         return name in self._entries
@@ -112,7 +120,19 @@ tasks = Registry("task", "tasks")
 REGISTRIES = {r.plural: r for r in (adapters, backbones, strategies, optimizers, schedulers, loggers, tasks)}
 
 _plugins_loaded = False
+_builtins_loaded = False
 plugin_errors: list[str] = []
+
+
+def load_builtins() -> None:
+    """Register the built-in parts (aether.catalog, lazy "module:attr" targets: nothing heavy),
+    once, on first use of any registry. Imported here on demand rather than at the bottom of
+    this module, so that the catalog (which imports this module) and the registry form no
+    import cycle."""
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        importlib.import_module("aether.catalog")
 
 
 def load_plugins() -> None:
@@ -120,6 +140,7 @@ def load_plugins() -> None:
     global _plugins_loaded
     if _plugins_loaded:
         return
+    load_builtins()
     _plugins_loaded = True
     from importlib.metadata import entry_points
 
@@ -131,6 +152,3 @@ def load_plugins() -> None:
         except Exception as exc:  # a broken plugin must not take the CLI down; it is reported
             plugin_errors.append(f"plugin '{ep.name}' ({ep.value}) failed to load: {exc}")
 
-
-# The built-in parts register themselves (lazily, by "module:attr") when the catalog is imported.
-import aether.catalog  # noqa: E402,F401

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from aether import registry
 from aether.config.schema import RunCfg
 from aether.config.validate import part_options, validate
 from aether.errors import AetherError
+from aether.ranks import is_secondary_rank
 from aether.tasks.base import Job
 
 log = logging.getLogger("aether")
@@ -63,42 +64,6 @@ def resume_config(resume: str, task_overrides: List[str]) -> Dict[str, Any]:
     assert isinstance(out, dict)
     out["resume"] = str(folder)
     return out
-
-
-def train(cfg: DictConfig) -> float:
-    """Run one training job described by a composed Hydra config; return the best val accuracy."""
-    from hydra.core.hydra_config import HydraConfig
-
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(raw, dict)
-    raw.pop("hydra", None)
-    if raw.get("resume"):
-        raw = resume_config(str(raw["resume"]), list(hc.overrides.task))
-    from aether.config.validate import drop_foreign_options, typed_keys
-
-    # a recipe's options of a part the command line switched away from; a resumed run's
-    # config.yaml had them dropped when it was written, and is taken as it is
-    switched = [] if raw.get("resume") else drop_foreign_options(raw, typed_keys(hc.overrides.task))
-    from aether.sweeps.trial import multirun_context
-
-    run_name = multirun_context(raw, hc, run_dir)  # sweeps: W&B group per sweep, a name per trial
-    rc = validate(raw)
-    rc._explicit = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
-    from aether.config.hydra_setup import shadowed_choices
-
-    notes = [] if raw.get("resume") else shadowed_choices(dict(hc.runtime.choices))
-    for note in notes:  # a user file under a built-in name is used, never silently
-        log.warning("%s (rename it to use both)", note)
-    for note in switched:  # and so is a dropped option: config.yaml says so too
-        log.warning("%s", note)
-    notes += switched
-    from aether.sweeps import auto_search
-
-    if auto_search.wanted(rc, raw):  # recipe=auto: measure the planned candidates, finish the best
-        return auto_search.search(rc, raw, run_dir, list(hc.overrides.task), run_name, notes)
-    return fit_and_report(rc, raw, run_dir, run_name=run_name, notes=notes)
 
 
 @dataclass
@@ -209,14 +174,14 @@ def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: st
     check_devices(rc.trainer)  # the GPU count, before any data is read (the validator counted CPUs)
     if rc.offline:  # a recipe's `offline: true`, as HF_HUB_OFFLINE=1 (aether.models.weights)
         os.environ["HF_HUB_OFFLINE"] = "1"
-    if not distributed.is_secondary_rank():  # ranks > 0 write nothing (aether.training.distributed)
+    if not is_secondary_rank():  # ranks > 0 write nothing (aether.training.distributed)
         run_dir.mkdir(parents=True, exist_ok=True)
         header = "".join(f"# NOTE: {n}\n" for n in notes)  # comments: config.yaml stays loadable for resume=
         (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
     distributed.begin_run(run_dir)
     L.seed_everything(rc.seed, workers=True, verbose=False)
     job = prepare(rc)
-    if not distributed.is_secondary_rank() and _record_resolved(raw, rc, job.task.resolved):
+    if not is_secondary_rank() and _record_resolved(raw, rc, job.task.resolved):
         (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
     speed.apply_speedups(rc, job)
     trainer, mon = build_trainer(rc, run_dir, job, run_name)
@@ -270,7 +235,7 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     if note:
         log.info(note)
     if search is not None:  # a candidate of recipe=auto: scored on validation; the test split stays unseen
-        from aether.sweeps.auto_search import candidate_result
+        from aether.training.outcome import candidate_result
 
         search.update(candidate_result(trainer, mon.checkpoint, train_s, mon.history.rows))
         search["strategy"] = {"name": job.strategy.name, **job.strategy.report()}  # e.g. the probe's solved head
@@ -292,7 +257,7 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     from aether.sweeps.trial import trial_section
 
     metrics.update(trial_section(trainer))  # a sweep trial: its number and state (complete/pruned)
-    from aether.sweeps.auto_search import auto_section
+    from aether.reporting.metrics import auto_section
 
     metrics.update(auto_section(run_dir))  # recipe=auto: its leaderboard and winner
     summary = job.task.write_outputs(run_dir, metrics, job, raw)  # metrics.json, plots, model/, report.md

@@ -9,7 +9,7 @@ import pytest
 
 from aether.config.schema import DataCfg
 from aether.data.dataset import build_data
-from aether.data.split import stratified_split
+from aether.data.split import fraction_split
 from aether.errors import AetherError
 from tests.conftest import draw, make_folder
 
@@ -50,7 +50,7 @@ def test_split_keeps_a_training_image_for_tiny_classes() -> None:
     from aether.data.index import Sample
 
     samples = [Sample(f"a{i}", 0) for i in range(10)] + [Sample("b0", 1)]
-    out = stratified_split(samples, 0.2, 0.2, seed=0)
+    out = fraction_split(samples, 0.2, 0.2, seed=0, stratum=lambda s: s.label)
     assert [s.path for s in out["train"] if s.label == 1] == ["b0"]
 
 

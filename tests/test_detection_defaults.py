@@ -133,7 +133,7 @@ def test_small_data_gets_levels_epochs_warmup_and_patience(voc: Path) -> None:
     assert "max_epochs" not in job.task.fitted and "strides" not in job.task.fitted
     assert len(job.module.model.head.outputs) == 5
     rc = validate(compose_raw([*base, "trainer.max_epochs=10"]))
-    rc._explicit = {"trainer.max_epochs"}  # as `aether ... trainer.max_epochs=10` (aether.run.train) marks it
+    rc._explicit = {"trainer.max_epochs"}  # as `aether ... trainer.max_epochs=10` (aether.launch.train) marks it
     prepare(rc)
     assert rc.trainer.max_epochs == 10 and rc.data.batch_size == 3
 

@@ -282,7 +282,7 @@ def _run_token() -> str:
     """Names the unfinished cache of THIS run: the ranks of one distributed run share it, a
     different run never picks it up. The launcher's job id comes first: ranks started by
     torchrun or srun do not know rank 0's run folder (only Lightning's own launcher passes it)."""
-    from aether.training.distributed import RUN_DIR_ENV
+    from aether.ranks import RUN_DIR_ENV
 
     for var in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", RUN_DIR_ENV):
         if os.environ.get(var):

@@ -9,8 +9,8 @@ from typing import Dict, List, Optional
 
 from aether import registry
 from aether.config.schema import DataCfg
-from aether.data.index import SPLITS, DatasetIndex, Sample, Skipped
-from aether.data.split import stratified_split
+from aether.data.index import DatasetIndex, Sample, Skipped
+from aether.data.split import split
 from aether.errors import AetherError
 
 log = logging.getLogger("aether")
@@ -95,26 +95,9 @@ def build_data(cfg: DataCfg, seed: int) -> DataBundle:
             "with images in them"
         )
 
-    notes = list(index.notes)
-    if index.presplit:
-        splits = {s: [x for x in index.samples if x.split == s] for s in SPLITS}
-        if not splits["val"] and not splits["test"]:
-            splits = stratified_split(splits["train"], cfg.val_fraction, cfg.test_fraction, seed)
-        elif not splits["val"]:
-            carved = stratified_split(splits["train"], cfg.val_fraction, 0.0, seed)
-            splits["train"], splits["val"] = carved["train"], carved["val"]
-            notes.append(f"no val split given: {len(splits['val'])} images carved from train")
-        elif not splits["test"]:
-            splits["test"] = list(splits["val"])
-            notes.append("no test split given: test metrics are computed on the val split")
-    else:
-        splits = stratified_split(index.samples, cfg.val_fraction, cfg.test_fraction, seed)
-    for name in ("val", "test"):
-        if not splits[name]:
-            raise AetherError(
-                f"the {name} split is empty ({len(index.samples)} usable images); add images or raise "
-                f"data.{name}_fraction"
-            )
+    # stratified by class; a pre-split folder's splits are kept (aether.data.split)
+    splits, split_notes = split(index.samples, cfg.val_fraction, cfg.test_fraction, seed, stratum=lambda s: s.label)
+    notes = list(index.notes) + split_notes
     small = [c for c, n in index.class_counts().items() if 0 < n < 3]
     if small:
         notes.append(f"classes with fewer than 3 images (not in every split): {', '.join(small)}")

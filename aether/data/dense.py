@@ -4,12 +4,12 @@ the doctor's check of every image, the split, and the `data` section of metrics.
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from aether.config.schema import DataCfg
-from aether.data.index import SPLITS, Skipped
+from aether.data.index import Skipped
+from aether.data.split import split
 from aether.errors import AetherError
 
 log = logging.getLogger("aether")
@@ -39,7 +39,8 @@ class DenseBundle:
     index: DenseIndex
     splits: Dict[str, List[Item]]
     notes: List[str] = field(default_factory=list)
-    class_counts: Dict[str, int] = field(default_factory=dict)  # images (multilabel) or instances (detection)
+    class_counts: Dict[str, int] = field(default_factory=dict)
+    counts_of: str = "images"  # what class_counts count: images (multilabel) or instances (detection)
 
     @property
     def classes(self) -> List[str]:
@@ -56,7 +57,7 @@ class DenseBundle:
             "format": self.index.format,
             "classes": list(self.classes),
             "class_counts": dict(self.class_counts),
-            "counts_of": "instances" if self.task == "detection" else "images",
+            "counts_of": self.counts_of,
             "num_train": len(self.splits["train"]),
             "num_val": len(self.splits["val"]),
             "num_test": len(self.splits["test"]),
@@ -94,54 +95,15 @@ def check_images(index: DenseIndex, cfg: DataCfg) -> None:
         log.warning("skipping %s: %s", s.path, s.reason)
 
 
-def split_items(index: DenseIndex, cfg: DataCfg, seed: int) -> tuple[Dict[str, List[Item]], List[str]]:
-    """Given splits are used as they are (a missing val is carved from train, a missing test
-    reuses val); otherwise a seeded random split by the data.*_fraction settings."""
-    notes: List[str] = []
-    given = {s: [i for i in index.items if i.split == s] for s in SPLITS}
-    pool = given["train"] if given["train"] else [i for i in index.items if i.split is None]
-    if given["train"] and given["val"]:
-        splits = given
-    else:
-        items = sorted(pool, key=lambda i: i.path)
-        random.Random(f"{seed}-split").shuffle(items)
-        n = len(items)
-        n_test = 0 if given["test"] else min(round(n * cfg.test_fraction), max(n - 2, 0))
-        n_val = min(max(1, round(n * cfg.val_fraction)), max(n - 1 - n_test, 0))
-        splits = {"test": given["test"] or items[:n_test], "val": items[n_test:n_test + n_val],
-                  "train": items[n_test + n_val:]}
-        if given["train"]:
-            notes.append(f"no val split given: {len(splits['val'])} images carved from train")
-    if not splits["test"] and splits["val"]:
-        splits["test"] = list(splits["val"])
-        notes.append("no test split given: test metrics are computed on the val split")
-    for name in SPLITS:
-        if not splits[name]:
-            raise AetherError(f"the {name} split is empty ({len(index.items)} usable images); add images or raise "
-                              f"data.{name}_fraction")
-    return splits, notes
-
-
-def build_bundle(task: str, index: DenseIndex, cfg: DataCfg, seed: int, class_counts: Dict[str, int]) -> DenseBundle:
+def build_bundle(task: str, index: DenseIndex, cfg: DataCfg, seed: int, class_counts: Dict[str, int],
+                 counts_of: str = "images") -> DenseBundle:
     check_images(index, cfg)
     if not index.items:
         raise AetherError(f"data.path={cfg.path}: no usable {task} samples ({len(index.skipped)} skipped)")
-    splits, notes = split_items(index, cfg, seed)
+    splits, notes = split(index.items, cfg.val_fraction, cfg.test_fraction, seed)  # one group, no strata
     notes = index.notes + notes
     for n in notes:
         log.info("data: %s", n)
     log.info("data: %s (%s, %s) - %d classes, train/val/test %d/%d/%d, %d skipped", index.source, index.format, task,
              len(index.classes), len(splits["train"]), len(splits["val"]), len(splits["test"]), len(index.skipped))
-    return DenseBundle(task, index, splits, notes, class_counts)
-
-
-def loader_settings(cfg: DataCfg, n: int, train: bool) -> Dict[str, Any]:
-    """Batch size and workers for a loader of `n` items, as the classification loaders pick them."""
-    import torch
-
-    from aether.data.datamodule import auto_workers
-
-    workers = auto_workers(n) if cfg.num_workers == "auto" else int(cfg.num_workers)
-    batch = cfg.batch_size if train else (cfg.eval_batch_size or 2 * cfg.batch_size)
-    return dict(batch_size=batch, shuffle=train, drop_last=train and n > batch, num_workers=workers,
-                persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    return DenseBundle(task, index, splits, notes, class_counts, counts_of)

@@ -21,7 +21,7 @@ def build_workers(n_images: int, num_workers: Union[int, str]) -> int:
     machine's cores once there is enough work to pay for starting them."""
     if num_workers != "auto":
         return int(num_workers)
-    from aether.data.datamodule import usable_cpus
+    from aether.config.resources import usable_cpus
 
     return usable_cpus() if n_images >= 500 else 0
 

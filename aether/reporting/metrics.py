@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Dict, List
 
 from aether.training.distributed import section
@@ -37,3 +39,14 @@ def build_metrics(rc: Any, job: Any, trainer: Any, mon: Any, train_s: float,
         "strategy": {"name": job.strategy.name, **job.strategy.report()},  # e.g. the linear probe's closed-form head
         **({"confusion_matrix": confusion} if confusion is not None else {}),
     }
+
+
+def auto_section(run_dir: Path) -> Dict[str, Any]:
+    """metrics.json's `auto` section: the search's summary, when this run was recipe=auto's winner."""
+    path = run_dir / "auto.json"
+    if not path.is_file():
+        return {}
+    try:
+        return {"auto": json.loads(path.read_text(encoding="utf-8"))}
+    except (OSError, ValueError):
+        return {}

@@ -30,10 +30,8 @@ def header_lines(metrics: Dict[str, Any], cfg: Dict[str, Any]) -> List[str]:
 
 def training_lines(metrics: Dict[str, Any]) -> List[str]:
     """Curves, throughput, cost; then the data: counts, notes, ignored and skipped files."""
-    from aether.sweeps.auto_search import report_lines
-
     d, tm = metrics["data"], metrics["time"]
-    lines = report_lines(metrics) + [
+    lines = auto_lines(metrics) + [
         "## Training",
         "",
         "![curves](curves.png)",
@@ -87,3 +85,20 @@ def write_report(run_dir: Path, metrics: Dict[str, Any], cfg: Dict[str, Any]) ->
     path = run_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def auto_lines(metrics: Dict[str, Any]) -> List[str]:
+    """report.md's section on the search: the leaderboard as a table."""
+    a = metrics.get("auto")
+    if not a:
+        return []
+    lines = ["## recipe=auto: the search", "",
+             f"Budget {a['budget_minutes']:g} min; candidates scored on the validation split ({a['monitor']}); "
+             f"the winner, **{a['winner']}**, was continued in this folder and tested once "
+             "(`best_recipe.yaml` re-runs it; each candidate's folder is under `auto/`).", "",
+             f"| # | candidate | {a['monitor']} | seconds | epochs | status | reason |", "|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(a["leaderboard"], 1):
+        v = "-" if r["val_metric"] is None else f"{r['val_metric']:.4f}"
+        lines.append(f"| {i} | {r['candidate']} | {v} | {r['seconds']:.1f} | {r['epochs'] or '-'} | {r['status']} | "
+                     f"{r.get('error') or r['reason']} |")
+    return lines + [""]

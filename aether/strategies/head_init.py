@@ -180,15 +180,16 @@ class LogisticHeadInit(L.Callback):
     def _solve(self, trainer: Any, pl_module: Any, head: nn.Module, dm: Any) -> Dict[str, Any]:
         from torch.utils.data import DataLoader
 
-        from aether.data.datamodule import ImageDataset, auto_workers
+        from aether.data.datamodule import ImageDataset
+        from aether.data.loaders import eval_batch_size, workers_for
 
         t0 = time.perf_counter()
-        batch = dm.cfg.eval_batch_size or 2 * dm.cfg.batch_size
+        batch = eval_batch_size(dm.cfg)
 
         def features(split: str) -> Tuple[np.ndarray, np.ndarray]:
             samples = dm.bundle.splits[split]
-            workers = auto_workers(len(samples)) if dm.cfg.num_workers == "auto" else int(dm.cfg.num_workers)
-            loader = DataLoader(ImageDataset(samples, dm.eval_tf), batch_size=batch, num_workers=workers)
+            loader = DataLoader(ImageDataset(samples, dm.eval_tf), batch_size=batch,
+                                num_workers=workers_for(dm.cfg, len(samples)))
             return head_inputs(pl_module.model, head, loader, pl_module.device)
 
         weights = getattr(pl_module.criterion, "weight", None)

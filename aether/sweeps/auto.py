@@ -79,7 +79,9 @@ def recommendations(overrides: List[str]) -> Tuple[Dict[str, Dict[str, Any]], Di
         from aether.tasks.base import detected_task
 
         task = detected_task(rc)[0]
-    if task != "classification":
+    from aether import registry
+
+    if registry.tasks.get(task).traits.get("auto") != "classification":  # boxes, masks, label sets
         return _dense_recommendations(rc, task, user, hw)
     ex = examine(rc.data)
     counts = {c: n for c, n in ex.index.class_counts().items() if n}

@@ -133,56 +133,6 @@ def _row(cand: Candidate, info: Dict[str, Any], seconds: float, monitor: str) ->
             **({"error": info["error"]} if "error" in info else {})}
 
 
-def candidate_result(trainer: Any, checkpoint: Any, train_s: float, history: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
-    """How a candidate's training went: best val score, epochs done, and what ended it."""
-    from lightning.pytorch.callbacks import EarlyStopping, Timer
-
-    epochs = int(trainer.current_epoch)
-    status = "complete"
-    if any(isinstance(cb, EarlyStopping) and cb.stopped_epoch for cb in trainer.callbacks):
-        status = "early_stopped"
-    elif epochs < int(trainer.max_epochs or 0):
-        status = "budget"  # the Timer (its share of the budget) ended it
-    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
-    minutes = (timer.time_elapsed("train") if timer else train_s) / 60
-    score = checkpoint.best_model_score
-    # an epoch's time once the decoded-image cache is built (the first epoch builds it; the
-    # winner's full training reuses it): what the rest of the budget is divided by
-    times = sorted(float(r["time_s"]) for r in history[1:] if r.get("time_s")) or \
-        [float(r["time_s"]) for r in history[:1] if r.get("time_s")]
-    epoch_s = times[len(times) // 2] if times else minutes * 60 / max(1, epochs)
-    return {"score": None if score is None else float(score), "epochs": epochs, "status": status,
-            "train_minutes": round(minutes, 3), "epoch_seconds": round(epoch_s, 2)}
-
-
-def auto_section(run_dir: Path) -> Dict[str, Any]:
-    """metrics.json's `auto` section: the search's summary, when this run was recipe=auto's winner."""
-    path = run_dir / "auto.json"
-    if not path.is_file():
-        return {}
-    try:
-        return {"auto": json.loads(path.read_text(encoding="utf-8"))}
-    except (OSError, ValueError):
-        return {}
-
-
-def report_lines(metrics: Dict[str, Any]) -> List[str]:
-    """report.md's section on the search: the leaderboard as a table."""
-    a = metrics.get("auto")
-    if not a:
-        return []
-    lines = ["## recipe=auto: the search", "",
-             f"Budget {a['budget_minutes']:g} min; candidates scored on the validation split ({a['monitor']}); "
-             f"the winner, **{a['winner']}**, was continued in this folder and tested once "
-             "(`best_recipe.yaml` re-runs it; each candidate's folder is under `auto/`).", "",
-             f"| # | candidate | {a['monitor']} | seconds | epochs | status | reason |", "|---|---|---|---|---|---|---|"]
-    for i, r in enumerate(a["leaderboard"], 1):
-        v = "-" if r["val_metric"] is None else f"{r['val_metric']:.4f}"
-        lines.append(f"| {i} | {r['candidate']} | {v} | {r['seconds']:.1f} | {r['epochs'] or '-'} | {r['status']} | "
-                     f"{r.get('error') or r['reason']} |")
-    return lines + [""]
-
-
 def leaderboard_lines(board: List[Dict[str, Any]], monitor: str, budget_min: float) -> List[str]:
     lines = [f"auto leaderboard ({monitor} on the validation split, budget {budget_min:g} min):",
              f"  {'#':>2} {'candidate':<12} {monitor:>9} {'seconds':>8} {'epochs':>6}  {'status':<14} reason"]

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from aether.config.schema import DataCfg
-from aether.data.dense import DenseBundle, Item, loader_settings
-from aether.data.fastpath import FastPathDataModule
+from aether.data.dense import DenseBundle, Item
+from aether.data.loaders import SplitData
 
 
-class ItemData(FastPathDataModule):
+class ItemData(SplitData):
     """Loaders over a DenseBundle; `make_dataset(items, train)` builds each split's Dataset.
 
     `fast` (a FastPath, for tasks whose target does not move with the image, i.e. multilabel):
@@ -23,28 +23,16 @@ class ItemData(FastPathDataModule):
     def __init__(self, bundle: DenseBundle, cfg: DataCfg, make_dataset: Callable[[List[Item], bool], Dataset],
                  collate: Optional[Callable] = None, fast: Any = None,
                  fast_target: Optional[Callable[[Item], Any]] = None) -> None:
-        super().__init__()
-        self.bundle, self.cfg, self.make_dataset, self.collate = bundle, cfg, make_dataset, collate
-        self.fast, self.fast_target = fast, fast_target
+        super().__init__(bundle, cfg, collate)
+        self.make_dataset, self.fast, self.fast_target = make_dataset, fast, fast_target
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def dataset(self, split: str, train: bool) -> Any:
         items = self.bundle.splits[split]
         if self.fast is not None and self.fast_target is not None:
             from aether.data.cache import resolve_mode
 
-            dataset = self.fast.dataset(items, split, train, resolve_mode(self.cfg.cache), target=self.fast_target)
-        else:
-            dataset = self.make_dataset(items, train)
-        return DataLoader(dataset, collate_fn=self.collate, **loader_settings(self.cfg, len(items), train))
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+            return self.fast.dataset(items, split, train, resolve_mode(self.cfg.cache), target=self.fast_target)
+        return self.make_dataset(items, train)
 
 
 MAX_NATIVE_SIZE = 640  # larger images are trained at this side (objects shrink, with a line saying so)

@@ -7,7 +7,7 @@ asking the dataset doctor again, a `-m` sweep re-launching every trial) and writ
 
 * rank 0 writes `config.yaml` into the run folder and sets AETHER_RUN_DIR before Lightning
   starts the other ranks; a process that sees AETHER_RUN_DIR and a non-zero rank skips Hydra
-  altogether and trains from THAT config and folder (`run_secondary_rank`);
+  altogether and trains from THAT config and folder (`aether.launch.run_secondary_rank`);
 * ranks started by an external launcher (torchrun, srun) have no AETHER_RUN_DIR: they compose
   the same command line without Hydra's run machinery, so they create no folder either;
 * only global rank 0 writes: config, metrics, report, model (run.py); Lightning's checkpoint
@@ -25,70 +25,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from aether.errors import AetherError
+from aether.ranks import RUN_DIR_ENV, is_secondary_rank
 
 log = logging.getLogger("aether")
 
-RUN_DIR_ENV = "AETHER_RUN_DIR"
 # set by Lightning's launcher in the parent process; left behind they make the next Trainer
 # believe an external launcher created its processes (and wait for ranks that never come)
 _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "PL_GLOBAL_SEED")
-
-
-def rank_from_env() -> int:
-    """This process's global rank as the launchers announce it (0 when not distributed)."""
-    for var in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
-            if var == "SLURM_PROCID" and int(os.environ.get("SLURM_NTASKS", "1") or 1) <= 1:
-                continue
-            return int(os.environ[var])
-    local, node = os.environ.get("LOCAL_RANK", "0"), os.environ.get("NODE_RANK", "0")
-    if local.isdigit() and node.isdigit() and (int(local) or int(node)):
-        return int(node) * 1000 + int(local)  # only "non-zero" matters here
-    return 0
-
-
-def _external_launcher() -> bool:
-    """Whether torchrun or srun started this process (rather than Lightning's own launcher)."""
-    slurm_tasks = os.environ.get("SLURM_NTASKS", "1")
-    return bool(os.environ.get("TORCHELASTIC_RUN_ID")) or (slurm_tasks.isdigit() and int(slurm_tasks) > 1
-                                                           and "SLURM_PROCID" in os.environ)
-
-
-def is_secondary_rank() -> bool:
-    return rank_from_env() > 0
-
-
-def run_secondary_rank(args: List[str]) -> int:
-    """Train as rank > 0: rank 0's config and folder, no Hydra, no files written."""
-    from omegaconf import OmegaConf
-
-    from aether.config.validate import validate
-    from aether.run import fit_and_report
-
-    # torchrun / srun never pass rank 0's folder (their ranks start together, not from rank 0): a
-    # value seen there was left in the environment by something else and must not be trusted
-    shared = None if _external_launcher() else os.environ.get(RUN_DIR_ENV)
-    if shared:
-        run_dir = Path(shared)
-        loaded = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-        assert isinstance(loaded, dict)
-        raw: Dict[str, Any] = loaded
-    else:  # started by torchrun / srun: same command line as rank 0
-        from aether.config import hydra_setup, preflight
-        from aether.run import resume_config
-
-        args = preflight.rewrite_data_shorthand(args)
-        overrides = [a for a in args if not a.startswith("-") and "=" in a]
-        dirs = [o.split("=", 1)[1].strip("\"'") for o in overrides if o.startswith("hydra.run.dir=")]
-        raw, _ = hydra_setup.compose_run([o for o in overrides if not o.startswith("hydra.")])
-        if raw.get("resume"):
-            raw = resume_config(str(raw["resume"]), [o for o in overrides if not o.startswith("hydra.")])
-        # checkpoints go where rank 0 says (ModelCheckpoint broadcasts its folder); this path
-        # only names the run, nothing is created here
-        run_dir = Path(dirs[0] if dirs else (raw.get("resume") or "outputs/rank-0-decides"))
-    rc = validate(raw)
-    fit_and_report(rc, raw, run_dir, run_name=f"{rc.recipe}-{run_dir.name}")
-    return 0
 
 
 _BASE_ENV: Optional[Dict[str, Optional[str]]] = None  # the launcher variables before this process's first run

@@ -28,6 +28,17 @@ class StrategyModule(L.LightningModule):
         self.scheduler_cfg = scheduler_cfg
         self.test_results: Dict[str, Any] = {}
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The common case: an (images, targets) batch and the subclass's `criterion`."""
+        x, y = batch
+        loss = self.criterion(self(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
+                 sync_dist=True)  # one all-reduce per epoch under DDP; free on one device
+        return loss
+
     def train(self, mode: bool = True) -> "StrategyModule":
         super().train(mode)
         if mode:

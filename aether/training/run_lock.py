@@ -178,6 +178,6 @@ def claim(run_dir: Path, resume: Optional[str]) -> Any:
     (they share rank 0's folder and write nothing into it)."""
     import contextlib
 
-    from aether.training.distributed import is_secondary_rank
+    from aether.ranks import is_secondary_rank
 
     return contextlib.nullcontext() if is_secondary_rank() else RunLock(run_dir, resume)

@@ -8,5 +8,5 @@ from aether import registry
 from aether.tasks.classification.options import ClassificationTaskCfg
 
 registry.tasks.register("classification", "aether.tasks.classification.task:Classification",
-                        config=ClassificationTaskCfg,
+                        config=ClassificationTaskCfg, traits={"auto": "classification"},
                         help="one label per image: class folders or a path,label manifest (default)")

@@ -32,9 +32,6 @@ class ClassificationModule(StrategyModule):
             "confusion": tm.classification.MulticlassConfusionMatrix(k),
         }, compute_groups=False)  # shared-state groups mixed macro and per-class F1 here
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)

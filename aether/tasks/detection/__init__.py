@@ -4,4 +4,5 @@ from aether import registry
 from aether.tasks.detection.options import DetectionTaskCfg
 
 registry.tasks.register("detection", "aether.tasks.detection.task:Detection", config=DetectionTaskCfg,
+                        traits={"auto": "dense"},
                         help="object detection: COCO, YOLO or VOC; FPN + FCOS/RetinaNet/Faster R-CNN; mAP")

@@ -303,7 +303,7 @@ class Detection(Task):
             raise AetherError(f"data.path={rc.data.path}: looks like {fmt}, not a detection dataset; expected COCO, "
                               "YOLO or VOC (data.format=coco|yolo|voc)")
         index = ADAPTERS[fmt]().load(root, dict(rc.data.options))
-        bundle = build_bundle(self.name, index, rc.data, rc.seed, instance_counts(index))
+        bundle = build_bundle(self.name, index, rc.data, rc.seed, instance_counts(index), counts_of="instances")
         self.fitted = fit_to_data(rc, bundle.splits["train"])
         return bundle
 

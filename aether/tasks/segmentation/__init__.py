@@ -4,4 +4,5 @@ from aether import registry
 from aether.tasks.segmentation.options import SegmentationTaskCfg
 
 registry.tasks.register("segmentation", "aether.tasks.segmentation.task:Segmentation", config=SegmentationTaskCfg,
+                        traits={"auto": "dense"},
                         help="semantic segmentation: images/ + masks/ folders; light FPN decoder; mIoU, Dice")
