@@ -24,7 +24,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from aether.errors import AetherError
 from aether.sweeps.candidates import Candidate, default_budget, keys_of
@@ -215,21 +215,56 @@ def search(rc: Any, raw: Dict[str, Any], run_dir: Path, base_overrides: Sequence
                        notes, budget_s)
 
 
+def _epoch_s(row: Dict[str, Any]) -> float:
+    """A candidate's measured seconds per epoch, with the slack a longer run needs."""
+    done = int(row["epochs"] or 0)
+    return EPOCH_SLACK * float(row.get("epoch_seconds") or float(row.get("train_minutes") or 0.0) * 60 / max(1, done))
+
+
+def _final_epochs(row: Dict[str, Any], seconds: float) -> int:
+    """Epochs of its schedule a candidate trains in `seconds`: its planned epochs, growing up to
+    FINAL_EPOCHS_GROWTH times when the time holds them."""
+    planned, per = int(row["planned_epochs"]), _epoch_s(row)
+    return min(planned * FINAL_EPOCHS_GROWTH, int(seconds // per)) if per > 0 else planned
+
+
+def _challenger(board: List[Dict[str, Any]], winner: Dict[str, Any], mode: str,
+                allowed_s: float) -> Optional[Dict[str, Any]]:
+    """The runner-up that the short search may have underrated: cut short (its schedule is longer
+    than the search's epochs), and affordable with the time the winner's final training leaves
+    for at least twice the search's epochs. A few epochs favour what converges fast (a solved
+    linear probe) over what converges further (a full fine-tune: digits from transferred
+    weights, val 0.963 vs 0.959 after 3 epochs, test 0.955 vs 0.985 after 15)."""
+    winner_s = _final_epochs(winner, allowed_s) * _epoch_s(winner)
+    rest = [r for r in board if r is not winner and r["val_metric"] is not None and math.isfinite(r["val_metric"])
+            and r["status"] == "complete" and int(r["planned_epochs"] or 0) > int(r["epochs"] or 0)]
+    best = _best(rest, mode)
+    if best is None or _final_epochs(best, allowed_s - winner_s) < 2 * SEARCH_EPOCHS:
+        return None
+    return best
+
+
 def _finish(rc: Any, raw: Dict[str, Any], run_dir: Path, base: Sequence[str], plan: List[Candidate],
             winner: Dict[str, Any], summary: Dict[str, Any], left_s: float, run_name: str,
             notes: Sequence[str], budget_s: float) -> float:
     """Train the winner's full schedule in the run folder (as many epochs of it as the rest of the
     budget holds, measured from its candidate's epochs), test it once, write it out. A candidate
-    that already ran its whole schedule (or stopped early) is kept as it is, not trained again."""
+    that already ran its whole schedule (or stopped early) is kept as it is, not trained again.
+    When the time holds it, the runner-up the short search may have underrated gets its full
+    schedule too (aether.sweeps.auto_search._challenger) and the better of the two on
+    validation is the one tested."""
     from aether.config.validate import validate
     from aether.run import _fit_and_report
     from aether.sweeps.summary import write_recipe
 
+    allowed_s = max(6.0, left_s - SETUP_MARGIN * budget_s - FINAL_RESERVE_S)
+    challenger = _challenger(summary["leaderboard"], winner, summary["mode"], allowed_s)
+    if challenger is not None:
+        winner, allowed_s = _final_round(rc, run_dir, base, plan, [winner, challenger], summary, allowed_s, run_name)
     cand = next(c for c in plan if c.name == winner["candidate"])
     done, planned = int(winner["epochs"] or 0), int(winner["planned_epochs"])
-    epoch_s = EPOCH_SLACK * float(winner.get("epoch_seconds") or float(winner.get("train_minutes") or 0.0) * 60 / max(1, done))
-    allowed_s = max(6.0, left_s - SETUP_MARGIN * budget_s - FINAL_RESERVE_S)
-    epochs = min(planned * FINAL_EPOCHS_GROWTH, int(allowed_s // epoch_s)) if epoch_s > 0 else planned
+    epoch_s = _epoch_s(winner)
+    epochs = done if challenger is not None else _final_epochs(winner, allowed_s)  # the final round trained it
     keep = winner["status"] == "early_stopped" or epochs <= done
     raw_w = _compose(base, cand, None if keep else allowed_s / 60)
     raw_w["trainer"]["max_epochs"] = done if keep else epochs
@@ -240,20 +275,59 @@ def _finish(rc: Any, raw: Dict[str, Any], run_dir: Path, base: Sequence[str], pl
                            f"({winner['monitor']} = {winner['val_metric']:.4f} on validation)."])
     how = (f"kept as trained ({done} epochs)" if keep else
            f"trained again in full: {epochs} epochs ({planned} planned, up to {FINAL_EPOCHS_GROWTH}x) fit the "
-           f"{allowed_s / 60:.1f} min left "
-           f"({epoch_s:.1f} s an epoch)")
+           f"{allowed_s / 60:.1f} min left ({epoch_s:.1f} s an epoch)")
     log.info("auto: winner '%s' (%s %.4f) -> %s; %s", cand.name, winner["monitor"], winner["val_metric"], recipe, how)
+    summary["winner"] = cand.name
     summary["final"] = {"candidate": cand.name, "kept": keep, "epochs": raw_w["trainer"]["max_epochs"],
                         "planned_epochs": planned, "minutes_allowed": None if keep else round(allowed_s / 60, 2)}
     (run_dir / "auto.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     explicit = set(rc._explicit) | keys_of(cand.overrides) | {"trainer.max_epochs"}  # the epochs fitted above
     if keep:  # its checkpoints become the run's; the resume road tests and writes them out
-        _relocate(run_dir / "auto" / cand.name, run_dir)
+        _relocate(Path(winner.get("folder") or run_dir / "auto" / cand.name), run_dir)
         rc_w = validate({**raw_w, "resume": str(run_dir)})
     else:
         rc_w = validate(raw_w)
     rc_w._explicit = explicit
     return _fit_and_report(rc_w, raw_w, run_dir, run_name, list(notes))
+
+
+def _final_round(rc: Any, run_dir: Path, base: Sequence[str], plan: List[Candidate], finalists: List[Dict[str, Any]],
+                 summary: Dict[str, Any], allowed_s: float, run_name: str) -> Tuple[Dict[str, Any], float]:
+    """Each finalist trains its full schedule in RUN/auto/NAME-final (validation only), the
+    winner first; the better on validation is returned as a finished row (kept as trained)."""
+    from aether.config.validate import validate
+    from aether.run import _fit_and_report
+
+    start = time.monotonic()
+    rows: List[Dict[str, Any]] = []
+    for row in finalists:
+        cand = next(c for c in plan if c.name == row["candidate"])
+        left = allowed_s - (time.monotonic() - start)
+        epochs = _final_epochs(row, left)
+        if row["status"] == "early_stopped" or epochs <= int(row["epochs"] or 0):
+            rows.append({**row, "folder": str(run_dir / "auto" / cand.name)})  # already as far as it goes
+            continue
+        log.info("auto: final round, '%s' trains %d epochs (up to %.1f min)", cand.name, epochs, left / 60)
+        info: Dict[str, Any] = {}
+        t = time.monotonic()
+        raw_f = _compose(base, cand, left / 60)
+        raw_f["trainer"]["max_epochs"] = epochs
+        rc_f = validate(raw_f)
+        rc_f._explicit = set(rc._explicit) | keys_of(cand.overrides) | {"trainer.max_epochs"}
+        folder = run_dir / "auto" / f"{cand.name}-final"
+        try:
+            _fit_and_report(rc_f, raw_f, folder, f"{run_name}-{cand.name}-final", (), search=info)
+        except Exception as exc:  # the search's run of it stands
+            log.warning("auto: final round of '%s' failed: %s", cand.name, str(exc).splitlines()[0] if str(exc) else exc)
+            rows.append({**row, "folder": str(run_dir / "auto" / cand.name)})
+            continue
+        final = _row(cand, {**info, "planned_epochs": row["planned_epochs"]}, time.monotonic() - t, row["monitor"])
+        rows.append({**final, "status": "complete", "folder": str(folder)})
+    summary["final_round"] = [{k: r[k] for k in ("candidate", "val_metric", "seconds", "epochs", "folder")} for r in rows]
+    best = _best(rows, summary["mode"]) or rows[0]
+    log.info("auto: final round: %s", ", ".join(f"{r['candidate']} {r['val_metric']:.4f}" for r in rows
+                                                 if r["val_metric"] is not None))
+    return best, allowed_s - (time.monotonic() - start)
 
 
 def _choices(base: Sequence[str], cand: Candidate) -> Dict[str, str]:

@@ -60,7 +60,7 @@ def _grid_trials(sweep_dir: Path, config: DictConfig) -> List[Dict[str, Any]]:
 
 
 def _study_trials(sweep_dir: Path, config: DictConfig) -> Tuple[List[Dict[str, Any]], Any]:
-    from aether.sweeps.sweeper import load_spec, open_study
+    from aether.sweeps.study import load_spec, open_study
 
     study = open_study(load_spec(config), sweep_dir, int(OmegaConf.select(config, "trainer.max_epochs", default=1)),
                        0, create=False)
@@ -74,7 +74,7 @@ def _study_trials(sweep_dir: Path, config: DictConfig) -> Tuple[List[Dict[str, A
 
 
 def _fill_metrics(row: Dict[str, Any], metric: str, direction: str) -> None:
-    from aether.sweeps.sweeper import objective
+    from aether.sweeps.study import objective
 
     f = Path(row["run_dir"]) / "metrics.json"
     m = json.loads(f.read_text()) if f.is_file() else {}

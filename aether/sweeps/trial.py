@@ -32,7 +32,7 @@ class TrialReporter(L.Callback):
         if self._trial is None:
             import optuna
 
-            from aether.sweeps.sweeper import make_pruner, rdb_storage
+            from aether.sweeps.study import make_pruner, rdb_storage
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             storage = rdb_storage(self.spec.storage)

@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 from aether import registry
-from aether.strategies.base import Strategy
 
 
 class StrategyModule(L.LightningModule):
     """What every task's module shares: the strategy's train-mode hook and parameter groups, and
-    the optimizer + scheduler built from their registered names."""
+    the optimizer + scheduler built from their registered names. `strategy` is an
+    aether.strategies.base.Strategy (typed Any here: training sits below strategies, which use it)."""
 
-    def __init__(self, model: nn.Module, classes: List[str], strategy: Strategy, optimizer_cfg: Dict[str, Any],
+    def __init__(self, model: nn.Module, classes: List[str], strategy: Any, optimizer_cfg: Dict[str, Any],
                  scheduler_cfg: Dict[str, Any]) -> None:
         super().__init__()
         self.model = model
