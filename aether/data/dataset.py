@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from aether import registry
 from aether.config.schema import DataCfg
 from aether.data.index import SPLITS, DatasetIndex, Sample, Skipped
 from aether.data.split import stratified_split
@@ -49,20 +48,12 @@ class DataBundle:
 
 
 def detect_format(path: Optional[str]) -> str:
+    """The format `data.format=auto` reads `path` as (the embedded digits without a path)."""
     if path is None:
         return "digits"
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise AetherError(f"data.path={path}: no such file or folder")
-    # built-in adapters first, so a plugin's broad detect() cannot take over plain folders
-    for entry in sorted(registry.adapters, key=lambda e: e.origin != "aether"):
-        detect = getattr(entry.load(), "detect", None)
-        if detect is not None and detect(p):
-            return entry.name
-    raise AetherError(
-        f"data.path={path}: cannot tell its format; expected a folder of class sub-folders or a "
-        f".csv/.jsonl manifest, or name the adapter with data.format=<{'|'.join(registry.adapters.names())}>"
-    )
+    from aether.data.formats.auto import detect
+
+    return detect(Path(path).expanduser()).format
 
 
 def build_data(cfg: DataCfg, seed: int) -> DataBundle:
