@@ -1,11 +1,10 @@
-"""From `data.*` config to checked, split samples: adapter -> image checks -> split."""
+"""From `data.*` config to checked, split samples: format -> image checks -> split."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from aether.config.schema import DataCfg
 from aether.data.index import SPLITS, DatasetIndex, Sample, Skipped
@@ -45,15 +44,6 @@ class DataBundle:
             "notes": list(self.notes),
             "warnings": list(self.index.warnings),
         }
-
-
-def detect_format(path: Optional[str]) -> str:
-    """The format `data.format=auto` reads `path` as (the embedded digits without a path)."""
-    if path is None:
-        return "digits"
-    from aether.data.formats.auto import detect
-
-    return detect(Path(path).expanduser()).format
 
 
 def build_data(cfg: DataCfg, seed: int) -> DataBundle:
