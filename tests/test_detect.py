@@ -334,6 +334,7 @@ def with_format(monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(registry.adapters, "_entries", dict(registry.adapters._entries))
 
     def register(name, cls, priority=None):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(registry, "plugin_errors", list(registry.plugin_errors))
         if priority is not None:
             cls = type(cls.__name__, (cls,), {"priority": priority})
         registry.adapters.register(name, cls, origin="test-plugin")
@@ -405,3 +406,11 @@ def test_formats_import_neither_the_doctor_nor_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "coco"), str(tmp_path / "masks")],
                          capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "['coco', 'masks'] False False", out.stdout + out.stderr
+
+
+def test_a_broken_plugin_format_does_not_stop_detection(tmp_path, with_format):
+    from aether import registry
+
+    with_format("broken", "no_such_module_for_aether_tests:Format")
+    assert detect(make_voc(tmp_path)).format == "voc"
+    assert any("'broken'" in e and "failed to load" in e for e in registry.plugin_errors)

@@ -118,16 +118,19 @@ def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
 
 
 def examine(cfg: DataCfg, progress: bool = False) -> Examination:
-    """Index the dataset with its adapter and check every image (parallel, cached)."""
+    """Index the dataset with its format and check every image (parallel, cached)."""
     from aether.data import formats
     from aether.doctor.checks import check_files
     from aether.paths import cache_dir
 
     root, refused, ignored, notes = resolve_source(cfg)
-    fmt = cfg.format if cfg.format != "auto" else "digits"  # no data.path: the embedded sample
-    if root is None and fmt != "digits" and _goes_through_detection(cfg):
-        raise AetherError(f"data.format={fmt}: no data.path given; set data=PATH to the {fmt} dataset")
-    if root is not None and _goes_through_detection(cfg):
+    fmt = cfg.format
+    if root is None:
+        if fmt == "auto":
+            fmt = "digits"  # no data.path: the embedded sample
+        elif formats.detects_when_named(fmt):
+            raise AetherError(f"data.format={fmt}: no data.path given; set data=PATH to the {fmt} dataset")
+    elif _goes_through_detection(cfg):
         det = detect_structure(root, cfg.format)
         if det.task != "classification":
             raise AetherError(

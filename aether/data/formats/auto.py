@@ -56,7 +56,15 @@ def detectable() -> List[_Candidate]:
 
     found = []
     for entry in registry.adapters:
-        fmt = entry.load()()
+        try:
+            fmt = entry.load()()
+        except Exception as exc:  # a broken plugin's format must not stop detecting the others
+            if entry.origin == "aether":
+                raise
+            error = f"dataset format '{entry.name}' ({entry.origin}) failed to load: {exc}"
+            if error not in registry.plugin_errors:  # reported once by `aether list`
+                registry.plugin_errors.append(error)
+            continue
         p = priority(fmt)
         if p is not None:
             found.append(_Candidate(entry.name, fmt, p))
