@@ -1,4 +1,5 @@
-"""Dataset format + task detection (aether.doctor.detect) on tiny generated datasets."""
+"""Dataset format + task detection (aether.data.formats, as the doctor calls it) on tiny generated
+datasets; formats registered like a plugin's join detection by their priority."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Dict, List, Tuple
 import pytest
 from PIL import Image, ImageDraw
 
+from aether.data.formats.base import Format, Match
 from aether.doctor.detect import Detection, detect
 from aether.errors import AetherError
 
@@ -292,3 +294,123 @@ def test_class_counts_agree_across_box_formats(tmp_path):
         assert rep["classes"] == {"cat": 2, "dog": 1}, fmt
     voc = detect(make_voc(tmp_path / "voc"))
     assert voc.summary["class_counts"] == {"cat": 2, "dog": 1, "zebra": 1}
+
+
+# --------------------------------------------------------------- formats: registry and priority
+
+
+def test_every_format_is_a_registered_adapter_with_its_task():
+    from aether import registry
+    from aether.data import formats
+
+    expected = {"coco": "detection", "voc": "detection", "yolo": "detection", "masks": "segmentation",
+                "multilabel": "multilabel", "folder": "classification", "manifest": "classification",
+                "digits": "classification"}
+    assert {n: formats.task_of(n) for n in expected if n in registry.adapters} == expected
+    # the structured formats are read as themselves when named; the classification ones as before
+    assert [n for n in expected if formats.detects_when_named(n)] == ["coco", "voc", "yolo", "masks"]
+    assert [n for n in expected if formats.is_strict(n)] == ["coco", "voc", "yolo", "masks", "multilabel"]
+
+
+class ListFile(Format):
+    """A format as a plugin writes one: `list.txt` of `path label` lines (test only)."""
+
+    name = "listfile"
+    priority = 45
+    looks_like = "list.txt"
+
+    def detect(self, path, task_hint=None):  # type: ignore[no-untyped-def]
+        lst = path / "list.txt" if path.is_dir() else None
+        if lst is None or not lst.is_file():
+            return None
+        return Match(self.name, self.task, [f"list.txt has {len(lst.read_text().splitlines())} lines"])
+
+
+@pytest.fixture
+def with_format(monkeypatch):  # type: ignore[no-untyped-def]
+    """Registers formats for one test (the registry is restored afterwards)."""
+    from aether import registry
+
+    monkeypatch.setattr(registry.adapters, "_entries", dict(registry.adapters._entries))
+
+    def register(name, cls, priority=None):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(registry, "plugin_errors", list(registry.plugin_errors))
+        if priority is not None:
+            cls = type(cls.__name__, (cls,), {"priority": priority})
+        registry.adapters.register(name, cls, origin="test-plugin")
+
+    return register
+
+
+def test_a_registered_format_joins_detection_by_its_priority(tmp_path, with_format):
+    with_format("listfile", ListFile)
+    root = tmp_path / "f"
+    for cls in ("cat", "dog"):
+        _draw(root / cls / "0.png", 8, 8)
+    assert detect(root).format == "folder"
+    (root / "list.txt").write_text("cat/0.png cat\ndog/0.png dog\n")
+    d = detect(root)  # before the class-folder fallback: no ambiguity with it
+    _ok(d, "listfile", "classification")
+    assert d.candidates == [("listfile", "classification")] and d.evidence == ["list.txt has 2 lines"]
+    # named, it is read strictly; the error lists it among the formats looked for
+    with pytest.raises(AetherError) as e:
+        detect(make_coco(tmp_path / "coco").parent, fmt="listfile")
+    assert "not a listfile dataset" in str(e.value) and "looks like coco" in str(e.value)
+    assert "masks (images/ + masks/|labels/|annotations/), listfile (list.txt), folder" in str(e.value)
+
+
+def test_a_format_priority_can_come_first(tmp_path, with_format):
+    with_format("listfile", ListFile, priority=5)
+    root = make_yolo(tmp_path)
+    (root / "list.txt").write_text("images/train/a.jpg cat\n")
+    d = detect(root)
+    assert d.format == "listfile" and d.candidates == [("listfile", "classification"), ("yolo", "detection")]
+    amb = [e for e in d.evidence if e.startswith("ambiguous:")]
+    assert len(amb) == 1 and "by priority listfile > coco > voc > yolo > masks > folder > manifest" in amb[0]
+
+
+def test_an_adapter_from_before_formats_still_detects(tmp_path, with_format):
+    class OldAdapter:  # detect(path) -> bool, no priority, no task: tried after the built-ins
+        @staticmethod
+        def detect(path):  # type: ignore[no-untyped-def]
+            return path.suffix == ".parquet"
+
+        def load(self, path, options):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+    with_format("old", OldAdapter)
+    (tmp_path / "x.parquet").write_bytes(b"PAR1")
+    d = detect(tmp_path / "x.parquet")
+    _ok(d, "old", "classification")
+    assert "its detect() accepts x.parquet" in d.evidence[0]
+    assert detect(make_voc(tmp_path / "voc")).candidates == [("voc", "detection")]
+
+
+def test_formats_import_neither_the_doctor_nor_torch(tmp_path):
+    """The doctor calls formats, never the reverse; detecting a dataset imports no torch."""
+    import ast
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1] / "aether" / "data" / "formats"
+    for py in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(py.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith("aether.doctor") or n == "torch" or n.startswith("torch.")
+                           for n in names), (py, names)
+    make_coco(tmp_path / "coco")
+    make_masks(tmp_path / "masks")
+    code = ("import sys\nfrom aether.data.formats.auto import detect\n"
+            f"print([detect(p).format for p in sys.argv[1:]], 'torch' in sys.modules, 'aether.doctor' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "coco"), str(tmp_path / "masks")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "['coco', 'masks'] False False", out.stdout + out.stderr
+
+
+def test_a_broken_plugin_format_does_not_stop_detection(tmp_path, with_format):
+    from aether import registry
+
+    with_format("broken", "no_such_module_for_aether_tests:Format")
+    assert detect(make_voc(tmp_path)).format == "voc"
+    assert any("'broken'" in e and "failed to load" in e for e in registry.plugin_errors)

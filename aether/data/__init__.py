@@ -1,1 +1,2 @@
-"""Data: adapters that index a dataset, image checks, splitting, transforms, the DataModule."""
+"""Data: dataset formats (aether.data.formats) that detect and index a dataset, image checks,
+splitting, transforms, the DataModule."""

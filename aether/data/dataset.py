@@ -1,13 +1,11 @@
-"""From `data.*` config to checked, split samples: adapter -> image checks -> split."""
+"""From `data.*` config to checked, split samples: format -> image checks -> split."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
-from aether import registry
 from aether.config.schema import DataCfg
 from aether.data.index import DatasetIndex, Sample, Skipped
 from aether.data.split import split
@@ -46,23 +44,6 @@ class DataBundle:
             "notes": list(self.notes),
             "warnings": list(self.index.warnings),
         }
-
-
-def detect_format(path: Optional[str]) -> str:
-    if path is None:
-        return "digits"
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise AetherError(f"data.path={path}: no such file or folder")
-    # built-in adapters first, so a plugin's broad detect() cannot take over plain folders
-    for entry in sorted(registry.adapters, key=lambda e: e.origin != "aether"):
-        detect = getattr(entry.load(), "detect", None)
-        if detect is not None and detect(p):
-            return entry.name
-    raise AetherError(
-        f"data.path={path}: cannot tell its format; expected a folder of class sub-folders or a "
-        f".csv/.jsonl manifest, or name the adapter with data.format=<{'|'.join(registry.adapters.names())}>"
-    )
 
 
 def build_data(cfg: DataCfg, seed: int) -> DataBundle:

@@ -1,5 +1,6 @@
 """Manifest files (CSV/TSV with a header row, or JSONL): their rows, checked, and the rows that
-name the same image settled without guessing. Shared by the single-label and multilabel adapters.
+name the same image settled without guessing. Shared by the single-label and multilabel manifest
+formats (aether.data.formats.manifest, .multilabel).
 
 Rules (every dropped row is listed in `skipped` with its reason and line):
 
@@ -172,3 +173,18 @@ def settle(manifest: Path, rows: List[Row]) -> Tuple[List[Row], List[Skipped], L
                             + "; ".join(items[:EXAMPLES]) + " - fix the manifest")
     return kept, skipped, warnings
 
+
+
+def manifest_columns(path: Path) -> List[str]:
+    """Column names of a CSV/TSV header row or of the first JSONL object."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        if path.suffix.lower() == ".jsonl":
+            for line in f:
+                if line.strip():
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError:
+                        return []
+                    return list(obj) if isinstance(obj, dict) else []
+            return []
+        return next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])

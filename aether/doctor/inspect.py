@@ -63,23 +63,30 @@ def resolve_source(cfg: DataCfg) -> tuple[Optional[Path], List[Skipped], Dict[st
 
 
 def detect_structure(root: Path, fmt: str = "auto"):  # type: ignore[no-untyped-def]
-    from aether.doctor.detect import detect
+    from aether.data.formats.auto import detect
 
     return detect(root, fmt=None if fmt == "auto" else fmt)
+
+
+def _goes_through_detection(cfg: DataCfg) -> bool:
+    """Whether the data goes through format detection: data.format=auto, or a format that is
+    read as itself only after its detect() agrees (coco, voc, yolo, masks, ...)."""
+    from aether.data import formats
+
+    return cfg.format == "auto" or formats.detects_when_named(cfg.format)
 
 
 def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
     """Detection / segmentation datasets: format evidence, annotation checks and a check of every
     image; None when the data is a classification dataset (handled by `examine`)."""
+    from aether.data import formats
     from aether.data.roots import RootGuard
     from aether.data.walk import Walk, walk_images
     from aether.doctor.checks import check_files
     from aether.paths import cache_dir
 
-    from aether.doctor.detect import STRUCTURED_FORMATS
-
     root, refused, ignored, notes = resolve_source(cfg)
-    if root is None or (cfg.format != "auto" and cfg.format not in STRUCTURED_FORMATS):
+    if root is None or not _goes_through_detection(cfg):
         return None
     det = detect_structure(root, cfg.format)
     if det.task == "classification":
@@ -97,13 +104,7 @@ def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
         if not rep.ok:
             bad.append({"path": rep.path, "reason": f"{rep.issues[0] if rep.issues else 'unusable'}: {rep.detail}"})
     summary = det.summary
-    warnings = [f"{summary[k]} {text}" for k, text in (
-        ("boxes_out_of_bounds", "box(es) outside their image"), ("degenerate_boxes", "box(es) of zero or negative size"), ("unknown_category_ids", "annotation(s) with an unknown category id"),
-        ("unknown_class_ids", "label(s) with a class id beyond the names list"), ("out_of_range", "label line(s) with coordinates outside 0..1"),
-        ("malformed_lines", "malformed label line(s)"), ("images_without_annotations", "image(s) without annotations"),
-        ("images_without_labels", "image(s) without a label file"), ("size_mismatches", "mask(s) whose size differs from the image"),
-        ("images_without_mask", "image(s) without a mask"), ("masks_without_image", "mask(s) without an image"),
-    ) if isinstance(summary.get(k), (int, float)) and summary.get(k)]
+    warnings = formats.annotation_warnings(det.format, summary)
     warnings += [e for e in det.evidence if e.startswith("ambiguous")] + walk.warnings
     warnings += [f"{issues[code]} {text}" for code, text in NOTES.items() if issues.get(code)]
     report = {"format": det.format, "task": det.task, "source": str(cfg.path), "evidence": det.evidence,
@@ -117,17 +118,19 @@ def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
 
 
 def examine(cfg: DataCfg, progress: bool = False) -> Examination:
-    """Index the dataset with its adapter and check every image (parallel, cached)."""
-    from aether import registry
-    from aether.data.dataset import detect_format
+    """Index the dataset with its format and check every image (parallel, cached)."""
+    from aether.data import formats
     from aether.doctor.checks import check_files
     from aether.paths import cache_dir
 
-    from aether.doctor.detect import STRUCTURED_FORMATS
-
     root, refused, ignored, notes = resolve_source(cfg)
-    structured = cfg.format in STRUCTURED_FORMATS and cfg.format not in registry.adapters
-    if (cfg.format == "auto" or structured) and root is not None:
+    fmt = cfg.format
+    if root is None:
+        if fmt == "auto":
+            fmt = "digits"  # no data.path: the embedded sample
+        elif formats.detects_when_named(fmt):
+            raise AetherError(f"data.format={fmt}: no data.path given; set data=PATH to the {fmt} dataset")
+    elif _goes_through_detection(cfg):
         det = detect_structure(root, cfg.format)
         if det.task != "classification":
             raise AetherError(
@@ -135,8 +138,8 @@ def examine(cfg: DataCfg, progress: bool = False) -> Examination:
                 f"task=classification expects class folders or a CSV/JSONL manifest; train it with "
                 f"task={det.task} (or task=auto); `aether inspect data={cfg.path}` checks it"
             )
-    fmt = cfg.format if cfg.format != "auto" else detect_format(str(root) if root else None)
-    index: DatasetIndex = registry.adapters.get(fmt).load()().load(root, cfg.adapter_options())
+        fmt = det.format
+    index: DatasetIndex = formats.get(fmt).load(root, cfg.adapter_options())
     index.skipped = refused + index.skipped
     for k, v in ignored.items():
         index.ignored[k] = index.ignored.get(k, 0) + v

@@ -20,11 +20,6 @@ from aether.errors import AetherError
 
 log = logging.getLogger("aether")
 
-# dataset doctor format -> the task it trains (data.format=NAME names one of these directly)
-FORMAT_TASKS = {"coco": "detection", "voc": "detection", "yolo": "detection", "masks": "segmentation",
-                "multilabel": "multilabel"}
-
-
 @dataclass
 class Job:
     """Everything one run trains and evaluates, built by aether.run.prepare from a validated config."""
@@ -119,38 +114,26 @@ def build_backbone(rc: RunCfg, num_outputs: int) -> Tuple[Any, Dict[str, Any]]:
 
 
 def detected_task(rc: RunCfg) -> Tuple[str, str]:
-    """(task, why) for `task=auto`: from data.format when it names a structured format, else from
-    the dataset doctor's detection; a manifest with a `labels` column (and no `label`) is multilabel."""
+    """(task, why) for `task=auto`: the task that data.format names (aether.data.formats), or the
+    one the detected format's data trains (a manifest with a `labels` column, and no `label`,
+    trains multilabel)."""
+    from aether.data import formats
+
     fmt = rc.data.format
-    if fmt == "multilabel":
-        return "multilabel", "data.format=multilabel"
-    if (fmt != "auto" and fmt not in FORMAT_TASKS) or rc.data.path is None:
-        return "classification", "classification dataset"
+    if fmt != "auto" and not formats.detects_when_named(fmt):
+        return formats.task_of(fmt), f"data.format={fmt}"
+    if rc.data.path is None:
+        return formats.task_of("digits"), "embedded sample"
     from aether.doctor.inspect import detect_structure, resolve_source
 
     root = resolve_source(rc.data)[0]
-    if root is None:
-        return "classification", "embedded sample"
     try:
         det = detect_structure(root, fmt)  # data.format=coco|voc|yolo|masks: read as that, or say why not
     except AetherError:
         if fmt != "auto":
             raise
-        return "classification", "no structured format found"  # the folder adapter explains what is wrong
-    if det.format == "manifest" and _manifest_has_labels_column(root, rc.data.options):
-        return "multilabel", f"{root.name} has a '{_labels_column(rc.data.options)}' column"
-    return det.task, f"{det.format}: {det.evidence[0]}"
-
-
-def _labels_column(options: Dict[str, Any]) -> str:
-    return str(options.get("labels_column", "labels"))
-
-
-def _manifest_has_labels_column(path: Path, options: Dict[str, Any]) -> bool:
-    from aether.data.multilabel import manifest_columns
-
-    cols = manifest_columns(path)
-    return _labels_column(options) in cols and str(options.get("label_column", "label")) not in cols
+        return formats.task_of("folder"), "no structured format found"  # the folder format explains what is wrong
+    return formats.trained_task(det.format, root, rc.data.options, det)
 
 
 def resolve_task(rc: RunCfg) -> Task:
@@ -166,11 +149,20 @@ def resolve_task(rc: RunCfg) -> Task:
         if problems:
             raise ConfigError(problems)
         rc.task = name
-    elif rc.data.format in FORMAT_TASKS and FORMAT_TASKS[rc.data.format] != name:
-        raise AetherError(f"data.format={rc.data.format} holds {FORMAT_TASKS[rc.data.format]} annotations but "
-                          f"task={name}; set task={FORMAT_TASKS[rc.data.format]} (or task=auto)")
+    else:
+        _check_format_trains(rc.data.format, name)
     entry = registry.tasks.get(name)
     options = entry.config.model_validate(rc.task_options) if entry.config else rc.task_options
     task = entry.load()(options)
     task.adopt_monitors(rc)
     return task
+
+
+def _check_format_trains(fmt: str, task: str) -> None:
+    """A strict format (coco, voc, yolo, masks, multilabel, ...) only trains its own task."""
+    from aether.data import formats
+
+    if fmt != "auto" and formats.is_strict(fmt) and formats.task_of(fmt) != task:
+        trains = formats.task_of(fmt)
+        raise AetherError(f"data.format={fmt} holds {trains} annotations but task={task}; "
+                          f"set task={trains} (or task=auto)")

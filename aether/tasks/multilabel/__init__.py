@@ -6,6 +6,6 @@ from aether.tasks.multilabel.options import MultilabelManifestCfg, MultilabelTas
 registry.tasks.register("multilabel", "aether.tasks.multilabel.task:Multilabel", config=MultilabelTaskCfg,
                         traits={"auto": "dense"},
                         help="several labels per image: manifest with a `labels` column; BCE, tuned thresholds, mAP/F1")
-registry.adapters.register("multilabel", "aether.data.multilabel:MultilabelManifestAdapter",
+registry.adapters.register("multilabel", "aether.data.formats.multilabel:MultilabelManifest",
                            config=MultilabelManifestCfg,
                            help="CSV/JSONL manifest with path,labels columns ('a|b' or a JSON list): task=multilabel")
