@@ -63,8 +63,8 @@ class DataCfg(Strict):
     path: Optional[str] = Field(
         None, description="the dataset: a folder, a CSV/JSONL manifest, an annotation file or a zip/tar "
         "archive (`data=PATH` sets it); null = the embedded digits sample")
-    format: str = Field("auto", description="dataset format: auto (detected by the dataset doctor) or a "
-                        "registered adapter / format name (aether list adapters)")
+    format: str = Field("auto", description="dataset format: auto (detected by the dataset doctor), a "
+                        "registered adapter (aether list adapters) or an annotation format (coco, yolo, voc, masks)")
     options: Dict[str, Any] = Field(default_factory=dict, description="the adapter's own options "
                                     "(aether list adapter NAME), e.g. a manifest's column names")
     val_fraction: float = Field(0.15, ge=0, lt=1, description="share of the images held out for validation "
