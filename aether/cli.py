@@ -22,7 +22,8 @@ usage:
   aether inspect data=PATH [--strict]                         the dataset doctor: check, describe, recommend
   aether export run=RUN [format=bento|onnx] [name=NAME]        BentoML model store + RUN/bento/ (or model.onnx)
   aether predict run=RUN images=PATH [out=DIR] [top_k=5]       classify files -> predictions.csv + .json
-  aether list recipes|models|strategies|optimizers|schedulers|loggers|adapters|backbones|groups
+  aether list recipes|models|strategies|optimizers|schedulers|loggers|adapters|backbones|tasks|groups
+  aether list strategy lora | task detection | data | trainer | config ...   options: type, default, meaning
   aether weights pull model=NAME[,NAME...] | import FILE model=NAME | list   pretrained weights (HF cache)
   aether --help | --version
 

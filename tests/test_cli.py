@@ -23,7 +23,8 @@ def _probe(call: str, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("call", [["--help"], ["list", "recipes"], ["list", "strategies"], ["+recipe=vit_loar"],
-                                  ["optimizer.lrr=1"]])
+                                  ["optimizer.lrr=1"], ["list", "strategy", "lora"], ["list", "task", "detection"],
+                                  ["list", "data"], ["list", "config"]])
 def test_help_list_and_config_errors_do_not_import_torch(call: list, tmp_path: Path) -> None:
     out = _probe(repr(call), tmp_path)
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr

@@ -4,6 +4,10 @@ Each section is a pydantic model with ``extra="forbid"``, so an unknown key is a
 names the valid keys. Sections that select a registered part (strategy, optimizer, scheduler,
 logger, data adapter, backbone provider) carry a ``name`` and are checked against the options
 model that the part registered with (see aether.registry / aether.catalog).
+
+Every field carries a ``description=`` (what it holds, its units, what null or ``auto`` means):
+`aether list data`, `aether list strategy lora` ... print them (aether.listing), and a test fails
+when a new option comes without one. Comments next to a field keep the *why* of a choice.
 """
 
 from __future__ import annotations
@@ -34,13 +38,16 @@ class AugmentCfg(Strict):
     The defaults are deliberately light: small datasets are hurt by heavy augmentation.
     """
 
-    scale: Tuple[float, float] = (0.8, 1.0)
-    ratio: Tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: float = Field(0.5, ge=0, le=1)
-    vflip: float = Field(0.0, ge=0, le=1)
-    color_jitter: float = Field(0.0, ge=0)
-    auto_augment: Optional[str] = None  # timm string, e.g. "rand-m9-mstd0.5"
-    re_prob: float = Field(0.0, ge=0, le=1)  # random erasing
+    scale: Tuple[float, float] = Field(
+        (0.8, 1.0), description="[min, max] area of the random resized crop, as a fraction of the image")
+    ratio: Tuple[float, float] = Field(
+        (3 / 4, 4 / 3), description="[min, max] aspect ratio (width / height) of the random resized crop")
+    hflip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
+    color_jitter: float = Field(0.0, ge=0, description="strength of brightness/contrast/saturation jitter; 0 = none")
+    auto_augment: Optional[str] = Field(
+        None, description="timm auto-augment policy string, e.g. rand-m9-mstd0.5 (RandAugment); null = none")
+    re_prob: float = Field(0.0, ge=0, le=1, description="probability of random erasing (a random box blanked out)")
 
     @field_validator("scale")
     @classmethod
@@ -51,26 +58,45 @@ class AugmentCfg(Strict):
 
 
 class DataCfg(Strict):
-    path: Optional[str] = None  # folder, manifest file; null = the embedded digits sample
-    format: str = "auto"  # a registered adapter, or auto-detect
-    options: Dict[str, Any] = Field(default_factory=dict)  # the adapter's own options
-    val_fraction: float = Field(0.15, ge=0, lt=1)
-    test_fraction: float = Field(0.15, ge=0, lt=1)
-    image_size: Optional[int] = Field(None, ge=8, le=4096)  # null = the backbone's pretrained_cfg
-    crop_pct: Optional[float] = Field(None, gt=0, le=1)
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: Optional[int] = Field(None, ge=1)
-    num_workers: Union[int, Literal["auto"]] = "auto"
-    cache: Literal["auto", "memory", "disk", "off"] = "auto"  # decoded uint8 image cache (aether.data.cache)
-    augment: AugmentCfg = Field(default_factory=AugmentCfg)
+    """Where the images come from, how they are split, loaded and augmented, and the dataset doctor's limits."""
+
+    path: Optional[str] = Field(
+        None, description="the dataset: a folder, a CSV/JSONL manifest, an annotation file or a zip/tar "
+        "archive (`data=PATH` sets it); null = the embedded digits sample")
+    format: str = Field("auto", description="dataset format: auto (detected by the dataset doctor), a "
+                        "registered adapter (aether list adapters) or an annotation format (coco, yolo, voc, masks)")
+    options: Dict[str, Any] = Field(default_factory=dict, description="the adapter's own options "
+                                    "(aether list adapter NAME), e.g. a manifest's column names")
+    val_fraction: float = Field(0.15, ge=0, lt=1, description="share of the images held out for validation "
+                                "(seeded, stratified split; ignored when the data comes pre-split)")
+    test_fraction: float = Field(0.15, ge=0, lt=1, description="share of the images held out for the final "
+                                 "test (seeded, stratified split; ignored when the data comes pre-split)")
+    image_size: Optional[int] = Field(None, ge=8, le=4096, description="side of the square network input, "
+                                      "in pixels; null = the backbone's pretrained input size")
+    crop_pct: Optional[float] = Field(None, gt=0, le=1, description="evaluation centre crop: resize to "
+                                      "image_size / crop_pct, then crop; null = the backbone's pretrained crop_pct")
+    batch_size: int = Field(32, ge=1, description="training images per batch (per device)")
+    eval_batch_size: Optional[int] = Field(None, ge=1, description="images per validation/test batch; "
+                                           "null = 2 x batch_size")
+    num_workers: Union[int, Literal["auto"]] = Field(
+        "auto", description="data-loader worker processes; auto = none for small datasets (under 2,000 "
+        "images), else up to 8")
+    cache: Literal["auto", "memory", "disk", "off"] = Field(
+        "auto", description="decode and resize each image once into a uint8 cache (aether.data.cache): "
+        "auto (= disk) | memory | disk | off")
+    augment: AugmentCfg = Field(default_factory=AugmentCfg, description="training-time augmentation "
+                                "(preset with data/augment=light|none|strong)")
     # dataset doctor limits
-    max_image_pixels: int = Field(89_478_485, ge=1)  # larger images are refused as decompression bombs
-    min_image_side: int = Field(8, ge=1)  # smaller images are refused
-    max_archive_bytes: int = Field(20 * 2**30, ge=1)  # zip/tar: total uncompressed size allowed
-    max_archive_members: int = Field(1_000_000, ge=1)
+    max_image_pixels: int = Field(89_478_485, ge=1, description="images with more pixels are refused as "
+                                  "decompression bombs (Pillow's default limit)")
+    min_image_side: int = Field(8, ge=1, description="images with a shorter side, in pixels, are refused")
+    max_archive_bytes: int = Field(20 * 2**30, ge=1, description="zip/tar datasets: the most uncompressed "
+                                   "bytes allowed in total (default 20 GiB)")
+    max_archive_members: int = Field(1_000_000, ge=1, description="zip/tar datasets: the most files allowed")
     # uncompressed / archive size above which an archive (expanding past 64 MiB) is a decompression
     # bomb: images barely compress (JPEG/PNG ~1x), bombs expand ~1000x
-    max_archive_ratio: float = Field(100.0, gt=1)
+    max_archive_ratio: float = Field(100.0, gt=1, description="zip/tar datasets: an archive that expands "
+                                     "more than this many times its size (once past 64 MiB) is refused as a bomb")
     # a manifest path or a symlink leading out of the dataset folder is refused (reason outside_root)
     allow_outside_root: bool = Field(False, description="read images outside the dataset folder "
                                      "(manifest paths with .. or elsewhere, symlinks out of the folder)")
@@ -100,58 +126,92 @@ class DataCfg(Strict):
 
 
 class ModelCfg(Strict):
-    provider: str = "timm"  # a registered backbone provider
-    name: str
-    pretrained: bool = False
-    weights: Optional[str] = None  # local .safetensors / state-dict file (loaded without pickle)
-    drop_rate: float = Field(0.0, ge=0, lt=1)
-    drop_path_rate: float = Field(0.0, ge=0, lt=1)
+    """The backbone network, built by a registered provider (`model=PRESET` picks one of conf/model/)."""
+
+    provider: str = Field("timm", description="the backbone provider that builds the network "
+                          "(aether list backbones)")
+    name: str = Field(..., description="the provider's model name, e.g. a timm name such as resnet18 "
+                      "(`model=PRESET` sets it; aether list models)")
+    pretrained: bool = Field(False, description="start from the provider's pretrained weights "
+                             "(downloaded once into the Hugging Face cache)")
+    weights: Optional[str] = Field(None, description="a local .safetensors or state-dict file to start "
+                                   "from (loaded without pickle); null = none")
+    drop_rate: float = Field(0.0, ge=0, lt=1, description="dropout probability before the classifier head")
+    drop_path_rate: float = Field(0.0, ge=0, lt=1, description="stochastic depth: probability of skipping "
+                                  "a residual block in training (backbones that support it)")
     # recompute each block's activations in the backward pass instead of keeping them: ~30% more
     # compute for a fraction of the activation memory (bigger batches / backbones on one GPU)
-    grad_checkpointing: bool = False
-    kwargs: Dict[str, Any] = Field(default_factory=dict)  # passed to the provider's create call
+    grad_checkpointing: bool = Field(False, description="recompute block activations in the backward pass: "
+                                     "less activation memory for about 30% more compute")
+    kwargs: Dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments passed to "
+                                   "the provider's create call (timm.create_model)")
 
 
 # ---------------------------------------------------------------- training
 
 
 class EarlyStoppingCfg(Strict):
-    enabled: bool = True
-    monitor: str = "val/loss"
-    mode: Literal["min", "max"] = "min"
-    patience: int = Field(5, ge=1)
-    min_delta: float = Field(0.0, ge=0)
+    """Stop training when a validation metric stops improving (Lightning's EarlyStopping)."""
+
+    enabled: bool = Field(True, description="stop training when the monitored metric stops improving")
+    monitor: str = Field("val/loss", description="the validation metric watched (a task may substitute its "
+                         "own while this is the default)")
+    mode: Literal["min", "max"] = Field("min", description="whether lower (min) or higher (max) values of "
+                                        "the monitored metric are better")
+    patience: int = Field(5, ge=1, description="epochs without improvement before training stops")
+    min_delta: float = Field(0.0, ge=0, description="smallest change of the metric that counts as an improvement")
 
 
 class CheckpointCfg(Strict):
-    monitor: str = "val/acc"
-    mode: Literal["min", "max"] = "max"
+    """Which epoch's weights are kept as checkpoints/best.ckpt (checkpoints/last.ckpt is always the last)."""
+
+    monitor: str = Field("val/acc", description="the validation metric that picks the best checkpoint "
+                         "(a task may substitute its own while this is the default)")
+    mode: Literal["min", "max"] = Field("max", description="whether lower (min) or higher (max) values of "
+                                        "the monitored metric are better")
 
 
 PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "64-true")
 
 
 class TrainerCfg(Strict):
-    max_epochs: int = Field(10, ge=1)
+    """The Lightning Trainer: epochs, devices, precision, early stopping and checkpoints."""
+
+    max_epochs: int = Field(10, ge=1, description="passes over the training split")
     # stop at the end of the first epoch that ends past this many minutes of training (Lightning's
     # Timer); `+recipe=auto` gives each candidate its share of the budget this way
-    max_minutes: Optional[float] = Field(None, gt=0)
-    precision: str = "32"
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    devices: Union[int, str, List[int]] = "auto"
-    strategy: str = "auto"  # Lightning's: auto | ddp | ddp_spawn | fsdp ...
-    num_nodes: int = Field(1, ge=1)
-    gradient_clip_val: Optional[float] = Field(None, ge=0)
-    accumulate_grad_batches: int = Field(1, ge=1)
-    limit_train_batches: Union[int, float] = 1.0
-    limit_val_batches: Union[int, float] = 1.0
-    limit_test_batches: Union[int, float] = 1.0
-    log_every_n_steps: int = Field(10, ge=1)
-    deterministic: bool = False
-    progress: Literal["auto", "rich", "plain", "none"] = "auto"
-    compile: bool = False  # torch.compile the model; falls back to eager with a message on failure
-    early_stopping: EarlyStoppingCfg = Field(default_factory=EarlyStoppingCfg)
-    checkpoint: CheckpointCfg = Field(default_factory=CheckpointCfg)
+    max_minutes: Optional[float] = Field(None, gt=0, description="stop at the end of the first epoch that "
+                                         "ends past this many minutes of training; null = no time limit")
+    precision: str = Field("32", description="Lightning precision: " + " | ".join(PRECISIONS))
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
+        "auto", description="the kind of device that trains: auto | cpu | gpu | cuda | mps")
+    devices: Union[int, str, List[int]] = Field(
+        "auto", description="how many devices (an integer), which ones (a list of indices) or auto (all visible)")
+    strategy: str = Field("auto", description="Lightning's distribution strategy: auto | ddp | ddp_spawn | "
+                          "fsdp ... (not the fine-tune strategy, which is the top-level `strategy`)")
+    num_nodes: int = Field(1, ge=1, description="machines taking part in distributed training")
+    gradient_clip_val: Optional[float] = Field(None, ge=0, description="clip the gradient norm to this "
+                                               "value; null = no clipping")
+    accumulate_grad_batches: int = Field(1, ge=1, description="batches whose gradients add up before each "
+                                         "optimizer step (effective batch = batch_size x this)")
+    limit_train_batches: Union[int, float] = Field(
+        1.0, description="training batches per epoch: a count (int >= 1) or a fraction of the split in (0, 1]")
+    limit_val_batches: Union[int, float] = Field(
+        1.0, description="validation batches per epoch: a count (int >= 1) or a fraction of the split in (0, 1]")
+    limit_test_batches: Union[int, float] = Field(
+        1.0, description="test batches: a count (int >= 1) or a fraction of the split in (0, 1]")
+    log_every_n_steps: int = Field(10, ge=1, description="training steps between two logged metric rows")
+    deterministic: bool = Field(False, description="use deterministic algorithms only (reproducible, "
+                                "often slower; some operations then fail)")
+    progress: Literal["auto", "rich", "plain", "none"] = Field(
+        "auto", description="progress display: auto (rich on a terminal, one line per epoch otherwise) | "
+        "rich | plain | none")
+    compile: bool = Field(False, description="torch.compile the model; falls back to eager, with a message, "
+                          "if compiling fails")
+    early_stopping: EarlyStoppingCfg = Field(default_factory=EarlyStoppingCfg,
+                                             description="stop when a validation metric stops improving")
+    checkpoint: CheckpointCfg = Field(default_factory=CheckpointCfg,
+                                      description="which checkpoint is kept as the best one")
 
     @field_validator("devices")
     @classmethod
@@ -182,16 +242,22 @@ class TrainerCfg(Strict):
 
 
 class LossCfg(Strict):
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    class_weights: Union[None, Literal["balanced"], List[float]] = None
+    """Settings of the training loss (label smoothing, class weights)."""
+
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="share of each target's probability "
+                                   "spread evenly over the other classes (cross-entropy label smoothing)")
+    class_weights: Union[None, Literal["balanced"], List[float]] = Field(
+        None, description="per-class loss weights: null (all equal), balanced (inverse frequency in the "
+        "training split) or one number per class")
 
 
 class CostCfg(Strict):
     """Price of one device-hour, for the run's transparent cost estimate (edit to your cloud's)."""
 
-    cpu_per_hour: float = Field(0.10, ge=0)
-    gpu_per_hour: float = Field(2.50, ge=0)
-    currency: str = "USD"
+    cpu_per_hour: float = Field(0.10, ge=0, description="price of one device-hour of a run without a GPU "
+                                "(each process counts under DDP)")
+    gpu_per_hour: float = Field(2.50, ge=0, description="price of one GPU-hour")
+    currency: str = Field("USD", description="currency of the two prices, shown with the estimate")
 
 
 class AutoCfg(Strict):
@@ -199,9 +265,12 @@ class AutoCfg(Strict):
     entry per value it chose (strings, written by the command line)."""
 
     model_config = ConfigDict(extra="allow")
-    search: bool = True  # false: only the doctor's rules of thumb, one run, no candidates
-    budget_minutes: Optional[float] = Field(None, gt=0)  # null: from the data size and the hardware
-    plan: Dict[str, str] = Field(default_factory=dict)  # candidate -> its overrides (set by the command line)
+    search: bool = Field(True, description="try several candidates within the budget; false = only the "
+                         "dataset doctor's rules of thumb, one run")
+    budget_minutes: Optional[float] = Field(None, gt=0, description="wall-clock budget of the whole search, "
+                                            "in minutes; null = chosen from the data size and the hardware")
+    plan: Dict[str, str] = Field(default_factory=dict, description="candidate name -> its overrides (written "
+                                 "by the command line, not meant to be set by hand)")
 
     @model_validator(mode="after")
     def _reasons_are_text(self) -> "AutoCfg":
@@ -215,28 +284,42 @@ class PartCfg(Strict):
     """A section that selects a registered part; its other keys are the part's options."""
 
     model_config = ConfigDict(extra="allow")
-    name: str
+    name: str = Field(..., description="the registered part to use (aether list KIND); its options sit "
+                      "beside this key (aether list KIND NAME)")
 
 
 class RunCfg(Strict):
-    recipe: str = "default"  # set by each recipe, shown in reports
-    # auto (from the dataset doctor's detection) | a registered task (aether list tasks)
-    task: str = "auto"
-    task_options: Dict[str, Any] = Field(default_factory=dict)  # the task's own options
-    seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's range (Lightning raises a ValueError traceback outside it)
-    resume: Optional[str] = None  # a run directory to continue
-    offline: bool = False  # true: pretrained weights from the HF cache only, never the network
-    data: DataCfg = Field(default_factory=DataCfg)
-    model: ModelCfg
-    strategy: PartCfg
-    optimizer: PartCfg
-    scheduler: PartCfg
-    trainer: TrainerCfg = Field(default_factory=TrainerCfg)
-    logger: PartCfg
-    loss: LossCfg = Field(default_factory=LossCfg)
-    cost: CostCfg = Field(default_factory=CostCfg)
-    sweep: Optional[SweepCfg] = None  # `+sweep=NAME` (conf/sweep/): an Optuna search around this run
-    auto: Optional[AutoCfg] = None  # `+recipe=auto`: its search settings, and each chosen value with its reason
+    """A run's whole config: its top-level keys; each section is listed by `aether list SECTION`."""
+
+    recipe: str = Field("default", description="the recipe's name (set by each recipe), shown in reports")
+    task: str = Field("auto", description="what is learned: auto (from the dataset doctor's detection) or "
+                      "a registered task (aether list tasks)")
+    task_options: Dict[str, Any] = Field(default_factory=dict, description="the task's own options "
+                                         "(aether list task NAME)")
+    # numpy's range (Lightning raises a ValueError traceback outside it)
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="random seed of the split, the initialisation "
+                      "and the data order")
+    resume: Optional[str] = Field(None, description="a run directory to continue from its last checkpoint; "
+                                  "null = a new run")
+    offline: bool = Field(False, description="true: pretrained weights come from the Hugging Face cache "
+                          "only, never the network")
+    data: DataCfg = Field(default_factory=DataCfg, description="where the images come from and how they "
+                          "are split, loaded, augmented and checked (aether list data)")
+    model: ModelCfg = Field(..., description="the backbone network (aether list model; presets: aether "
+                            "list models)")
+    strategy: PartCfg = Field(..., description="the fine-tune strategy: what trains (aether list strategies)")
+    optimizer: PartCfg = Field(..., description="the optimizer (aether list optimizers)")
+    scheduler: PartCfg = Field(..., description="the learning-rate schedule (aether list schedulers)")
+    trainer: TrainerCfg = Field(default_factory=TrainerCfg, description="epochs, devices, precision, "
+                                "early stopping, checkpoints (aether list trainer)")
+    logger: PartCfg = Field(..., description="where metrics are logged (aether list loggers)")
+    loss: LossCfg = Field(default_factory=LossCfg, description="loss settings (aether list loss)")
+    cost: CostCfg = Field(default_factory=CostCfg, description="device-hour prices for the run's cost "
+                          "estimate (aether list cost)")
+    sweep: Optional[SweepCfg] = Field(None, description="`+sweep=NAME` (conf/sweep/): an Optuna search "
+                                      "around this run (aether list sweep); null = one run")
+    auto: Optional[AutoCfg] = Field(None, description="`+recipe=auto`: its search settings, and each chosen "
+                                    "value with its reason (aether list auto); null = not an auto run")
     # keys named on the command line (`trainer.max_epochs=10`): defaults fitted to the data
     # (detection, segmentation) leave them alone even when they equal the default
     _explicit: Set[str] = PrivateAttr(default_factory=set)
@@ -253,14 +336,19 @@ class RunCfg(Strict):
 
 
 class FullCfg(Strict):
-    layer_decay: Optional[float] = Field(None, gt=0, le=1)  # LLRD: e.g. 0.75; null = one LR for all
+    layer_decay: Optional[float] = Field(
+        None, gt=0, le=1, description="layer-wise LR decay (LLRD): the head trains at the full LR, each "
+        "layer below at this factor times the one above (e.g. 0.75); null = one LR for all")
 
 
 class GradualUnfreezeCfg(Strict):
-    every_n_epochs: int = Field(1, ge=1)  # unfreeze the next block group every N epochs ...
-    milestones: Optional[List[int]] = None  # ... or at these epochs (e.g. [2, 4, 6])
-    groups_per_step: int = Field(1, ge=1)  # block groups unfrozen at each step, top-down
-    lr_scale: float = Field(0.1, gt=0, le=1)  # LR of newly unfrozen groups, relative to the head's
+    every_n_epochs: int = Field(1, ge=1, description="unfreeze the next block group every this many "
+                                "epochs (unless milestones are given)")
+    milestones: Optional[List[int]] = Field(None, description="epochs at which the next block group is "
+                                            "unfrozen, e.g. [2, 4, 6]; null = every_n_epochs")
+    groups_per_step: int = Field(1, ge=1, description="backbone block groups unfrozen at each step, top-down")
+    lr_scale: float = Field(0.1, gt=0, le=1, description="learning rate of newly unfrozen groups, "
+                            "relative to the head's")
 
     @field_validator("milestones")
     @classmethod
@@ -273,16 +361,24 @@ class GradualUnfreezeCfg(Strict):
 class LinearProbeCfg(Strict):
     # logreg: the head starts as a logistic regression solved on the frozen training features
     # (aether.strategies.head_init); random: as the backbone provider initialises it
-    head_init: Literal["logreg", "random"] = "logreg"
-    logreg_c: Optional[float] = Field(1.0, gt=0)  # its inverse L2 strength (sklearn C); null = chosen on the val split
+    head_init: Literal["logreg", "random"] = Field(
+        "logreg", description="how the head starts: logreg (a logistic regression solved on the frozen "
+        "training features) | random (the provider's initialisation)")
+    logreg_c: Optional[float] = Field(1.0, gt=0, description="head_init=logreg: inverse L2 strength of "
+                                      "the logistic regression (sklearn C); null = chosen on the val split")
 
 
 class LoraCfg(Strict):
-    r: int = Field(4, ge=1, le=1024)
-    alpha: float = Field(8.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: Union[str, List[str]] = "auto"  # auto | [name suffixes] | "regex over module names"
-    merge: bool = True  # merge adapters into the weights of the exported model
+    r: int = Field(4, ge=1, le=1024, description="rank of each low-rank adapter (trainable parameters "
+                   "grow linearly with it)")
+    alpha: float = Field(8.0, gt=0, description="LoRA scaling: each adapter's update is multiplied by "
+                         "alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+    target_modules: Union[str, List[str]] = Field(
+        "auto", description="layers that get adapters: auto (chosen per backbone family; aether list "
+        "lora-targets), a list of module-name suffixes, or a regex over module names")
+    merge: bool = Field(True, description="merge the adapters into the weights of the exported model "
+                        "(serving then pays nothing for LoRA)")
 
     @field_validator("target_modules")
     @classmethod
@@ -298,60 +394,74 @@ class LoraCfg(Strict):
 
 
 class QLoraCfg(LoraCfg):
-    quant_type: Literal["nf4", "fp4"] = "nf4"
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type of the frozen base "
+                                              "weights (bitsandbytes): nf4 | fp4")
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="dtype the 4-bit weights are dequantised to for each matrix multiply")
 
 
 class AdamWCfg(Strict):
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    betas: Tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (the scheduler scales it)")
+    weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay; norms and biases get none")
+    betas: Tuple[float, float] = Field((0.9, 0.999), description="[beta1, beta2]: decay rates of the "
+                                       "gradient's running mean and of its square's")
+    eps: float = Field(1e-8, gt=0, description="added to the denominator for numerical stability")
 
 
 class AdamCfg(AdamWCfg):
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty added to the gradients (classic Adam); "
+                                "norms and biases get none")
 
 
 class SGDCfg(Strict):
-    lr: float = Field(0.01, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: float = Field(1e-4, ge=0)
+    lr: float = Field(0.01, gt=0, description="peak learning rate (the scheduler scales it)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum factor; 0 = plain SGD")
+    nesterov: bool = Field(True, description="Nesterov momentum (only when momentum > 0)")
+    weight_decay: float = Field(1e-4, ge=0, description="L2 penalty added to the gradients; norms and "
+                                "biases get none")
 
 
 class CosineCfg(Strict):
-    warmup_epochs: float = Field(0.0, ge=0)
-    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+    warmup_epochs: float = Field(0.0, ge=0, description="epochs (fractions allowed) of linear warm-up "
+                                 "from near zero to the optimizer's lr")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="final learning rate, as a fraction of the "
+                                "optimizer's lr")
 
 
 class StepCfg(Strict):
-    step_size: int = Field(10, ge=1)  # epochs
-    gamma: float = Field(0.1, gt=0, le=1)
+    step_size: int = Field(10, ge=1, description="epochs between two reductions of the learning rate")
+    gamma: float = Field(0.1, gt=0, le=1, description="factor the learning rate is multiplied by at each step")
 
 
 class PlateauCfg(Strict):
-    monitor: str = "val/loss"
-    mode: Literal["min", "max"] = "min"
-    factor: float = Field(0.1, gt=0, lt=1)
-    patience: int = Field(2, ge=0)
+    monitor: str = Field("val/loss", description="the validation metric watched")
+    mode: Literal["min", "max"] = Field("min", description="whether lower (min) or higher (max) values of "
+                                        "the monitored metric are better")
+    factor: float = Field(0.1, gt=0, lt=1, description="factor the learning rate is multiplied by at each "
+                          "reduction")
+    patience: int = Field(2, ge=0, description="epochs without improvement before the learning rate is reduced")
 
 
 class OneCycleCfg(Strict):
-    pct_start: float = Field(0.25, gt=0, lt=1)
-    div_factor: float = Field(25.0, gt=1)
-    final_div_factor: float = Field(1e4, gt=1)
+    pct_start: float = Field(0.25, gt=0, lt=1, description="share of the training steps spent rising to "
+                             "the peak (the optimizer's lr)")
+    div_factor: float = Field(25.0, gt=1, description="the starting learning rate is the peak divided by this")
+    final_div_factor: float = Field(1e4, gt=1, description="the final learning rate is the starting one "
+                                    "divided by this")
 
 
 class WandbCfg(Strict):
-    project: str = "aether"
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    tags: List[str] = Field(default_factory=list)
-    mode: Optional[Literal["online", "offline", "disabled"]] = None  # null = offline without API key
+    project: str = Field("aether", description="the W&B project the run is logged to")
+    entity: Optional[str] = Field(None, description="the W&B user or team; null = your default entity")
+    group: Optional[str] = Field(None, description="W&B run group (e.g. one per sweep); null = none")
+    tags: List[str] = Field(default_factory=list, description="tags attached to the W&B run")
+    mode: Optional[Literal["online", "offline", "disabled"]] = Field(
+        None, description="online | offline | disabled; null = WANDB_MODE if set, else online with an API "
+        "key and offline without one")
 
 
 class ManifestCfg(Strict):
-    path_column: str = "path"
-    label_column: str = "label"
-    root: Optional[str] = None  # image paths are relative to this (default: the manifest's folder)
+    path_column: str = Field("path", description="the column holding each image's path")
+    label_column: str = Field("label", description="the column holding each image's class")
+    root: Optional[str] = Field(None, description="folder the image paths are relative to; null = the "
+                                "manifest's folder")

@@ -10,19 +10,23 @@ from aether.config.schema import Strict
 
 
 class DetectionTaskCfg(Strict):
-    head: Literal["fcos", "retinanet", "faster_rcnn"] = "fcos"  # the torchvision detector on the FPN
-    fpn_channels: int = Field(64, ge=8, le=1024)
-    score_threshold: float = Field(0.05, ge=0, lt=1)  # detections kept for evaluation (mAP)
-    detections_per_image: int = Field(100, ge=1)
-    # score threshold of drawn, predicted and served boxes: "tune" = the one with the best F1 (IoU 0.5)
-    # on the validation split after training; a number fixes it
-    draw_threshold: Union[Literal["tune"], float] = "tune"
-    # NMS IoU (boxes of one class overlapping more are suppressed): "tune" = the one with the best
-    # validation mAP@.5 of {0.3, ..., 0.7} after training; a number fixes it
-    nms_threshold: Union[Literal["tune"], float] = "tune"
-    # strides of the FPN levels the head predicts from (e.g. [8, 16, 32, 64, 128], torchvision's
-    # FCOS); "auto" = the levels that cover the training boxes' sizes at the input size
-    strides: Union[Literal["auto"], List[int]] = "auto"
+    head: Literal["fcos", "retinanet", "faster_rcnn"] = Field(
+        "fcos", description="the torchvision detector on the FPN: fcos | retinanet | faster_rcnn")
+    fpn_channels: int = Field(64, ge=8, le=1024, description="channels of each FPN level (its width)")
+    score_threshold: float = Field(0.05, ge=0, lt=1, description="lowest score of the detections kept for "
+                                   "evaluation (mAP); not the threshold of drawn or served boxes")
+    detections_per_image: int = Field(100, ge=1, description="the most detections kept per image, "
+                                      "highest scores first")
+    # a tuned threshold is chosen after training on the validation split, never on the test split
+    draw_threshold: Union[Literal["tune"], float] = Field(
+        "tune", description="score threshold of drawn, predicted and served boxes: tune (the best F1 at "
+        "IoU 0.5 on the validation split) or a fixed score in [0, 1)")
+    nms_threshold: Union[Literal["tune"], float] = Field(
+        "tune", description="NMS IoU above which boxes of one class are suppressed: tune (the best "
+        "validation mAP@.5 of 0.3 ... 0.7) or a fixed IoU in (0, 1]")
+    strides: Union[Literal["auto"], List[int]] = Field(
+        "auto", description="strides of the FPN levels the head predicts from, e.g. [8, 16, 32, 64, 128] "
+        "(torchvision's FCOS); auto = the levels that cover the training boxes' sizes at the input size")
 
     @field_validator("draw_threshold")
     @classmethod

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from aether.config.schema import Strict
 
 
 class MultilabelTaskCfg(Strict):
-    # "tune": one threshold per label, chosen on the validation split to maximise its F1;
-    # a number: the same fixed threshold for every label
-    threshold: Union[Literal["tune"], float] = "tune"
+    threshold: Union[Literal["tune"], float] = Field(
+        "tune", description="probability above which a label is predicted: tune (one per label, the best "
+        "F1 on the validation split) or one fixed probability in (0, 1) for every label")
 
     @field_validator("threshold")
     @classmethod
@@ -25,7 +25,8 @@ class MultilabelTaskCfg(Strict):
 class MultilabelManifestCfg(Strict):
     """data.options of a multilabel manifest (data.format=multilabel, or detected by its column)."""
 
-    path_column: str = "path"
-    labels_column: str = "labels"
-    separator: str = "|"  # between labels in one CSV cell (JSONL may give a list instead)
-    root: Optional[str] = None  # image paths are relative to this (default: the manifest's folder)
+    path_column: str = Field("path", description="the column holding each image's path")
+    labels_column: str = Field("labels", description="the column holding each image's labels")
+    separator: str = Field("|", description="between labels in one CSV cell (JSONL may give a list instead)")
+    root: Optional[str] = Field(None, description="folder the image paths are relative to; null = the "
+                                "manifest's folder")

@@ -10,6 +10,8 @@ from aether.config.schema import Strict
 
 
 class SegmentationTaskCfg(Strict):
-    decoder_channels: int = Field(64, ge=8, le=1024)  # width of the light FPN decoder
-    ignore_index: Optional[int] = Field(255, ge=0, le=255)  # mask value that is not scored nor trained
-    classes: Optional[List[str]] = None  # names of mask values 0..K-1 (default: class_0 ... class_K-1)
+    decoder_channels: int = Field(64, ge=8, le=1024, description="channels (width) of the decoder")
+    ignore_index: Optional[int] = Field(255, ge=0, le=255, description="mask value that is neither trained "
+                                        "on nor scored (e.g. object borders); null = every value is a class")
+    classes: Optional[List[str]] = Field(None, description="names of the mask values 0 ... K-1; null = "
+                                         "class_0 ... class_K-1")
