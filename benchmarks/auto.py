@@ -149,7 +149,7 @@ def work_plain(data: str, weights: Optional[str], seed: int, deadline: float) ->
 def _split(data: str, seed: int) -> Any:
     """Aether's data bundle for this folder and seed: the split every method uses."""
     from aether.config.validate import validate
-    from aether.data.dataset import build_data
+    from aether.tasks.classification.data import build_data
     from defaults import _raw
 
     rc = validate(_raw(["+recipe=quickstart", f"seed={seed}", f"data.path={data}"]))

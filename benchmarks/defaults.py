@@ -80,7 +80,7 @@ def run_plain(seed: int, epochs: int, data: Optional[Path] = None, weights: Opti
 
     from aether.config.validate import validate
     from aether.data.datamodule import ImageDataset
-    from aether.data.dataset import build_data
+    from aether.tasks.classification.data import build_data
     from aether.data.transforms import eval_transform, resolve_preprocessing
 
     t_start = time.perf_counter()

@@ -19,7 +19,7 @@ def main(run: Path) -> dict:
     from omegaconf import OmegaConf
 
     from aether.config.validate import validate
-    from aether.data.dense import build_bundle
+    from aether.tasks.common import build_bundle
     from aether.data.detection import ADAPTERS, DetectionDataset, box_transforms, instance_counts
     from aether.deploy.tasks import serve_options
     from aether.doctor.inspect import detect_structure

@@ -91,7 +91,7 @@ def generate(root: Path, n: int) -> None:
 def aether_data(args: argparse.Namespace, workers: int) -> Any:
     from aether.config import hydra_setup
     from aether.data.datamodule import ClassificationData
-    from aether.data.dataset import build_data
+    from aether.tasks.classification.data import build_data
     from aether.data.transforms import resolve_preprocessing
 
     overrides = [f"data.path={args.data}", f"data.image_size={args.image_size}", f"data.batch_size={args.batch_size}",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aether.config.schema import DataCfg
-from aether.data.dataset import build_data
+from aether.tasks.classification.data import build_data
 from aether.data.split import fraction_split
 from aether.errors import AetherError
 from tests.conftest import draw, make_folder

@@ -15,7 +15,7 @@ from tests.conftest import SHRINK, compose_raw, make_folder
 def _datamodule(folder: Path, *extra: str) -> Any:
     from aether.config.validate import validate
     from aether.data.datamodule import ClassificationData
-    from aether.data.dataset import build_data
+    from aether.tasks.classification.data import build_data
     from aether.data.transforms import resolve_preprocessing
 
     rc = validate(compose_raw([*SHRINK, f"data={folder}", *extra]))

@@ -16,7 +16,7 @@ from typing import Any, Dict, List
 import pytest
 
 from aether.config.schema import DataCfg
-from aether.data.dataset import build_data
+from aether.tasks.classification.data import build_data
 from aether.errors import AetherError
 from tests.conftest import draw, make_folder, run_cli, run_in_process
 

@@ -16,7 +16,6 @@ from aether.errors import AetherError
 from aether.config.schema import RunCfg
 from aether.config.resources import devices_count_problem
 from aether.suggest import did_you_mean
-from aether.doctor.detect import STRUCTURED_FORMATS  # stdlib-only module: validation stays light
 
 # Sections that select a registered part by `name`.
 PART_SECTIONS = {
@@ -119,7 +118,7 @@ def validate(cfg: Dict[str, Any]) -> RunCfg:
     data = cfg.get("data") or {}
     if isinstance(data, dict):
         fmt = data.get("format", "auto")
-        known = [*registry.adapters.names(), *(f for f in STRUCTURED_FORMATS if f not in registry.adapters)]
+        known = registry.adapters.names()  # every dataset format is a registered adapter
         if fmt != "auto" and fmt not in known:
             problems.append(Problem("data.format", fmt, f"unknown data format; choose auto or one of: {', '.join(known)}",
                                     did_you_mean(str(fmt), known)))

@@ -1,6 +1,6 @@
 """`aether inspect data=PATH`: detect, check every image, describe, recommend - and report.
 
-The same pass gates every training run (aether.data.dataset uses `examine`): a file the doctor
+The same pass gates every training run (aether.tasks.classification.data uses `examine`): a file the doctor
 rejects is skipped and listed with its reason, never silently dropped.
 """
 

@@ -1,16 +1,23 @@
-"""Pieces every non-classification task uses: a DataModule over items, and the run outputs."""
+"""Pieces the item-based tasks (multilabel, segmentation, detection, plugins) share: their data
+built and checked (build_bundle), the format that reads it, a DataModule over items, the outputs."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from torch.utils.data import Dataset
 
 from aether.config.schema import DataCfg
-from aether.data.dense import DenseBundle, Item
+from aether.data.dense import DenseBundle, DenseIndex, Item
+from aether.data.index import Skipped
 from aether.data.loaders import SplitData
+from aether.data.split import split
+from aether.errors import AetherError
+
+log = logging.getLogger("aether")
 
 
 class ItemData(SplitData):
@@ -47,13 +54,11 @@ def fit_input_and_batch(rc: Any, train: List[Item], task: str) -> Dict[str, Any]
     training images made one step an epoch and never used 6 of them). Each change is logged and
     returned ({setting: {value, default, why}}); a value named on the command line, or other
     than the default, is kept."""
-    import logging
     import math
     import statistics
 
     from PIL import Image
 
-    log = logging.getLogger("aether")
     fitted: Dict[str, Any] = {}
     if rc.data.image_size is None and train:
         sides = []
@@ -111,3 +116,71 @@ def per_class_table(per_class: Dict[str, Dict[str, Any]], columns: List[str]) ->
         cells = [f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in columns]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     return lines
+
+
+def task_format(rc: Any, task: str, needs: str, default: Optional[str] = None) -> Tuple[Any, Path]:
+    """(format, root) that read this task's data: the format `data.format` names, else the one
+    the doctor detects when it trains `task`, else the task's own `default` format (whose loader
+    then says what is missing). Any registered format that declares `task` serves, a plugin's
+    too (aether.data.formats). `needs`: what the task needs, for the error without data.path."""
+    from aether.data import formats
+    from aether.doctor.inspect import detect_structure, resolve_source
+    from aether.errors import AetherError
+
+    root = resolve_source(rc.data)[0]
+    if root is None:
+        raise AetherError(f"task={task} needs data=PATH to {needs}")
+    name = rc.data.format
+    if name != "auto" and formats.detects_when_named(name):
+        detect_structure(root, name)  # data.format=coco|voc|yolo|masks: read as that, or say why not
+    if name == "auto":
+        try:
+            found: Optional[str] = detect_structure(root, "auto").format
+        except AetherError:
+            if default is None:
+                raise
+            found = None
+        name = found if found is not None and formats.task_of(found) == task else default
+        if name is None:
+            raise AetherError(f"data.path={rc.data.path}: looks like {found}, not a {task} dataset; expected {needs}")
+    return formats.get(name), root
+
+
+def check_images(index: DenseIndex, cfg: DataCfg) -> None:
+    """The dataset doctor's check of every image (and mask): a file that cannot be used is moved
+    to `index.skipped` with its reason, never silently dropped."""
+    from aether.doctor.checks import check_files
+    from aether.paths import cache_dir
+
+    paths = sorted({i.path for i in index.items} | {i.target for i in index.items if isinstance(i.target, str)})
+    bad: Dict[str, str] = {}
+    for rep in check_files(paths, workers=1 if len(paths) < 2000 else None, cache_path=cache_dir() / "doctor.sqlite",
+                           max_pixels=cfg.max_image_pixels, min_side=cfg.min_image_side):
+        if not rep.ok:
+            bad[rep.path] = f"{rep.issues[0] if rep.issues else 'unusable'}: {rep.detail}"
+    keep = []
+    for it in index.items:
+        reason = bad.get(it.path) or (bad.get(it.target) if isinstance(it.target, str) else None)
+        if reason:
+            index.skipped.append(Skipped(it.path, reason if it.path in bad else f"its mask {it.target}: {reason}"))
+        else:
+            keep.append(it)
+    index.items = keep
+    for w in index.warnings:
+        log.warning("data: %s", w)
+    for s in index.skipped[:10]:
+        log.warning("skipping %s: %s", s.path, s.reason)
+
+
+def build_bundle(task: str, index: DenseIndex, cfg: DataCfg, seed: int, class_counts: Dict[str, int],
+                 counts_of: str = "images") -> DenseBundle:
+    check_images(index, cfg)
+    if not index.items:
+        raise AetherError(f"data.path={cfg.path}: no usable {task} samples ({len(index.skipped)} skipped)")
+    splits, notes = split(index.items, cfg.val_fraction, cfg.test_fraction, seed)  # one group, no strata
+    notes = index.notes + notes
+    for n in notes:
+        log.info("data: %s", n)
+    log.info("data: %s (%s, %s) - %d classes, train/val/test %d/%d/%d, %d skipped", index.source, index.format, task,
+             len(index.classes), len(splits["train"]), len(splits["val"]), len(splits["test"]), len(index.skipped))
+    return DenseBundle(task, index, splits, notes, class_counts, counts_of)

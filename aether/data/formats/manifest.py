@@ -93,9 +93,9 @@ class Manifest(Format):
         labels_col = str(options.get("labels_column", "labels"))
         cols = manifest_columns(path)
         if labels_col in cols and str(options.get("label_column", "label")) not in cols:
-            from aether.data.formats.multilabel import MultilabelManifest
+            from aether.data import formats
 
-            return MultilabelManifest.task, f"{path.name} has a '{labels_col}' column"
+            return formats.task_of("multilabel"), f"{path.name} has a '{labels_col}' column"
         return super().trained_task(path, options, found)
 
     def load(self, path: Path, options: Dict[str, Any]) -> DatasetIndex:

@@ -19,7 +19,7 @@ class Classification(Task):
     name = "classification"
 
     def build_data(self, rc: RunCfg) -> Any:
-        from aether.data.dataset import build_data
+        from aether.tasks.classification.data import build_data
 
         bundle = build_data(rc.data, rc.seed)
         log.info("data: %s (%s) - %d classes, train/val/test %d/%d/%d, %d skipped", bundle.index.source,

@@ -290,19 +290,12 @@ class Detection(Task):
     early_stop = ("val/map", "max")  # torchvision detectors return losses only in training mode
 
     def build_data(self, rc: RunCfg) -> Any:
-        from aether.data.dense import build_bundle
-        from aether.data.detection import ADAPTERS, instance_counts
-        from aether.doctor.inspect import detect_structure, resolve_source
-        from aether.errors import AetherError
+        from aether.tasks.common import build_bundle
+        from aether.data.detection import instance_counts
+        from aether.tasks.common import task_format
 
-        root = resolve_source(rc.data)[0]
-        if root is None:
-            raise AetherError("task=detection needs data=PATH to a COCO, YOLO or VOC dataset")
-        fmt = detect_structure(root, rc.data.format).format
-        if fmt not in ADAPTERS:
-            raise AetherError(f"data.path={rc.data.path}: looks like {fmt}, not a detection dataset; expected COCO, "
-                              "YOLO or VOC (data.format=coco|yolo|voc)")
-        index = ADAPTERS[fmt]().load(root, dict(rc.data.options))
+        fmt, root = task_format(rc, self.name, "a COCO, YOLO or VOC dataset (data.format=coco|yolo|voc)")
+        index = fmt.load(root, dict(rc.data.options))
         bundle = build_bundle(self.name, index, rc.data, rc.seed, instance_counts(index), counts_of="instances")
         self.fitted = fit_to_data(rc, bundle.splits["train"])
         return bundle

@@ -100,16 +100,11 @@ class Multilabel(Task):
     monitor = ("val/map", "max")
 
     def build_data(self, rc: RunCfg) -> Any:
-        from aether.data.dense import build_bundle
-        from aether.data.multilabel import MultilabelManifestAdapter
-        from aether.doctor.inspect import resolve_source
+        from aether.tasks.common import build_bundle
+        from aether.tasks.common import task_format
 
-        root = resolve_source(rc.data)[0]
-        if root is None:
-            from aether.errors import AetherError
-
-            raise AetherError("task=multilabel needs data=PATH to a CSV/JSONL manifest with path,labels columns")
-        index = MultilabelManifestAdapter().load(root, rc.data.adapter_options())
+        fmt, root = task_format(rc, self.name, "a CSV/JSONL manifest with path,labels columns", default="multilabel")
+        index = fmt.load(root, rc.data.adapter_options())
         counts = {c: sum(it.target[i] for it in index.items) for i, c in enumerate(index.classes)}
         return build_bundle(self.name, index, rc.data, rc.seed, counts)
 

@@ -65,18 +65,13 @@ class Segmentation(Task):
     monitor = ("val/miou", "max")
 
     def build_data(self, rc: RunCfg) -> Any:
-        from aether.data.dense import build_bundle
-        from aether.data.segmentation import MaskFolderAdapter
-        from aether.doctor.inspect import resolve_source
-        from aether.tasks.common import fit_input_and_batch
+        from aether.tasks.common import build_bundle
+        from aether.tasks.common import fit_input_and_batch, task_format
 
         o = self.options
-        root = resolve_source(rc.data)[0]
-        if root is None:
-            from aether.errors import AetherError
-
-            raise AetherError("task=segmentation needs data=PATH to a folder with images/ and masks/")
-        index = MaskFolderAdapter().load(root, dict(rc.data.options), o.ignore_index, o.classes)
+        # a segmentation format's load() takes the mask value to ignore and the class names too
+        fmt, root = task_format(rc, self.name, "a folder with images/ and masks/", default="masks")
+        index = fmt.load(root, dict(rc.data.options), o.ignore_index, o.classes)
         bundle = build_bundle(self.name, index, rc.data, rc.seed, {})
         # native image side (<= 640) and >= 8 steps an epoch, as for detection; the train
         # transform's random resized crop moves each mask with its image

@@ -116,7 +116,7 @@ class Regression(Task):
     monitor = ("val/mae", "min")
 
     def build_data(self, rc: RunCfg) -> Any:
-        from aether.data.dense import build_bundle
+        from aether.tasks.common import build_bundle
 
         if rc.data.path is None or not Path(rc.data.path).expanduser().is_file():
             raise AetherError(f"task=regression needs data=FILE, a CSV/JSONL manifest with "
