@@ -80,14 +80,18 @@ class AetherClassifier:
     async def _classify(self, batch: np.ndarray) -> np.ndarray:
         """Call the model service; retried on a dropped connection (the call is idempotent).
         BentoML 1.4.40's internal client can reuse a pooled connection that the model worker
-        has just closed as idle (bentoml/BentoML#4971), failing a good request with a 500."""
+        has just closed as idle (bentoml/BentoML#4971), failing a good request with a 500; when
+        the close lands while the answer is being read, aiohttp raises a bare
+        RuntimeError("Connection closed.") instead (seen under a 100-request burst: the model
+        worker had answered 200)."""
         import aiohttp
 
         for attempt in range(3):
             try:
                 return await self.model.to_async.classify(batch)
-            except aiohttp.ClientConnectionError:
-                if attempt == 2:
+            except (aiohttp.ClientConnectionError, RuntimeError) as exc:
+                dropped = not isinstance(exc, RuntimeError) or "Connection closed" in str(exc)
+                if attempt == 2 or not dropped:
                     raise
         raise AssertionError("unreachable")
 
