@@ -153,9 +153,9 @@ def predict_images(run: str, images: List[str], out: Optional[str] = None, batch
     seconds = time.perf_counter() - t0
     position = {p: i for i, p in enumerate(paths)}  # numbered by input position: two inputs may share a name
     codec.write_files(out_dir, results, [f"{position[r['path']]:05d}_{shown(Path(r['path']).stem)}" for r in results])
-    summary = {"run": shown(str(run_dir)), "model": predictor.info.get("name"), "classes": predictor.classes,
-               **codec.predictions_fields(), "num_files": len(paths), "num_predicted": len(results),
-               "num_failed": len(failed), "seconds": round(seconds, 3), "predictions": results, "failed": failed}
+    summary = {**codec.predictions_head(shown(str(run_dir)), predictor.info.get("name")), "num_files": len(paths),
+               "num_predicted": len(results), "num_failed": len(failed), "seconds": round(seconds, 3),
+               "predictions": results, "failed": failed}
     columns = codec.csv_columns()
     rows = csv_rows(paths, results, failed, len(columns), codec.csv_row)
     write_outputs(out_dir, ["path", *columns, "error"], rows, summary)

@@ -94,10 +94,10 @@ class Codec:
         answer, named from `names` (one per answer: unique, valid UTF-8); an answer then names
         its file instead of holding its bytes. Nothing by default."""
 
-    def predictions_fields(self) -> Dict[str, Any]:
-        """What predictions.json says about the answers besides the records: the task and its
-        serve options."""
-        return {"task": self.task, "options": self.options}
+    def predictions_head(self, run: str, model: Any) -> Dict[str, Any]:
+        """predictions.json's opening fields, before the counts and the records: the run, the
+        task, the model's name, the classes and the serve options."""
+        return {"run": run, "task": self.task, "model": model, "classes": self.classes, "options": self.options}
 
     # --- helpers for codecs ----------------------------------------------------------------------
 

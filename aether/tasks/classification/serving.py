@@ -41,8 +41,9 @@ class ClassificationCodec(Codec):
         return [answer["label"], f"{answer['score']:.6f}",
                 ";".join(f"{t['label']}:{t['score']:.6f}" for t in answer["top_k"])]
 
-    def predictions_fields(self) -> Dict[str, Any]:
-        return {}  # classification's predictions.json predates tasks: it names neither task nor options
+    def predictions_head(self, run: str, model: Any) -> Dict[str, Any]:
+        # classification's predictions.json predates tasks: it names neither task nor options
+        return {"run": run, "model": model, "classes": self.classes}
 
 
 CODEC = ClassificationCodec
