@@ -69,7 +69,8 @@ class SegmentationCodec(Codec):
         return ["mask", "width", "height", *(f"pixels:{c}" for c in self.classes)]
 
     def csv_row(self, answer: Dict[str, Any]) -> List[Any]:
-        return [answer["mask"], answer["width"], answer["height"], *(answer["areas"][c]["pixels"] for c in self.classes)]
+        pixels = [answer["areas"][c]["pixels"] for c in self.classes]
+        return [answer["mask"], answer["width"], answer["height"], *pixels]
 
     def write_files(self, out_dir: Path, answers: List[Dict[str, Any]], names: List[str]) -> None:
         """Each mask PNG to masks/; the answer keeps its file's name (relative to out_dir)."""
