@@ -190,3 +190,57 @@ def test_onnx_multilabel_and_segmentation_parity_detection_refused(served: Dict)
     with pytest.raises(AetherError, match="not available for task=detection"):
         export_onnx(str(served["runs"]["detection"]))
     assert not (served["runs"]["detection"] / "model" / "model.onnx").exists()
+
+
+# --- the codec lookup: deploy/ knows no task ------------------------------------------------------
+
+def test_every_task_has_a_codec_found_without_importing_its_task() -> None:
+    """Each registered task's codec comes from the registry entry alone: a served Bento's front
+    end never imports a Task (its module imports Lightning)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from aether import registry\n"
+            "from aether.tasks.codec import codec_class\n"
+            "import aether.deploy.tasks, aether.deploy.predict, aether.deploy.bento, aether.deploy.onnx_export\n"
+            "codecs = {t: codec_class(t) for t in registry.tasks.names()}\n"
+            "assert all(c.task == t for t, c in codecs.items()), codecs\n"
+            "print(sorted(codecs), sorted(m for m in ('lightning', 'torchmetrics') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("] ")[1].strip() == "[]"
+    assert all(t in out.stdout for t in ("classification", "multilabel", "segmentation", "detection"))
+
+
+def test_deploy_names_no_task() -> None:
+    """What differs between tasks is in their codecs (aether/tasks/<task>/serving.py)."""
+    root = Path(__file__).resolve().parents[1] / "aether" / "deploy"
+    for path in root.glob("*.py"):
+        text = path.read_text()
+        assert not [t for t in ("classification", "multilabel", "segmentation", "detection")
+                    if f'"{t}"' in text or f"'{t}'" in text], path
+
+
+def test_codec_of_a_task_kept_elsewhere_and_unknown_task() -> None:
+    """A Task whose module has no serving module beside it names its codec in `Task.codec`; a
+    model of a task nobody registered is refused by name."""
+    from aether import registry
+    from aether.errors import AetherError
+    from aether.tasks.base import Task
+    from aether.tasks.classification.serving import ClassificationCodec
+    from aether.tasks.codec import codec_class, model_task
+
+    class Elsewhere(Task):
+        name = "elsewhere_test"
+        codec = "aether.tasks.classification.serving:ClassificationCodec"
+
+    Elsewhere.__module__ = "elsewhere_test_module"  # a single-module plugin: no package to look beside
+    registry.tasks.register("elsewhere_test", Elsewhere)
+    try:
+        assert codec_class("elsewhere_test") is ClassificationCodec
+    finally:
+        del registry.tasks._entries["elsewhere_test"]
+    with pytest.raises(AetherError, match="model task 'nope': cannot serve it; expected one of .*classification"):
+        codec_class("nope")
+    assert model_task({}) == model_task({"task": None}) == "classification"  # model.json from before tasks

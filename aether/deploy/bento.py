@@ -17,31 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from aether.deploy.model_dir import check_run
 from aether.errors import AetherError
 
-MODEL_FILES = ("model.safetensors", "model.json", "labels.json", "preprocessing.json")
 DEFAULT_MAX_UPLOAD_MB = 20.0
 SERVICE_CLASS = "AetherClassifier"
-# test metrics quoted in the model store and /metadata (each task has its own)
-SERVED_METRICS = ("accuracy", "accuracy_top5", "f1_macro", "f1_micro", "map", "map_50", "miou", "dice",
-                  "pixel_accuracy")
-
-
-def check_run(run: str) -> Path:
-    run_dir = Path(run).expanduser()
-    missing = [f for f in MODEL_FILES if not (run_dir / "model" / f).is_file()]
-    if missing and not (run_dir / "model").exists() and (run_dir / "checkpoints" / "best.ckpt").is_file() \
-            and (run_dir / "config.yaml").is_file():
-        from aether.deploy.from_checkpoint import model_dir_from_best
-
-        model_dir_from_best(run_dir)  # an interrupted run: its best checkpoint becomes model/
-        missing = [f for f in MODEL_FILES if not (run_dir / "model" / f).is_file()]
-    if missing:
-        raise AetherError(f"run={run}: expected a finished run folder with model/ "
-                          f"({', '.join(MODEL_FILES)}); missing: {', '.join(missing)}")
-    return run_dir
-
-
 ONNX_FILES = ("model.onnx", "onnx.json")  # derived from the weights by `format=onnx`
 
 
@@ -135,6 +115,7 @@ def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DE
 
     from aether.deploy.predictor import ImageLimits
     from aether.deploy.tasks import serve_options
+    from aether.tasks.codec import codec_class
 
     run_dir = check_run(run)
     model_dir = run_dir / "model"
@@ -160,8 +141,9 @@ def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DE
         "test_f1_macro": f"{test['f1_macro']:.4f}" if "f1_macro" in test else "",
         "task": task_options["task"],
     }
+    served_metrics = codec_class(task_options["task"]).metrics  # the task's own test metrics
     metadata = {"classes": classes, "preprocessing": pre, "run": str(run_dir.resolve()),
-                "metrics": {k: test[k] for k in SERVED_METRICS if k in test}}
+                "metrics": {k: test[k] for k in served_metrics if k in test}}
     try:
         stored = bentoml.models.get(tag)
         created = False

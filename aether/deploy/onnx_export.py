@@ -11,16 +11,25 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from aether.errors import AetherError
 
 DEFAULT_ATOL = 1e-4
-# multilabel: the classifier's graph, sigmoid + thresholds applied after; segmentation: the
-# encoder + FPN decoder graph ((N, classes, H, W) logits), argmax after. Detection is refused:
-# torchvision's post-processing (score filter, top-k, NMS: data-dependent output sizes) does not
-# pass torch.export (measured with torch 2.x dynamo export: TorchExportError).
-ONNX_TASKS = ("classification", "multilabel", "segmentation")
+# The graph is the network alone (its logits); the task's codec turns them into what serving
+# answers from (aether.tasks.codec.Codec.from_logits: softmax, sigmoid, argmax) and says when a
+# task's network cannot be exported (`onnx_refused`: detection's post-processing).
+
+
+def onnx_codec(task: str, where: str, context: str = "") -> Any:
+    """The codec class of `task`, when its network exports to ONNX; else an AetherError naming
+    `where` (the command), the `context` (the run) and the codec's reason."""
+    from aether.tasks.codec import codec_class
+
+    codec = codec_class(task)
+    if codec.onnx_refused:
+        raise AetherError(f"{where}: not available for task={task}{context}: {codec.onnx_refused}")
+    return codec
 
 
 def export_onnx(run: str, atol: float = DEFAULT_ATOL, opset: int = 18) -> Dict[str, Any]:
@@ -29,17 +38,14 @@ def export_onnx(run: str, atol: float = DEFAULT_ATOL, opset: int = 18) -> Dict[s
 
     import torch
 
-    from aether.deploy.bento import check_run
+    from aether.deploy.model_dir import check_run
     from aether.deploy.predictor import Predictor
+    from aether.tasks.codec import model_task
 
     run_dir = check_run(run)
     out = run_dir / "model" / "model.onnx"
-    task = json.loads((run_dir / "model" / "model.json").read_text()).get("task") or "classification"
-    if task not in ONNX_TASKS:
-        raise AetherError(f"export format=onnx: not available for task={task} (run={run}): the torchvision "
-                          "detector's post-processing (score filter, NMS) has data-dependent output sizes that "
-                          "torch.export cannot trace, so no parity-checked model.onnx can be made; serve it with "
-                          "`aether export run=RUN` (PyTorch backend) instead")
+    task = model_task(json.loads((run_dir / "model" / "model.json").read_text()))
+    codec = onnx_codec(task, "export format=onnx", f" (run={run})")
     pred = Predictor(run_dir / "model", device="cpu")
     model = pred.model
     if hasattr(model, "merge_and_unload"):  # a LoRA adapter kept separate: export the merged network
@@ -73,8 +79,7 @@ def export_onnx(run: str, atol: float = DEFAULT_ATOL, opset: int = 18) -> Dict[s
                           "model.onnx was not written")
     tmp.replace(out)
     info = {"path": str(out), "opset": opset, "input": {"name": "images", "shape": ["batch", *shape]},
-            "output": {"name": "logits", "shape": ["batch", len(pred.classes), *shape[1:]] if task == "segmentation"
-                       else ["batch", len(pred.classes)]},
+            "output": {"name": "logits", "shape": codec.onnx_output_shape(len(pred.classes), shape)},
             "task": task,
             "classes": pred.classes, "preprocessing": pred.pre.preprocessing, "atol": atol,
             "export_s": round(export_s, 3), "bytes": out.stat().st_size, **worst,
@@ -112,36 +117,32 @@ def parity(model: Any, onnx_path: Path, shape: tuple, batch_sizes: tuple = (1, 3
 class OnnxRunner:
     """The serving backend for `aether export backend=onnx`: model.onnx on onnxruntime (CUDA
     when onnxruntime has it, else CPU), same contract as `Predictor.probabilities` (and as
-    `TaskPredictor.outputs`: softmax for classification, sigmoid for multilabel, class-id masks
-    for segmentation)."""
+    `TaskPredictor.outputs`: the task's codec turns the logits into what the model worker
+    returns: softmax for classification, sigmoid for multilabel, class-id masks for segmentation)."""
 
-    def __init__(self, path: Path, task: str = "classification") -> None:
+    def __init__(self, path: Path, task: Optional[str] = None) -> None:
         import onnxruntime as ort
 
-        if task not in ONNX_TASKS:
-            raise AetherError(f"{path}: the onnx backend serves {', '.join(ONNX_TASKS)} models, not task={task}")
-        self.task = task
+        from aether.tasks.codec import model_task
 
+        self.task = model_task({"task": task})
+        self.codec = onnx_codec(self.task, f"{path}: the onnx backend")
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.session = ort.InferenceSession(str(path), providers=providers)
 
-    def probabilities(self, batch: Any) -> Any:
+    def logits(self, batch: Any) -> Any:
         import numpy as np
 
-        logits = self.session.run(["logits"], {"images": np.asarray(batch, dtype=np.float32)})[0]
+        return self.session.run(["logits"], {"images": np.asarray(batch, dtype=np.float32)})[0]
+
+    def probabilities(self, batch: Any) -> Any:
+        """(N, 3, H, W) -> (N, classes) softmax probabilities of a classifier's logits."""
+        import numpy as np
+
+        logits = self.logits(batch)
         z = np.exp(logits - logits.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
 
     def outputs(self, batch: Any) -> Any:
-        if self.task == "multilabel":
-            import numpy as np
-
-            logits = self.session.run(["logits"], {"images": np.asarray(batch, dtype=np.float32)})[0]
-            return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-        if self.task == "segmentation":
-            import numpy as np
-
-            logits = self.session.run(["logits"], {"images": np.asarray(batch, dtype=np.float32)})[0]
-            return logits.argmax(1).astype(np.uint8)
-        return self.probabilities(batch)
+        return self.codec.from_logits(self.logits(batch))

@@ -1,9 +1,11 @@
-"""`aether predict run=RUN images=PATH`: classify a folder (or files, or a list file) in batches.
+"""`aether predict run=RUN images=PATH`: predict a folder (or files, or a list file) in batches.
 
-Writes `predictions.csv` (path, label, score, top_k, error) and `predictions.json` (the same
-plus the model and every failed file with its reason). A file that cannot be classified never
-aborts the batch: it is listed with the dataset doctor's reason (`truncated`, `not_an_image`,
-`decompression_bomb`, ...), in the CSV with an empty label, and in the JSON under `failed`.
+Writes `predictions.csv` (one row per input file, in input order: path, the task's columns,
+error) and `predictions.json` (the same answers plus the model and every failed file with its
+reason); the columns, the answers and any other files (segmentation's masks/) are the task's
+codec's (aether/tasks/<task>/serving.py). A file that cannot be predicted never aborts the batch:
+it is listed with the dataset doctor's reason (`truncated`, `not_an_image`, `decompression_bomb`,
+...), in the CSV with empty columns and the reason under `error`, and in the JSON under `failed`.
 """
 
 from __future__ import annotations
@@ -133,31 +135,31 @@ def csv_rows(order: List[str], results: List[Dict[str, Any]], failed: List[Dict[
 def predict_images(run: str, images: List[str], out: Optional[str] = None, batch_size: int = 32, top_k: int = 5,
                    device: Optional[str] = None, progress: bool = True,
                    score_threshold: Optional[float] = None) -> Dict[str, Any]:
-    from aether.deploy.bento import check_run
-    from aether.deploy.predictor import ImageLimits, Predictor
-    from aether.deploy.tasks import task_of
+    """Predict every file named and write predictions.csv/.json (and the task's own files) to
+    `out`; return predictions.json's content with `out_dir` and the summary line's `verb`."""
+    from aether.deploy.model_dir import check_run
+    from aether.deploy.predictor import ImageLimits
+    from aether.deploy.tasks import TaskPredictor
 
     run_dir = check_run(run)
     out_dir = output_folder(out, run_dir)  # before listing or loading anything
     paths = collect(images)
-    if task_of(json.loads((run_dir / "model" / "model.json").read_text())) != "classification":
-        from aether.deploy.task_outputs import predict_task_images
-
-        return predict_task_images(run_dir, paths, out_dir, batch_size, device, score_threshold,
-                                   lambda n: _progress(n, progress))
-    predictor = Predictor(run_dir / "model", device=device, limits=ImageLimits.from_run(run_dir))
+    predictor = TaskPredictor(run_dir / "model", device=device, limits=ImageLimits.from_run(run_dir),
+                              score_threshold=score_threshold, top_k=top_k)
+    codec = predictor.codec
     t0 = time.perf_counter()
     with _progress(len(paths), progress) as advance:
-        results, failed = predictor.predict_paths(paths, batch_size=batch_size, k=top_k, progress=advance)
+        results, failed = predictor.predict_task_paths(paths, batch_size=batch_size, progress=advance)
     seconds = time.perf_counter() - t0
-    summary = {"run": shown(str(run_dir)), "model": predictor.info.get("name"), "classes": predictor.classes,
-               "num_files": len(paths), "num_predicted": len(results), "num_failed": len(failed),
-               "seconds": round(seconds, 3), "predictions": results, "failed": failed}
-    rows = csv_rows(paths, results, failed, 3, lambda r: [
-        r["label"], f"{r['score']:.6f}", ";".join(f"{t['label']}:{t['score']:.6f}" for t in r["top_k"])])
-    write_outputs(out_dir, ["path", "label", "score", "top_k", "error"], rows, summary)
-    summary["out_dir"] = shown(str(out_dir))
-    return summary
+    position = {p: i for i, p in enumerate(paths)}  # numbered by input position: two inputs may share a name
+    codec.write_files(out_dir, results, [f"{position[r['path']]:05d}_{shown(Path(r['path']).stem)}" for r in results])
+    summary = {**codec.predictions_head(shown(str(run_dir)), predictor.info.get("name")), "num_files": len(paths),
+               "num_predicted": len(results), "num_failed": len(failed), "seconds": round(seconds, 3),
+               "predictions": results, "failed": failed}
+    columns = codec.csv_columns()
+    rows = csv_rows(paths, results, failed, len(columns), codec.csv_row)
+    write_outputs(out_dir, ["path", *columns, "error"], rows, summary)
+    return {**summary, "out_dir": shown(str(out_dir)), "verb": codec.verb}
 
 
 class _progress:

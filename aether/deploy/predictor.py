@@ -1,5 +1,6 @@
 """The inference core shared by the BentoML service, `aether predict`, ONNX export and the
-serving benchmark: one model folder in, checked and preprocessed images, top-k out.
+serving benchmark: one model folder in, checked and preprocessed images, top-k out, files in
+batches (`in_batches`, which every task's predictor shares).
 
 Images go through the dataset doctor's own check (`aether.doctor.checks.check_file`: empty,
 truncated, not an image, decompression bomb refused from the header, ...) and then through
@@ -12,9 +13,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from aether.errors import AetherError
+
+Size = Tuple[int, int]  # an image's original (width, height)
 
 
 class BadImage(AetherError):
@@ -149,21 +152,35 @@ class Predictor:
     def predict_paths(self, paths: Sequence[str], batch_size: int = 32, k: int = 5,
                       progress: Any = None) -> Tuple[List[Dict[str, Any]], List[Dict[str, str]]]:
         """Classify files in batches; unusable ones are returned as failures, never raised."""
-        import torch
+        return in_batches(paths, batch_size, lambda p: (self.pre.load(p), (0, 0)),
+                          lambda x, sizes: self.pre.top_k(self.probabilities(x), k), progress)
 
-        results: List[Dict[str, Any]] = []
-        failures: List[Dict[str, str]] = []
-        for start in range(0, len(paths), batch_size):
-            chunk, tensors = [], []
-            for p in paths[start:start + batch_size]:
-                try:
-                    tensors.append(self.pre.load(str(p)))
-                    chunk.append(str(p))
-                except BadImage as bad:
-                    failures.append({"path": str(p), "reason": bad.code, "detail": bad.detail})
-            if tensors:
-                rows = self.pre.top_k(self.probabilities(torch.stack(tensors)), k)
-                results.extend({"path": p, **row} for p, row in zip(chunk, rows))
-            if progress is not None:
-                progress(min(start + batch_size, len(paths)))
-        return results, failures
+
+def in_batches(paths: Sequence[str], batch_size: int, load: Callable[[str], Tuple[Any, Size]],
+               answer: Callable[[Any, List[Size]], List[Dict[str, Any]]], progress: Any = None
+               ) -> Tuple[List[Dict[str, Any]], List[Dict[str, str]]]:
+    """Files -> ({"path", **answer} per usable file, {"path", "reason", "detail"} per unusable one),
+    `batch_size` at a time: `load(path)` -> (tensor, original size) raises BadImage for a file
+    that cannot be used (it never aborts the batch); `answer(stacked tensors, sizes)` -> answers.
+    `progress(done)` after each batch."""
+    import torch
+
+    results: List[Dict[str, Any]] = []
+    failures: List[Dict[str, str]] = []
+    for start in range(0, len(paths), batch_size):
+        chunk, tensors, sizes = [], [], []
+        for p in paths[start:start + batch_size]:
+            try:
+                x, size = load(str(p))
+            except BadImage as bad:
+                failures.append({"path": str(p), "reason": bad.code, "detail": bad.detail})
+                continue
+            tensors.append(x)
+            sizes.append(size)
+            chunk.append(str(p))
+        if tensors:
+            rows = answer(torch.stack(tensors), sizes)
+            results.extend({"path": p, **row} for p, row in zip(chunk, rows))
+        if progress is not None:
+            progress(min(start + batch_size, len(paths)))
+    return results, failures

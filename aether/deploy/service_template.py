@@ -2,8 +2,9 @@
 
     bentoml serve RUN/bento                          # http://localhost:3000
     curl -F image=@cat.jpg localhost:3000/predict    # {"label": ..., "score": ..., "top_k": [...]}
-    # other tasks answer in their own shape (aether/deploy/tasks.py): multilabel {"labels", "scores"},
-    # detection {"boxes", "labels", "scores"}, segmentation {"width", "height", "areas", "mask_png"}
+    # other tasks answer in their own shape (their codec, aether/tasks/<task>/serving.py): multilabel
+    # {"labels", "scores"}, detection {"boxes", "labels", "scores"}, segmentation {"width", "height",
+    # "areas", "mask_png"}
     curl -F images=@a.jpg -F images=@b.png localhost:3000/predict_batch
     curl -X POST localhost:3000/metadata             # tag, classes, metrics, input size, limits
     curl localhost:3000/readyz                       # 200 once the model is loaded (/livez, /healthz)
@@ -12,7 +13,10 @@ Two services, BentoML's composition pattern: `AetherClassifier` takes uploads, c
 preprocesses them with Aether's own code (the dataset doctor's checks, the evaluation
 transform) and answers bad input with a 4xx JSON error; `AetherModel` holds the network and
 runs it with adaptive batching, so concurrent single-image requests become one forward pass.
-The settings (model tag, limits, batching) are in aether_serve.json beside this file.
+The settings (model tag, limits, batching, the task and its serve options) are in
+aether_serve.json beside this file. What differs between tasks is the task's codec, looked up
+by the task name in the settings without importing the task's training code (Lightning): a
+served Bento loads aether.deploy, the codec and the network, nothing it does not use.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import bentoml
 import numpy as np
 
 from aether.deploy.serving import RequestGuard, error_response, load_settings, return_freed_memory
+from aether.tasks.codec import model_task
 
 SETTINGS = load_settings(Path(__file__).with_name("aether_serve.json"))
 BATCHING = SETTINGS["batching"]
-TASK = SETTINGS.get("task", "classification")
+TASK = model_task(SETTINGS)
 
 
 @bentoml.service(name="aether_model", workers=1, traffic={"timeout": 120})
@@ -75,14 +80,18 @@ class AetherClassifier:
     async def _classify(self, batch: np.ndarray) -> np.ndarray:
         """Call the model service; retried on a dropped connection (the call is idempotent).
         BentoML 1.4.40's internal client can reuse a pooled connection that the model worker
-        has just closed as idle (bentoml/BentoML#4971), failing a good request with a 500."""
+        has just closed as idle (bentoml/BentoML#4971), failing a good request with a 500; when
+        the close lands while the answer is being read, aiohttp raises a bare
+        RuntimeError("Connection closed.") instead (seen under a 100-request burst: the model
+        worker had answered 200)."""
         import aiohttp
 
         for attempt in range(3):
             try:
                 return await self.model.to_async.classify(batch)
-            except aiohttp.ClientConnectionError:
-                if attempt == 2:
+            except (aiohttp.ClientConnectionError, RuntimeError) as exc:
+                dropped = not isinstance(exc, RuntimeError) or "Connection closed" in str(exc)
+                if attempt == 2 or not dropped:
                     raise
         raise AssertionError("unreachable")
 

@@ -43,6 +43,11 @@ class Task:
     name = "base"
     monitor: Tuple[str, str] = ("val/acc", "max")  # (metric, mode) that picks the best checkpoint
     early_stop: Tuple[str, str] = ("val/loss", "min")
+    # the serving codec (aether.tasks.codec.Codec: request -> tensor, output -> answer) that
+    # aether.deploy uses for this task's models, as "module:attr" or the class. Unset: CODEC in
+    # the `serving` module beside this Task's module (aether/tasks/<task>/serving.py), which the
+    # service finds without importing the Task (aether.tasks.codec.codec_class).
+    codec: Any = ""
 
     def __init__(self, options: Any) -> None:
         self.options = options
