@@ -4,20 +4,20 @@ from aether import registry as r
 from aether.config import schema as s
 
 # dataset formats (aether.data.formats): detect(path) -> Match with evidence, load(path, options)
-# -> index; each declares its task and detection priority. coco/voc/yolo/masks take no checked
-# options (data.options is passed through, as before they were registered)
+# -> index; each declares its task and detection priority. coco/voc/yolo/masks read no
+# data.options: one given with them is refused by the validator rather than silently ignored
 r.adapters.register("folder", "aether.data.formats.folder:Folder", config=s.NoOptions,
                     help="class sub-folders (nested trees, pre-split train/val/test respected)")
 r.adapters.register("manifest", "aether.data.formats.manifest:Manifest", config=s.ManifestCfg,
                     help="CSV or JSONL manifest with path,label columns")
 r.adapters.register("digits", "aether.data.formats.digits:Digits", config=s.NoOptions,
                     help="embedded sample: scikit-learn's 1,797 real 8x8 handwritten digits")
-r.adapters.register("coco", "aether.data.formats.coco:Coco",
+r.adapters.register("coco", "aether.data.formats.coco:Coco", config=s.NoOptions,
                     help="COCO .json (images/annotations/categories): task=detection")
-r.adapters.register("voc", "aether.data.formats.voc:Voc", help="Pascal VOC Annotations/*.xml: task=detection")
-r.adapters.register("yolo", "aether.data.formats.yolo:Yolo",
+r.adapters.register("voc", "aether.data.formats.voc:Voc", config=s.NoOptions, help="Pascal VOC Annotations/*.xml: task=detection")
+r.adapters.register("yolo", "aether.data.formats.yolo:Yolo", config=s.NoOptions,
                     help="YOLO data.yaml + labels/*.txt (cls cx cy w h): task=detection")
-r.adapters.register("masks", "aether.data.formats.masks:Masks",
+r.adapters.register("masks", "aether.data.formats.masks:Masks", config=s.NoOptions,
                     help="images/ + masks/ folders paired by file stem: task=segmentation")
 
 r.backbones.register("timm", "aether.models.timm_provider:TimmProvider", config=s.NoOptions,
