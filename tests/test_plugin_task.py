@@ -59,3 +59,24 @@ def test_plugin_task_trains_from_yaml(regression_run: Path) -> None:
     assert info["task"] == "regression" and 0.2 < info["target_mean"] < 0.8
     assert (regression_run / "model" / "model.safetensors").is_file()
     assert "MAE" in (regression_run / "report.md").read_text()
+
+
+def test_plugin_task_predicts_and_exports(work: Path, env: Dict[str, str], regression_run: Path) -> None:  # noqa: F811
+    """`aether predict` and `aether export` reach the plugin's serving codec (aether_torchvision/
+    serving.py) through the task recorded in model.json: the answers are numbers in the data's
+    units, and the ONNX graph gives the same ones."""
+    import csv
+
+    images = work / "reg" / "img"
+    _run([str(AETHER), "predict", f"run={regression_run}", f"images={images}", f"out={work / 'reg-pred'}"], env, cwd=work)
+    with open(work / "reg-pred" / "predictions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 48 and all(r["error"] == "" for r in rows)
+    truth = {f"{i:03d}.png": float(line.split(",")[1])
+             for i, line in enumerate((work / "reg" / "values.csv").read_text().splitlines()[1:])}
+    errors = [abs(float(r["value"]) - truth[Path(r["path"]).name]) for r in rows]
+    assert sum(errors) / len(errors) < 0.2
+    _run([str(AETHER), "export", f"run={regression_run}", "format=onnx"], env, cwd=work)
+    assert (regression_run / "model" / "model.onnx").is_file()
+    onnx = json.loads((regression_run / "model" / "onnx.json").read_text())
+    assert onnx["task"] == "regression" and onnx["max_abs_diff"] <= onnx["atol"]
