@@ -89,7 +89,7 @@ def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
     if root is None or not _goes_through_detection(cfg):
         return None
     det = detect_structure(root, cfg.format)
-    if det.task == "classification":
+    if not formats.is_annotated(det.format):  # one label per image: examined image by image
         return None
     walk = walk_images(root, RootGuard(str(root), cfg.allow_outside_root)) if root.is_dir() else Walk(ignored={})
     images, ign = walk.images, walk.ignored
@@ -107,7 +107,7 @@ def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
     warnings = formats.annotation_warnings(det.format, summary)
     warnings += [e for e in det.evidence if e.startswith("ambiguous")] + walk.warnings
     warnings += [f"{issues[code]} {text}" for code, text in NOTES.items() if issues.get(code)]
-    report = {"format": det.format, "task": det.task, "source": str(cfg.path), "evidence": det.evidence,
+    report = {"format": det.format, "task": det.task, "annotated": True, "source": str(cfg.path), "evidence": det.evidence,
               "summary": summary, "classes": dict(summary.get("class_counts") or {}), "num_images": usable,
               "bad": bad, "issues": dict(issues), "ignored": {**ign, **ignored}, "duplicates": [],
               "warnings": warnings, "errors": [f"{len(bad)} file(s) cannot be used"] if bad else [],
@@ -132,7 +132,7 @@ def examine(cfg: DataCfg, progress: bool = False) -> Examination:
             raise AetherError(f"data.format={fmt}: no data.path given; set data=PATH to the {fmt} dataset")
     elif _goes_through_detection(cfg):
         det = detect_structure(root, cfg.format)
-        if det.task != "classification":
+        if formats.is_annotated(det.format):
             raise AetherError(
                 f"data.path={cfg.path} looks like a {det.format} {det.task} dataset ({det.evidence[0]}). "
                 f"task=classification expects class folders or a CSV/JSONL manifest; train it with "
@@ -250,7 +250,7 @@ def print_summary(report: Dict[str, Any], out_dir: Path) -> None:
     t = Table(title="classes", title_justify="left")
     t.add_column("class")
     # classification counts images per class; detection and segmentation formats count annotations
-    t.add_column("images" if report.get("task") in (None, "classification") else "annotations", justify="right")
+    t.add_column("annotations" if report.get("annotated") else "images", justify="right")
     for c, n in report["classes"].items():
         t.add_row(c, str(n))
     if report["classes"]:

@@ -26,7 +26,7 @@ from aether.data.formats.base import Format, Match
 # what an adapter without the Format attributes is taken to declare (see the module docstring)
 PLUGIN_PRIORITY = 100  # after the built-ins, so a broad detect() cannot take over their datasets
 _UNDECLARED: Dict[str, Any] = {"task": "classification", "strict": False, "fallback": False, "looks_like": "",
-                               "checks": ()}
+                               "checks": (), "annotated": False}
 
 
 def get(name: str) -> Any:
@@ -51,6 +51,11 @@ def priority(fmt: Any) -> Optional[int]:
 def task_of(name: str) -> str:
     """The task that `data.format=NAME` trains."""
     return declared(get(name), "task")
+
+
+def is_annotated(name: str) -> bool:
+    """Whether NAME's data is more than one label per image (boxes, masks, label sets)."""
+    return bool(declared(get(name), "annotated"))
 
 
 def is_strict(name: str) -> bool:

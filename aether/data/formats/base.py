@@ -10,6 +10,8 @@ A format is a class registered in `aether.registry.adapters` (so a plugin adds o
   dataset also has folders of images);
 * `strict`: `data.format=NAME` reads the data as NAME through `detect()` first (an error says what
   the data looks like instead), and a run with another task is refused;
+* `annotated`: its data is more than one label per image (boxes, masks, label sets): the doctor
+  examines its annotations and counts them, rather than images per class;
 * `looks_like`: what `detect()` looks for, for the "looked for ..." line of an unknown dataset;
 * `checks`: (summary key, text) pairs: the annotation problems `aether inspect` warns about.
 
@@ -52,6 +54,7 @@ class Format:
     priority: ClassVar[Optional[int]] = None
     fallback: ClassVar[bool] = False
     strict: ClassVar[bool] = True
+    annotated: ClassVar[bool] = False
     looks_like: ClassVar[str] = ""
     checks: ClassVar[Tuple[Tuple[str, str], ...]] = ()
 

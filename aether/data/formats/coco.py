@@ -91,6 +91,7 @@ class _Tally:
 class Coco(Format):
     name = "coco"
     task = "detection"
+    annotated = True  # boxes, masks or label sets: the doctor examines and counts its annotations
     priority = 10
     looks_like = ".json with images/annotations/categories"
     checks = BOX_CHECKS + (("unknown_category_ids", "annotation(s) with an unknown category id"),

@@ -43,6 +43,7 @@ def _by_stem(d: Path) -> Dict[str, Path]:
 class Masks(Format):
     name = "masks"
     task = "segmentation"
+    annotated = True  # boxes, masks or label sets: the doctor examines and counts its annotations
     priority = 40
     looks_like = "images/ + masks/|labels/|annotations/"
     checks = (("size_mismatches", "mask(s) whose size differs from the image"),

@@ -19,6 +19,7 @@ from aether.errors import AetherError
 class MultilabelManifest(Format):
     name = "multilabel"
     task = "multilabel"
+    annotated = True  # boxes, masks or label sets: the doctor examines and counts its annotations
 
     def load(self, path: Path, options: Dict[str, Any]) -> DenseIndex:
         if not path.is_file():

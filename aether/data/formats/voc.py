@@ -27,6 +27,7 @@ def voc_dir(path: Path) -> Optional[Path]:
 class Voc(Format):
     name = "voc"
     task = "detection"
+    annotated = True  # boxes, masks or label sets: the doctor examines and counts its annotations
     priority = 20
     looks_like = "Annotations/*.xml"
     checks = BOX_CHECKS

@@ -102,6 +102,7 @@ class _LabelTally:
 class Yolo(Format):
     name = "yolo"
     task = "detection"
+    annotated = True  # boxes, masks or label sets: the doctor examines and counts its annotations
     priority = 30
     looks_like = "data.yaml or labels/*.txt"
     checks = BOX_CHECKS + (("unknown_class_ids", "label(s) with a class id beyond the names list"),
