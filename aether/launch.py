@@ -20,6 +20,10 @@ def train(cfg: DictConfig) -> float:
     """Run one training job described by a composed Hydra config; return the best val accuracy."""
     from hydra.core.hydra_config import HydraConfig
 
+    from aether.config.validate import drop_foreign_options, typed_keys, validate
+    from aether.run import fit_and_report, resume_config
+    from aether.sweeps import auto_search
+
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     raw = OmegaConf.to_container(cfg, resolve=True)
@@ -27,9 +31,6 @@ def train(cfg: DictConfig) -> float:
     raw.pop("hydra", None)
     if raw.get("resume"):
         raw = resume_config(str(raw["resume"]), list(hc.overrides.task))
-    from aether.config.validate import drop_foreign_options, typed_keys, validate
-    from aether.run import fit_and_report, resume_config
-    from aether.sweeps import auto_search
 
     # a recipe's options of a part the command line switched away from; a resumed run's
     # config.yaml had them dropped when it was written, and is taken as it is
