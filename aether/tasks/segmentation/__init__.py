@@ -1,7 +1,9 @@
 """task=segmentation: semantic segmentation from images/ + masks/ folders; mIoU and Dice."""
 
 from aether import registry
+from aether.models.heads import register_head
 from aether.tasks.segmentation.options import SegmentationTaskCfg
 
 registry.tasks.register("segmentation", "aether.tasks.segmentation.task:Segmentation", config=SegmentationTaskCfg,
-                        help="semantic segmentation: images/ + masks/ folders; light FPN decoder; mIoU, Dice")
+                        help="semantic segmentation: images/ + masks/ folders; light FPN or smp decoders; mIoU, Dice")
+register_head("segmentation", "aether.tasks.segmentation.network:build_head")
