@@ -11,6 +11,10 @@ whatever stride the decoder ends at.
 
 `decoder_channels` (task_options, default 64) scales every decoder's widths together; at 64 each
 one has smp's own default widths (U-Net 256-128-64-32-16, FPN 256/128, DeepLabV3+ 256, ...).
+
+DeepLabV3+ is task=segmentation's default: on generated shapes (48 images of 64 px, random-init
+test_convnext, 6 epochs on the CPU, 3 seeds) it reached test mIoU 0.912 (mean) against the
+hand-written light FPN's 0.868, in the same time per run (measurement: aether/tasks/segmentation/options.py).
 """
 
 from __future__ import annotations

@@ -5,5 +5,5 @@ from aether.models.heads import register_head
 from aether.tasks.segmentation.options import SegmentationTaskCfg
 
 registry.tasks.register("segmentation", "aether.tasks.segmentation.task:Segmentation", config=SegmentationTaskCfg,
-                        help="semantic segmentation: images/ + masks/ folders; light FPN or smp decoders; mIoU, Dice")
+                        help="semantic segmentation: images/ + masks/ folders; smp DeepLabV3+ (or other) decoder; mIoU, Dice")
 register_head("segmentation", "aether.tasks.segmentation.network:build_head")
