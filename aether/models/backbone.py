@@ -1,10 +1,24 @@
-"""What a backbone provider returns, and reading weight files safely."""
+"""What a backbone provider returns, and reading weight files safely.
+
+A backbone provider (registered in `aether.registry.backbones`, e.g. `timm`, or a plugin's) is a
+class with
+
+- `create(cfg: ModelCfg, num_classes) -> Backbone`: a classifier (classification, multilabel);
+- `create_encoder(cfg: ModelCfg) -> Encoder`: a multi-scale feature encoder (segmentation,
+  detection), optional: a provider without it builds classifiers only.
+
+Both apply `model.pretrained` / `model.weights` (offline rules: aether.models.weights),
+`model.drop_path_rate`, `model.grad_checkpointing` and `model.kwargs` as the provider's models
+allow, and return `info` that the same method rebuilds the network from (`model/model.json`).
+`model.drop_rate` is the dropout before the classifier in a Backbone; for an Encoder the dense
+network applies it to the features its head reads (aether.models.dense), so providers ignore it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
 from torch import nn
@@ -18,6 +32,15 @@ class Backbone:
     head: nn.Module  # the classifier layer(s), re-initialised for this dataset's classes
     data_config: Dict[str, Any]  # timm-style: input_size, mean, std, interpolation, crop_pct
     info: Dict[str, Any] = field(default_factory=dict)  # provider, name, kwargs: enough to rebuild
+
+
+@dataclass
+class Encoder:
+    model: nn.Module  # image batch (N, 3, H, W) -> list of feature maps (N, C_i, H / r_i, W / r_i), finest first
+    channels: List[int]  # C_i of each map
+    reductions: List[int]  # r_i: each map's stride relative to the input (non-decreasing)
+    data_config: Dict[str, Any]  # timm-style, as in Backbone
+    info: Dict[str, Any] = field(default_factory=dict)  # provider, name, kwargs: `create_encoder` rebuilds it
 
 
 def read_state_dict(path: str, what: str = "") -> Dict[str, torch.Tensor]:

@@ -1,4 +1,9 @@
-"""Networks for dense tasks: a timm encoder (`features_only`) plus a task head.
+"""Networks for dense tasks: a backbone provider's multi-scale encoder plus a task head.
+
+The encoder comes from the provider `model.provider` names (`create_encoder`, see
+aether.models.backbone), so plugins, `model.pretrained`/`weights`, `drop_path_rate` and
+`grad_checkpointing` apply as for classifiers; `model.drop_rate` is channel dropout on the
+features the head reads (the dense counterpart of dropout before a classifier).
 
 `DenseNet.encoder` is the backbone every strategy acts on; `DenseNet.head` (decoder, FPN,
 detector) is what `Backbone.head` points to, so it trains under every strategy: LoRA adapts the
@@ -8,25 +13,32 @@ encoder, gradual unfreezing opens the encoder stages top-down after the head.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List
 
 from torch import nn
 
 from aether.config.schema import ModelCfg
 from aether.errors import AetherError
+from aether.models.backbone import Backbone, Encoder
 
 
 class DenseNet(nn.Module):
-    def __init__(self, encoder: nn.Module, head: nn.Module, arch: str) -> None:
+    def __init__(self, encoder: nn.Module, head: nn.Module, arch: str, drop_rate: float = 0.0) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
-        self.aether_arch = arch  # read by the LoRA target picker (family of the timm model)
+        self.aether_arch = arch  # read by the LoRA target picker (family of the model)
+        # channel dropout (whole feature maps: neighbouring pixels of one map are too correlated
+        # for element-wise dropout to regularise); no parameters, so saved weights do not change
+        self.feature_drop = nn.Dropout2d(drop_rate) if drop_rate else nn.Identity()
+
+    def features(self, x: Any) -> List[Any]:
+        return [self.feature_drop(f) for f in self.encoder(x)]
 
     def forward(self, x: Any, *args: Any) -> Any:
         # the head is called as a module (never through its attributes) so that PEFT's
-        # modules_to_save copy of it is the one that runs
-        return self.head(x, self.encoder, *args)
+        # modules_to_save copy of it is the one that runs; it reads the features through `features`
+        return self.head(x, self.features, *args)
 
     def aether_layer_map(self) -> Dict[str, int]:
         """Parameter name -> depth: the encoder's top-level stages in order, then the head."""
@@ -39,70 +51,39 @@ class DenseNet(nn.Module):
         return out
 
 
-def create_encoder(cfg: ModelCfg) -> Tuple[nn.Module, Dict[str, Any], Dict[str, Any]]:
-    """A timm model with `features_only=True` (every feature level; `encoder.feature_info` says their
-    channels and strides): (encoder, data config, info to rebuild it).
-    Weights come from `model.weights` (a local file), the HF cache or the hub, as for classification."""
-    import timm
+def create_encoder(cfg: ModelCfg) -> Encoder:
+    """The multi-scale encoder of `cfg` from its backbone provider (the registry's `model.provider`)."""
+    from aether import registry
 
-    from aether.models.backbone import read_state_dict
-    from aether.models.weights import pretrained_overlay
-
-    base = cfg.name.split(".")[0]
-    if not timm.models.is_model(base):
-        from aether.suggest import did_you_mean
-
-        raise AetherError(f"model.name={cfg.name}: timm has no such model{did_you_mean(base, timm.list_models())}")
-    kwargs: Dict[str, Any] = dict(features_only=True, **cfg.kwargs)
-    if cfg.drop_path_rate:
-        kwargs["drop_path_rate"] = cfg.drop_path_rate
-    try:
-        if cfg.weights:
-            overlay = {"state_dict": read_state_dict(cfg.weights), "num_classes": -1}
-            encoder = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-        elif cfg.pretrained:
-            encoder = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=pretrained_overlay(cfg.name),
-                                        **kwargs)
-        else:
-            encoder = timm.create_model(cfg.name, pretrained=False, **kwargs)
-    except AetherError:
-        raise
-    except RuntimeError as exc:
-        if cfg.weights:
-            raise AetherError(f"model.weights={cfg.weights}: does not fit model '{cfg.name}': {str(exc)[:500]}") from None
-        raise
-    data_config = timm.data.resolve_model_data_config(encoder)
-    info = {"provider": "timm", "name": cfg.name, "features_only": True,
-            "kwargs": {k: v for k, v in kwargs.items() if k != "features_only"}}
-    return encoder, data_config, info
+    provider = registry.backbones.get(cfg.provider).load()()
+    if not hasattr(provider, "create_encoder"):
+        raise AetherError(f"model.provider={cfg.provider}: this backbone provider builds classifiers only (it has no "
+                          "create_encoder); segmentation and detection need a multi-scale feature encoder - use "
+                          "model.provider=timm, or a provider that implements create_encoder(cfg) -> Encoder")
+    encoder = provider.create_encoder(cfg)
+    if not encoder.channels or len(encoder.channels) != len(encoder.reductions):
+        raise AetherError(f"model.provider={cfg.provider}: create_encoder('{cfg.name}') returned {len(encoder.channels)} "
+                          f"channel counts for {len(encoder.reductions)} reductions; expected one of each per feature map")
+    return encoder
 
 
-def make_head(task: str, options: Dict[str, Any], encoder: nn.Module, num_classes: int,
-              pre: Dict[str, Any]) -> nn.Module:
-    """The task's head over `encoder`'s feature levels (used for training and to rebuild a saved model)."""
-    channels, reductions = encoder.feature_info.channels(), encoder.feature_info.reduction()
-    if task == "segmentation":
-        from aether.models.segmentation import FPNDecoder
+def build_dense(cfg: ModelCfg, task: str, options: Dict[str, Any], num_classes: int, pre: Dict[str, Any],
+                encoder: Encoder) -> Backbone:
+    """The task's network: `encoder` + the head the task registered (aether.models.heads), as the
+    Backbone strategies act on. `info` is what rebuild_dense needs (with the task's own fields,
+    added by the task's model_info when the run is saved)."""
+    from aether.models.heads import head_builder
 
-        return FPNDecoder(channels, reductions, num_classes, options["decoder_channels"])
-    if task == "detection":
-        from aether.models.detection import DetectorHead
-
-        # a model.json written before `strides` existed (or an unresolved "auto") has the old layout;
-        # an NMS threshold still "tune" (never tuned) is torchvision's default for the head
-        strides = options.get("strides")
-        nms = options.get("nms_threshold")
-        return DetectorHead(channels, reductions, num_classes, options["head"], options["fpn_channels"],
-                            pre["input_size"][-1], pre["mean"], pre["std"], options["score_threshold"],
-                            options["detections_per_image"], strides=strides if isinstance(strides, list) else None,
-                            nms_thresh=float(nms) if isinstance(nms, (int, float)) else None)
-    raise AetherError(f"task '{task}' has no dense head")
+    head = head_builder(task)(options, encoder, num_classes, pre)
+    info = {**encoder.info, "features_only": True}  # "features_only": load_model_dir rebuilds a dense net
+    return Backbone(DenseNet(encoder.model, head, cfg.name, cfg.drop_rate), head, encoder.data_config, info)
 
 
 def rebuild_dense(info: Dict[str, Any], num_classes: int, pre: Dict[str, Any]) -> DenseNet:
     """The untrained network a saved dense-task `model/` folder describes (weights loaded by the caller)."""
-    kwargs = dict(info.get("kwargs", {}))
-    cfg = ModelCfg(provider="timm", name=info["name"], pretrained=False, drop_path_rate=kwargs.pop("drop_path_rate", 0.0),
-                   kwargs=kwargs)
-    encoder = create_encoder(cfg)[0]
-    return DenseNet(encoder, make_head(info["task"], info["task_options"], encoder, num_classes, pre), info["name"])
+    from aether.models.heads import head_builder
+    from aether.models.saved import model_cfg
+
+    encoder = create_encoder(model_cfg(info))
+    head = head_builder(info["task"])(info["task_options"], encoder, num_classes, pre)
+    return DenseNet(encoder.model, head, info["name"])

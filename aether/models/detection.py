@@ -1,5 +1,6 @@
 """A torchvision detector (FCOS by default; RetinaNet, Faster R-CNN) on a torchvision FPN over a
-timm `features_only` encoder.
+backbone provider's multi-scale encoder (aether.models.backbone.Encoder: feature maps, channels,
+strides).
 
 The encoder stays outside the torchvision model (it is `DenseNet.encoder`, where the strategies
 act); the detector reads its features through `_Features`, a parameter-free stand-in for
@@ -175,7 +176,7 @@ class DetectorHead(nn.Module):
             target.detections_per_img = int(detections)
         return before
 
-    def forward(self, images: List[torch.Tensor], encoder: nn.Module,
+    def forward(self, images: List[torch.Tensor], encoder: Callable[[torch.Tensor], List[torch.Tensor]],
                 targets: Optional[List[Dict[str, torch.Tensor]]] = None) -> Any:
         def features(x: torch.Tensor) -> Dict[str, torch.Tensor]:
             feats = encoder(x)

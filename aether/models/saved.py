@@ -29,25 +29,32 @@ def save_model_dir(path: Path, model: nn.Module, info: Dict[str, Any], classes: 
     (path / "preprocessing.json").write_text(json.dumps(preprocessing, indent=2))
 
 
+def model_cfg(info: Dict[str, Any]) -> Any:
+    """The ModelCfg that rebuilds a saved network, untrained, from model.json's provider, name and
+    kwargs (where the provider recorded drop_rate / drop_path_rate under Aether's own names)."""
+    from aether.config.schema import ModelCfg
+
+    kwargs = dict(info.get("kwargs", {}))
+    return ModelCfg(provider=info.get("provider", "timm"), name=info["name"], pretrained=False,
+                    drop_rate=kwargs.pop("drop_rate", 0.0), drop_path_rate=kwargs.pop("drop_path_rate", 0.0),
+                    kwargs=kwargs)
+
+
 def load_model_dir(path: Path) -> Tuple[nn.Module, List[str], Dict[str, Any]]:
     """Rebuild the network from a `model/` folder (no pickle: safetensors + JSON only)."""
     from safetensors.torch import load_file
 
     from aether import registry
-    from aether.config.schema import ModelCfg
 
     info = json.loads((path / "model.json").read_text())
     classes = json.loads((path / "labels.json").read_text())
     pre = json.loads((path / "preprocessing.json").read_text())
-    kwargs = dict(info.get("kwargs", {}))
-    cfg = ModelCfg(provider=info["provider"], name=info["name"], pretrained=False,
-                   drop_rate=kwargs.pop("drop_rate", 0.0), drop_path_rate=kwargs.pop("drop_path_rate", 0.0),
-                   kwargs=kwargs)
-    if info.get("features_only"):  # segmentation / detection: timm encoder + the task's head
+    if info.get("features_only"):  # segmentation / detection: the provider's encoder + the task's head
         from aether.models.dense import rebuild_dense
 
         model = rebuild_dense(info, len(classes), pre)
     else:
+        cfg = model_cfg(info)
         model = registry.backbones.get(cfg.provider).load()().create(cfg, len(classes)).model
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     if info.get("adapter") and not info.get("merged", True):  # LoRA kept separate: apply it now

@@ -1,6 +1,7 @@
-"""A light FPN decoder over a timm `features_only` encoder: lateral 1x1 convs, a top-down path,
-one 3x3 conv per level, levels summed at stride 4 and a 1x1 classifier upsampled to the input
-(Kirillov et al.'s semantic FPN, reduced to what small data needs)."""
+"""A light FPN decoder over a backbone provider's encoder (`task_options.decoder=light_fpn`, the
+default before smp's DeepLabV3+): lateral 1x1 convs, a top-down path, one 3x3 conv per level,
+levels summed at stride 4 and a 1x1 classifier upsampled to the input (Kirillov et al.'s semantic
+FPN, reduced to what small data needs)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Object detection: timm encoder + FPN + torchvision head, trained on COCO, YOLO or VOC data;
-mAP@[.5:.95] and mAP@.5 (torchmetrics, pycocotools backend); predictions drawn in the report."""
+"""Object detection: the backbone provider's encoder + FPN + torchvision head, trained on COCO,
+YOLO or VOC data; mAP@[.5:.95] and mAP@.5 (torchmetrics, pycocotools backend); predictions drawn in the report."""
 
 from __future__ import annotations
 
@@ -302,22 +302,20 @@ class Detection(Task):
 
     def build_network(self, rc: RunCfg, bundle: Any) -> Tuple[Any, Dict[str, Any]]:
         from aether.data.transforms import resolve_preprocessing
-        from aether.models.backbone import Backbone
-        from aether.models.dense import DenseNet, create_encoder, make_head
+        from aether.models.dense import build_dense, create_encoder
 
         o = self.options
-        encoder, data_config, info = create_encoder(rc.model)
-        pre = resolve_preprocessing(data_config, rc.data.image_size, rc.data.crop_pct)
+        encoder = create_encoder(rc.model)  # the provider's multi-scale encoder (model.provider)
+        pre = resolve_preprocessing(encoder.data_config, rc.data.image_size, rc.data.crop_pct)
         if o.strides == "auto":
-            self._fit_strides(bundle.splits["train"], pre["input_size"][-1], encoder.feature_info.reduction())
+            self._fit_strides(bundle.splits["train"], pre["input_size"][-1], encoder.reductions)
         # what preparing resolved, written back into config.yaml (aether.run._record_resolved)
         self.resolved = {("trainer", "max_epochs"): rc.trainer.max_epochs,
                          ("trainer", "early_stopping", "patience"): rc.trainer.early_stopping.patience,
                          ("task_options", "strides"): o.strides}
         if "warmup_epochs" in self.fitted:
             self.resolved[("scheduler", "warmup_epochs")] = self.fitted["warmup_epochs"]["value"]
-        head = make_head(self.name, o.model_dump(), encoder, len(bundle.classes), pre)
-        return Backbone(DenseNet(encoder, head, rc.model.name), head, data_config, info), pre
+        return build_dense(rc.model, self.name, o.model_dump(), len(bundle.classes), pre, encoder), pre
 
     def check_network(self, network: Any, preprocessing: Dict[str, Any], rc: RunCfg) -> None:
         pass  # torchvision's detectors take a list of images of any size: nothing to check by shape

@@ -1,5 +1,6 @@
-"""Semantic segmentation: a timm encoder + light FPN decoder, cross-entropy per pixel, mIoU and
-Dice per class on the test split, overlays of predictions in the report."""
+"""Semantic segmentation: the backbone provider's encoder + a decoder (light FPN or smp's),
+cross-entropy per pixel, mIoU and Dice per class on the test split, overlays of predictions in
+the report."""
 
 from __future__ import annotations
 
@@ -80,13 +81,11 @@ class Segmentation(Task):
 
     def build_network(self, rc: RunCfg, bundle: Any) -> Tuple[Any, Dict[str, Any]]:
         from aether.data.transforms import resolve_preprocessing
-        from aether.models.backbone import Backbone
-        from aether.models.dense import DenseNet, create_encoder, make_head
+        from aether.models.dense import build_dense, create_encoder
 
-        encoder, data_config, info = create_encoder(rc.model)
-        pre = resolve_preprocessing(data_config, rc.data.image_size, rc.data.crop_pct)
-        decoder = make_head(self.name, self.options.model_dump(), encoder, len(bundle.classes), pre)
-        return Backbone(DenseNet(encoder, decoder, rc.model.name), decoder, data_config, info), pre
+        encoder = create_encoder(rc.model)  # the provider's multi-scale encoder (model.provider)
+        pre = resolve_preprocessing(encoder.data_config, rc.data.image_size, rc.data.crop_pct)
+        return build_dense(rc.model, self.name, self.options.model_dump(), len(bundle.classes), pre, encoder), pre
 
     def build_module(self, rc: RunCfg, bundle: Any, model: Any, strategy: Any) -> Any:
         return SegmentationModule(model, bundle.classes, strategy, self.options.ignore_index, rc.optimizer.model_dump(),

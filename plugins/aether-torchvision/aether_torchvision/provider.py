@@ -1,21 +1,24 @@
 """The `torchvision` backbone provider: torchvision classification models, built offline.
 
-Implements Aether's provider interface: ``create(cfg: ModelCfg, num_classes) -> Backbone``.
-``Backbone.info`` holds everything `aether.models.saved.load_model_dir` needs to rebuild the
-network (provider, name, kwargs), so saved runs reload without this module knowing about them.
+Implements Aether's provider interface: ``create(cfg: ModelCfg, num_classes) -> Backbone`` (a
+classifier) and ``create_encoder(cfg: ModelCfg) -> Encoder`` (the same model's convolutional body
+as a multi-scale feature encoder, for segmentation and detection). ``info`` holds everything
+`aether.models.saved.load_model_dir` needs to rebuild the network (provider, name, kwargs), so
+saved runs reload without this module knowing about them.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
+import torch
 import torchvision
 from torch import nn
 
 from aether.config.schema import ModelCfg
 from aether.errors import AetherError
-from aether.models.backbone import Backbone, read_state_dict
+from aether.models.backbone import Backbone, Encoder, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,31 @@ class TorchvisionProvider:
     name = "torchvision"
 
     def create(self, cfg: ModelCfg, num_classes: int) -> Backbone:
+        model, kwargs, head_name = self._build(cfg, num_classes)
+        if getattr(cfg, "grad_checkpointing", False):
+            raise AetherError(f"model.grad_checkpointing=true: torchvision's '{cfg.name}' classifier has no gradient "
+                              "checkpointing switch; set model.grad_checkpointing=false (or use a timm model)")
+        info = {"provider": self.name, "name": cfg.name, "kwargs": kwargs}
+        return Backbone(model=model, head=model.get_submodule(head_name), data_config=_data_config(cfg.name, model),
+                        info=info)
+
+    def create_encoder(self, cfg: ModelCfg) -> Encoder:
+        """The classifier's convolutional body, stage by stage (its pooling and classifier dropped),
+        returning the last feature map of each stride. A weights file of the classifier (any
+        number of classes) loads into it; `model.grad_checkpointing` recomputes the stages'
+        activations in the backward pass (StageFeatures)."""
+        # drop_rate is the dense network's feature dropout (aether.models.dense), not the classifier's
+        model, kwargs, head_name = self._build(cfg.model_copy(update={"drop_rate": 0.0}), None)
+        data_config = _data_config(cfg.name, model)
+        encoder = StageFeatures.of(model, head_name.split(".")[0], cfg.name)
+        encoder.grad_checkpointing = bool(getattr(cfg, "grad_checkpointing", False))
+        info = {"provider": self.name, "name": cfg.name, "kwargs": kwargs}
+        return Encoder(model=encoder, channels=encoder.channels, reductions=encoder.reductions,
+                       data_config=data_config, info=info)
+
+    def _build(self, cfg: ModelCfg, num_classes: Any) -> Tuple[nn.Module, Dict[str, Any], str]:
+        """(model, kwargs recorded in model.json, qualified name of its classifier layer), with the
+        weights of `model.weights` loaded; num_classes None keeps the model's own classifier size."""
         if cfg.name not in classification_models():
             from aether.suggest import did_you_mean
 
@@ -86,9 +114,6 @@ class TorchvisionProvider:
                 f"(torchvision.models.get_model_weights('{cfg.name}').DEFAULT.url) and pass "
                 "model.weights=/path/to/file.pth (or .safetensors); or set model.pretrained=false to train from scratch."
             )
-        if getattr(cfg, "grad_checkpointing", False):
-            raise AetherError(f"model.grad_checkpointing=true: torchvision's '{cfg.name}' has no gradient "
-                              "checkpointing switch; set model.grad_checkpointing=false (or use a timm model)")
         kwargs: Dict[str, Any] = dict(cfg.kwargs)
         if cfg.name in ("inception_v3", "googlenet"):
             kwargs.setdefault("aux_logits", False)  # the training loop expects plain logits
@@ -99,16 +124,17 @@ class TorchvisionProvider:
             if value:
                 builder_kwargs[kw] = value
                 kwargs[option] = value  # recorded under Aether's name: load_model_dir maps it back
+        if num_classes is not None:
+            builder_kwargs["num_classes"] = num_classes
         try:
-            model = torchvision.models.get_model(cfg.name, weights=None, num_classes=num_classes, **builder_kwargs)
+            model = torchvision.models.get_model(cfg.name, weights=None, **builder_kwargs)
         except TypeError as exc:
             raise AetherError(f"model '{cfg.name}' (provider torchvision) does not accept these options "
                               f"{sorted(builder_kwargs)}: {exc}") from None
-        head_name, head = find_head(model)
+        head_name, _ = find_head(model)
         if cfg.weights:
             self._load_weights(model, cfg.weights, head_name, cfg.name)
-        info = {"provider": self.name, "name": cfg.name, "kwargs": kwargs}
-        return Backbone(model=model, head=head, data_config=_data_config(cfg.name, model), info=info)
+        return model, kwargs, head_name
 
     @staticmethod
     def _load_weights(model: nn.Module, path: str, head_name: str, name: str) -> None:
@@ -136,3 +162,105 @@ class TorchvisionProvider:
         model.load_state_dict(sd, strict=False)  # only the re-initialised classifier may be absent
         if dropped:
             log.info("model.weights=%s: classifier %s has another number of classes - re-initialised", path, head_name)
+
+
+# Children that end the convolutional body: global pooling, flattening, dropout, the classifier.
+BODY_ENDS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Dropout, nn.Linear)
+PROBE_SIDE = 256  # side of the dummy image that measures each stage's stride (valid-padding nets shrink a little)
+
+
+class StageFeatures(nn.Module):
+    """A torchvision classifier's body run stage by stage (its top-level children in order, a
+    Sequential that spans several strides opened into its elements, named `features_3` like
+    timm's feature extractors), returning the output of the last stage of each stride, finest
+    first. With `grad_checkpointing` the inner stages are recomputed in the backward pass
+    (non-reentrant: LoRA adapters behind frozen stages still get gradients)."""
+
+    def __init__(self, stages: List[Tuple[str, nn.Module]], taps: List[int], channels: List[int],
+                 reductions: List[int]) -> None:
+        super().__init__()
+        for name, module in stages:
+            self.add_module(name, module)
+        self.taps, self.channels, self.reductions = taps, channels, reductions
+        self.grad_checkpointing = False
+
+    @classmethod
+    def of(cls, model: nn.Module, head_attr: str, name: str) -> "StageFeatures":
+        children: List[Tuple[str, nn.Module]] = []
+        for child_name, child in model.named_children():
+            if child_name == head_attr or isinstance(child, BODY_ENDS):
+                break
+            children.append((child_name, child))
+        opened = [(f"{n}_{k}", m) if isinstance(c, nn.Sequential) else (n, c)
+                  for n, c in children for k, m in (c.named_children() if isinstance(c, nn.Sequential) else [(n, c)])]
+        shapes = _probe([m for _, m in opened], name)
+        strides = [_stride(s[-1]) for s in shapes]
+        # a Sequential whose elements all end at one stride stays one stage (ResNet's layer1)
+        stages: List[Tuple[str, nn.Module]] = []
+        stage_strides: List[int] = []
+        shape_of: List[torch.Size] = []
+        i = 0
+        for n, c in children:
+            k = len(c) if isinstance(c, nn.Sequential) else 1
+            if isinstance(c, nn.Sequential) and len(set(strides[i:i + k])) > 1:
+                stages += opened[i:i + k]
+                stage_strides += strides[i:i + k]
+                shape_of += shapes[i:i + k]
+            else:
+                stages.append((n, c))
+                stage_strides.append(strides[i + k - 1])
+                shape_of.append(shapes[i + k - 1])
+            i += k
+        taps = [j for j, r in enumerate(stage_strides) if j + 1 == len(stage_strides) or stage_strides[j + 1] != r]
+        return cls(stages, taps, [int(shape_of[j][1]) for j in taps], [stage_strides[j] for j in taps])
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        from torch.utils.checkpoint import checkpoint
+
+        out = []
+        modules = list(self.children())
+        for j, module in enumerate(modules):
+            # the first stage needs the input's gradient, the last may be in-place, an in-place
+            # module on its own would modify the tensor saved for recomputation: not checkpointed
+            skip = j in (0, len(modules) - 1) or getattr(module, "inplace", False) is True
+            if self.grad_checkpointing and self.training and not skip:
+                x = checkpoint(module, x, use_reentrant=False)
+            else:
+                x = module(x)
+            if j in self.taps:
+                out.append(x)
+        return out
+
+
+def _probe(modules: List[nn.Module], name: str) -> List[torch.Size]:
+    """Output shape of each module run in sequence on a dummy image; raises when the body is not
+    a plain sequence of convolutional stages with (N, C, H, W) outputs."""
+    shapes = []
+    x = torch.zeros(1, 3, PROBE_SIDE, PROBE_SIDE)
+    modules_mode = [(m, m.training) for m in modules]
+    try:
+        with torch.no_grad():
+            for m in modules:
+                m.eval()
+                x = m(x)
+                if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[-1] != x.shape[-2]:
+                    raise TypeError(f"a stage returned {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)}")
+                shapes.append(x.shape)
+    except (RuntimeError, TypeError, AssertionError, ValueError) as exc:  # shape errors, torch._assert
+        raise AetherError(f"model.name={name} (provider torchvision): its body is not a sequence of convolutional "
+                          f"stages with (N, C, H, W) outputs ({str(exc).splitlines()[0][:160]}), so segmentation and "
+                          "detection cannot read multi-scale features from it; choose a CNN such as resnet18, "
+                          "mobilenet_v3_large, efficientnet_b0 or convnext_tiny") from None
+    finally:
+        for m, mode in modules_mode:
+            m.train(mode)
+    if not shapes:
+        raise AetherError(f"model.name={name} (provider torchvision): no convolutional stage found before its classifier")
+    return shapes
+
+
+def _stride(side: int) -> int:
+    """The power-of-two stride a map of `side` pixels (of the PROBE_SIDE input) has."""
+    import math
+
+    return 2 ** max(0, round(math.log2(PROBE_SIDE / max(1, side))))
