@@ -71,3 +71,14 @@ def read_state_dict(path: str, what: str = "") -> Dict[str, torch.Tensor]:
         if sd and all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}
     return sd
+
+
+def model_cfg(info: Dict[str, Any]) -> Any:
+    """The ModelCfg that rebuilds a saved network, untrained, from model.json's provider, name and
+    kwargs (where the provider recorded drop_rate / drop_path_rate under Aether's own names)."""
+    from aether.config.schema import ModelCfg
+
+    kwargs = dict(info.get("kwargs", {}))
+    return ModelCfg(provider=info.get("provider", "timm"), name=info["name"], pretrained=False,
+                    drop_rate=kwargs.pop("drop_rate", 0.0), drop_path_rate=kwargs.pop("drop_path_rate", 0.0),
+                    kwargs=kwargs)

@@ -82,7 +82,7 @@ def build_dense(cfg: ModelCfg, task: str, options: Dict[str, Any], num_classes: 
 def rebuild_dense(info: Dict[str, Any], num_classes: int, pre: Dict[str, Any]) -> DenseNet:
     """The untrained network a saved dense-task `model/` folder describes (weights loaded by the caller)."""
     from aether.models.heads import head_builder
-    from aether.models.saved import model_cfg
+    from aether.models.backbone import model_cfg
 
     encoder = create_encoder(model_cfg(info))
     head = head_builder(info["task"])(info["task_options"], encoder, num_classes, pre)

@@ -29,17 +29,6 @@ def save_model_dir(path: Path, model: nn.Module, info: Dict[str, Any], classes: 
     (path / "preprocessing.json").write_text(json.dumps(preprocessing, indent=2))
 
 
-def model_cfg(info: Dict[str, Any]) -> Any:
-    """The ModelCfg that rebuilds a saved network, untrained, from model.json's provider, name and
-    kwargs (where the provider recorded drop_rate / drop_path_rate under Aether's own names)."""
-    from aether.config.schema import ModelCfg
-
-    kwargs = dict(info.get("kwargs", {}))
-    return ModelCfg(provider=info.get("provider", "timm"), name=info["name"], pretrained=False,
-                    drop_rate=kwargs.pop("drop_rate", 0.0), drop_path_rate=kwargs.pop("drop_path_rate", 0.0),
-                    kwargs=kwargs)
-
-
 def load_model_dir(path: Path) -> Tuple[nn.Module, List[str], Dict[str, Any]]:
     """Rebuild the network from a `model/` folder (no pickle: safetensors + JSON only)."""
     from safetensors.torch import load_file
@@ -54,6 +43,8 @@ def load_model_dir(path: Path) -> Tuple[nn.Module, List[str], Dict[str, Any]]:
 
         model = rebuild_dense(info, len(classes), pre)
     else:
+        from aether.models.backbone import model_cfg
+
         cfg = model_cfg(info)
         model = registry.backbones.get(cfg.provider).load()().create(cfg, len(classes)).model
     model.load_state_dict(load_file(str(path / "model.safetensors")))

@@ -112,11 +112,27 @@ class Lora(Strategy):
         model.save_pretrained(str(model_dir / "adapter"))
         plain = copy.deepcopy(model)
         plain = plain.merge_and_unload() if self.options.merge else plain.unload()
+        _unwrap_nested_saved(plain)
         return plain, {"adapter": "adapter", "merged": bool(self.options.merge)}
 
     def describe(self) -> str:
         o = self.options
         return f"{self.name} (r={o.r}, alpha={o.alpha}, {len(getattr(self, 'targets', []))} target layers)"
+
+
+def _unwrap_nested_saved(model: nn.Module) -> None:
+    """PEFT wraps every module whose name ends in the head's name as a trained copy (`modules_to_save`
+    matches by suffix): a detection head named `head` has sub-heads `classification_head` and
+    `regression_head`, wrapped again inside the head's copy. `unload` removes only the outer
+    wrapper; the inner ones would leave `modules_to_save.default.` in the exported weights' keys,
+    which no rebuilt network has. Each is replaced by its trained copy."""
+    from peft.utils import ModulesToSaveWrapper
+
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, ModulesToSaveWrapper):
+                trained = list(child.modules_to_save.values())
+                setattr(parent, child_name, trained[0] if len(trained) == 1 else child.original_module)
 
 
 class QLora(Lora):
