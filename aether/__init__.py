@@ -8,11 +8,8 @@ fast. The Python API (aether.api) is reached through the names below, loaded on 
     aether.load(run.dir).predict(["new.png"])
 """
 
+from aether.about import __version__
 from aether.errors import AetherError  # stdlib only: catching it imports nothing heavy
-
-__version__ = "0.1.0"
-
-command_started = None  # time.monotonic() when the `aether` command started (set by aether.cli.main)
 
 # the Python API: train(...) -> Run, load(RUN) -> Model; imported when first used
 _API = ("train", "load", "Run", "Model")
@@ -25,8 +22,12 @@ def __getattr__(name: str) -> object:
         from aether import api
 
         return getattr(api, name)
+    if name == "command_started":  # kept readable here; aether.about holds it (see there why)
+        from aether import about
+
+        return about.command_started
     raise AttributeError(f"module 'aether' has no attribute {name!r}")
 
 
 def __dir__() -> "list[str]":
-    return sorted({*globals(), *_API})
+    return sorted({*globals(), *_API, "command_started"})

@@ -11,7 +11,7 @@ every override checked against the schema with did-you-mean, the trust checks, r
 plan, the run-folder checks), then Hydra's compose API with the CLI's search path (user
 ./conf and ./recipes first, Aether's built-in ones after), then Hydra's own job runner
 (`run_job`, as `hydra.main` uses it: the run folder, `.hydra/`, the run's log file) around
-`aether.run.train`, the function the CLI's Hydra task calls. A problem the CLI prints as
+`aether.launch.train`, the function the CLI's Hydra task calls. A problem the CLI prints as
 `aether: error: ...` is raised here as that AetherError, with the same message.
 
 Nothing heavy is imported until a function is called: `import aether` stays as fast as `aether --help`.
@@ -112,7 +112,7 @@ def _caller_logging() -> Iterator[None]:
 
 
 def _run_job(args: List[str]) -> Path:
-    """Compose the config as `aether train` does and run aether.run.train in Hydra's job runner,
+    """Compose the config as `aether train` does and run aether.launch.train in Hydra's job runner,
     as hydra.main's Hydra.run does (callbacks, run_job); returns the run folder."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.callbacks import Callbacks  # what Hydra.run builds: the config's hydra.callbacks
@@ -123,7 +123,7 @@ def _run_job(args: List[str]) -> Path:
     from omegaconf import open_dict
 
     from aether.paths import builtin_conf_dir
-    from aether.run import train as train_task
+    from aether.launch import train as train_task
 
     with initialize_config_dir(config_dir=str(builtin_conf_dir()), job_name=CLI_JOB_NAME, version_base=None):
         try:
@@ -172,13 +172,14 @@ def train(recipe: Optional[str] = None, data: Optional[PathLike] = None, overrid
     from aether.cli import prepare_train, start_command
 
     start_command(args)
-    from aether.training.distributed import is_secondary_rank, run_secondary_rank
+    from aether.launch import run_secondary_rank
+    from aether.ranks import is_secondary_rank
 
     if is_secondary_rank():  # started again by Lightning's DDP launcher: rank 0's config and folder
         run_secondary_rank(args)
         return None
     _refuse_sweep_values(args)
-    args, _ = prepare_train(args)  # its notes: aether.run.train logs them and writes them into config.yaml
+    args, _ = prepare_train(args)  # its notes: aether.launch.train logs them and writes them into config.yaml
     return Run(_run_job(args))
 
 
@@ -258,7 +259,7 @@ class Model:
 
     def __init__(self, run: PathLike, device: Optional[str] = None, top_k: int = 5,
                  score_threshold: Optional[float] = None) -> None:
-        from aether.deploy.bento import check_run
+        from aether.deploy.model_dir import check_run
         from aether.deploy.predictor import ImageLimits
         from aether.deploy.tasks import TaskPredictor
 

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from aether import __version__
+from aether.about import __version__
 from aether.errors import AetherError
 
 HELP = f"""aether {__version__} - declarative fine-tuning of vision models
@@ -320,9 +320,9 @@ def start_command(argv: List[str]) -> None:
     """What the `aether` command and the Python API (aether.api.train) set first."""
     import time
 
-    import aether
+    from aether import about
 
-    aether.command_started = time.monotonic()  # `+recipe=auto`'s budget counts from here (start-up, data checks)
+    about.command_started = time.monotonic()  # `+recipe=auto`'s budget counts from here (start-up, data checks)
     # weights download only when online (aether.models.weights probes the hub when they are needed);
     # `offline=true` is set before anything imports huggingface_hub, which reads the variable once
     if any(a.lower() in ("offline=true", "offline=1", "offline=yes") for a in argv):
