@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from aether import __version__
+from aether.about import __version__
 from aether.errors import AetherError
 
 HELP = f"""aether {__version__} - declarative fine-tuning of vision models
@@ -106,14 +106,12 @@ def _auto_recipe(args: List[str], overrides: List[str]) -> List[str]:
     return auto_recipe(args, overrides)
 
 
-@verb("train")
-def cmd_train(args: List[str]) -> int:
+def prepare_train(args: List[str]) -> Tuple[List[str], List[str]]:
+    """Everything a training checks and rewrites before Hydra starts, for `aether train` and
+    the Python API (aether.api.train): the data shorthand, `-cd` folders, every override
+    (pre-flight and trust checks), recipe=auto's plan, the launcher, an Optuna sweep's set-up,
+    resume's folder, the run folder. Returns (the arguments for Hydra, the pre-flight notes)."""
     from aether.config import hydra_setup, preflight
-    from aether.launch import run_secondary_rank
-    from aether.ranks import is_secondary_rank
-
-    if is_secondary_rank():  # a DDP rank > 0: rank 0's config and run folder, no Hydra
-        return run_secondary_rank(args)
 
     args = preflight.rewrite_data_shorthand(args)
     overrides = [a for a in args if not a.startswith("-") and "=" in a]
@@ -123,8 +121,6 @@ def cmd_train(args: List[str]) -> int:
         args = _auto_recipe(args, overrides)
         overrides = [a for a in args if not a.startswith("-") and "=" in a]
         notes = preflight.check(overrides)
-    if any(a in ("--cfg", "-c", "--info", "-i") for a in args):
-        _notes(notes)  # Hydra only prints: aether.launch.train, which logs the notes, does not run
     from aether.sweeps.launchers import check_launcher
 
     check_launcher(args)
@@ -141,6 +137,20 @@ def cmd_train(args: List[str]) -> int:
     check_output_dir(args)  # an unwritable run folder fails here, in one line, not inside Hydra
     check_run_folder(args)  # before Hydra writes .hydra/ into a folder another run holds, or a resume can't use
     hydra_setup.install()
+    return args, notes
+
+
+@verb("train")
+def cmd_train(args: List[str]) -> int:
+    from aether.launch import run_secondary_rank
+    from aether.ranks import is_secondary_rank
+
+    if is_secondary_rank():  # a DDP rank > 0: rank 0's config and run folder, no Hydra
+        return run_secondary_rank(args)
+
+    args, notes = prepare_train(args)
+    if any(a in ("--cfg", "-c", "--info", "-i") for a in args):
+        _notes(notes)  # Hydra only prints: aether.launch.train, which logs the notes, does not run
 
     import hydra
 
@@ -231,24 +241,23 @@ def _number(verb_name: str, opts: Dict[str, str], key: str, default: float, kind
     return value
 
 
-@verb("export")
-def cmd_export(args: List[str]) -> int:
-    """`aether export run=RUN [format=bento|onnx] [name=NAME] [max_upload_mb=20] [batching=true]
-    [backend=torch|onnx] [score_threshold=P]` (detection: boxes below P are left out)."""
-    opts = _options("export", args, {"run": "a finished run folder", "format": "bento (default) or onnx",
-                                     "name": "model name in the BentoML store", "max_upload_mb": "upload limit",
-                                     "batching": "adaptive batching, true/false",
-                                     "score_threshold": "detection: lowest box score answered",
-                                     "backend": "what serves: torch (default) or onnx (onnxruntime)"}, ["run"])
+EXPORT_OPTIONS = {"run": "a finished run folder", "format": "bento (default) or onnx",
+                  "name": "model name in the BentoML store", "max_upload_mb": "upload limit",
+                  "batching": "adaptive batching, true/false",
+                  "score_threshold": "detection: lowest box score answered",
+                  "backend": "what serves: torch (default) or onnx (onnxruntime)"}
+
+
+def export_run(args: List[str]) -> Tuple[str, Dict[str, Any]]:
+    """`aether export`'s work without its printing, shared with the Python API (Run.export):
+    the options checked, then the export; returns (format, what the export returned)."""
+    opts = _options("export", args, EXPORT_OPTIONS, ["run"])
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     fmt = opts.get("format", "bento")
     if fmt == "onnx":
         from aether.deploy.onnx_export import export_onnx
 
-        info = export_onnx(opts["run"])
-        print(f"wrote {info['path']} (dynamic batch; onnxruntime vs PyTorch max |d logit| = "
-              f"{info['max_abs_diff']:.2e} <= {info['atol']:g})")
-        return 0
+        return fmt, export_onnx(opts["run"])
     if fmt != "bento":
         from aether.suggest import did_you_mean
 
@@ -258,11 +267,22 @@ def cmd_export(args: List[str]) -> int:
         raise AetherError(f"export: batching={opts['batching']!r}: expected true or false")
     from aether.deploy.bento import export_bento
 
-    res = export_bento(opts["run"], name=opts.get("name"), batching=batching == "true",
-                       max_upload_mb=_number("export", opts, "max_upload_mb", 20.0, float),
-                       backend=opts.get("backend", "torch"),
-                       score_threshold=_number("export", opts, "score_threshold", 0, float)
-                       if "score_threshold" in opts else None)
+    return fmt, export_bento(opts["run"], name=opts.get("name"), batching=batching == "true",
+                             max_upload_mb=_number("export", opts, "max_upload_mb", 20.0, float),
+                             backend=opts.get("backend", "torch"),
+                             score_threshold=_number("export", opts, "score_threshold", 0, float)
+                             if "score_threshold" in opts else None)
+
+
+@verb("export")
+def cmd_export(args: List[str]) -> int:
+    """`aether export run=RUN [format=bento|onnx] [name=NAME] [max_upload_mb=20] [batching=true]
+    [backend=torch|onnx] [score_threshold=P]` (detection: boxes below P are left out)."""
+    fmt, res = export_run(args)
+    if fmt == "onnx":
+        print(f"wrote {res['path']} (dynamic batch; onnxruntime vs PyTorch max |d logit| = "
+              f"{res['max_abs_diff']:.2e} <= {res['atol']:g})")
+        return 0
     plan = res["batching"]
     print(f"{'stored' if res['created'] else 'already stored'} BentoML model {res['tag']} ({res['store_path']})\n"
           f"wrote {res['bento_dir']}/ (service.py, bentofile.yaml, aether_serve.json); {res['backend']} backend, "
@@ -296,18 +316,23 @@ def cmd_predict(args: List[str]) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def start_command(argv: List[str]) -> None:
+    """What the `aether` command and the Python API (aether.api.train) set first."""
     import time
 
-    import aether
+    from aether import about
 
-    aether.command_started = time.monotonic()  # `+recipe=auto`'s budget counts from here (start-up, data checks)
-    argv = list(sys.argv[1:] if argv is None else argv)
+    about.command_started = time.monotonic()  # `+recipe=auto`'s budget counts from here (start-up, data checks)
     # weights download only when online (aether.models.weights probes the hub when they are needed);
     # `offline=true` is set before anything imports huggingface_hub, which reads the variable once
     if any(a.lower() in ("offline=true", "offline=1", "offline=yes") for a in argv):
         os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # no telemetry
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    start_command(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(HELP)  # a bare `aether` explains itself rather than starting a long run
         sys.exit(0)

@@ -82,6 +82,6 @@ def check_output_dir(args: list) -> None:
     default `outputs/` (`multirun/` with -m) under the current folder."""
     multirun = any(a in ("-m", "--multirun") for a in args)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    given = [a.split("=", 1)[1] for a in args if a.startswith(key + "=")]
+    given = [a.split("=", 1)[1].strip("\"'") for a in args if a.startswith(key + "=")]  # 'a b/run': Hydra unquotes
     folder = Path(given[-1]) if given else Path("multirun" if multirun else "outputs")
     require_writable(folder, "the output folder", f"choose a writable one with {key}=DIR")

@@ -159,10 +159,10 @@ def search(rc: Any, raw: Dict[str, Any], run_dir: Path, base_overrides: Sequence
     from aether.run import _fit_and_report
     from aether.training.run_lock import claim
 
-    import aether
+    from aether import about
 
     # the budget counts from the command's start (imports, data checks), not only from here
-    t0 = min(time.monotonic(), getattr(aether, "command_started", None) or time.monotonic())
+    t0 = min(time.monotonic(), about.command_started or time.monotonic())
     plan = [Candidate.decode(n, t) for n, t in rc.auto.plan.items()]
     _check_plan(plan)
     budget_min = rc.auto.budget_minutes or default_budget(1000, {"cpus": 2})["value"]
