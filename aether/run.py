@@ -62,6 +62,12 @@ def resume_config(resume: str, task_overrides: List[str]) -> Dict[str, Any]:
         OmegaConf.update(base, key, o.value(), merge=True)
     out = OmegaConf.to_container(base, resolve=True)
     assert isinstance(out, dict)
+    given = {o.key_or_group for o in OverridesParser.create().parse_overrides(task_overrides)}
+    if "trainer.max_minutes" not in given and isinstance(out.get("trainer"), dict):
+        # a time limit was the first process's (recipe=auto fits its final training to the budget
+        # with one): the resumed run trains the epochs it is asked for; Lightning's Timer would
+        # restore the spent time and stop it at once. trainer.max_minutes=M limits it again.
+        out["trainer"]["max_minutes"] = None
     out["resume"] = str(folder)
     return out
 
