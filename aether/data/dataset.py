@@ -5,23 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-from aether.data.index import DatasetIndex, Sample, Skipped
+from aether.data.index import DatasetIndex, IndexView, Sample
 
 
 
 @dataclass
-class DataBundle:
+class DataBundle(IndexView):
     index: DatasetIndex
     splits: Dict[str, List[Sample]]
     notes: List[str] = field(default_factory=list)
-
-    @property
-    def classes(self) -> List[str]:
-        return self.index.classes
-
-    @property
-    def skipped(self) -> List[Skipped]:
-        return self.index.skipped
 
     def summary(self) -> Dict[str, object]:
         return {

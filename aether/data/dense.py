@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from aether.data.index import Skipped
+from aether.data.index import IndexView, Skipped
 
 
 
@@ -30,21 +30,13 @@ class DenseIndex:
 
 
 @dataclass
-class DenseBundle:
+class DenseBundle(IndexView):
     task: str
     index: DenseIndex
     splits: Dict[str, List[Item]]
     notes: List[str] = field(default_factory=list)
     class_counts: Dict[str, int] = field(default_factory=dict)
     counts_of: str = "images"  # what class_counts count: images (multilabel) or instances (detection)
-
-    @property
-    def classes(self) -> List[str]:
-        return self.index.classes
-
-    @property
-    def skipped(self) -> List[Skipped]:
-        return self.index.skipped
 
     def summary(self) -> Dict[str, object]:
         return {

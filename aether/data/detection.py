@@ -36,19 +36,11 @@ def box_transforms(size: int, aug: Optional[AugmentCfg]) -> Any:
     Normalisation happens inside the torchvision detector (its `image_mean` / `image_std`)."""
     from torchvision.transforms import v2
 
-    steps: List[Any] = []
-    if aug is not None:
-        if tuple(aug.scale) != (1.0, 1.0):
-            # scale jitter that moves the boxes with the crop (flips alone were the only augmentation:
-            # a few dozen images are memorised in a few epochs); boxes cut to nothing are dropped below
-            steps.append(v2.RandomResizedCrop((size, size), scale=tuple(aug.scale), ratio=tuple(aug.ratio),
-                                              antialias=True))
-        if aug.hflip:
-            steps.append(v2.RandomHorizontalFlip(aug.hflip))
-        if aug.vflip:
-            steps.append(v2.RandomVerticalFlip(aug.vflip))
-        if aug.color_jitter:
-            steps.append(v2.ColorJitter(aug.color_jitter, aug.color_jitter, aug.color_jitter))
+    from aether.data.transforms import joint_augment
+
+    # scale jitter that moves the boxes with the crop (flips alone were the only augmentation: a
+    # few dozen images are memorised in a few epochs); boxes cut to nothing are dropped below
+    steps: List[Any] = [] if aug is None else joint_augment(size, aug, crop=tuple(aug.scale) != (1.0, 1.0))
     steps += [v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float32, scale=True), v2.SanitizeBoundingBoxes()]
     return v2.Compose(steps)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 SPLITS = ("train", "val", "test")
 
@@ -44,3 +44,18 @@ class DatasetIndex:
         for s in self.samples:
             counts[self.classes[s.label]] += 1
         return counts
+
+
+class IndexView:
+    """What every task's data bundle shows of its index (a DataBundle, a DenseBundle): the class
+    names and the files left out with their reasons."""
+
+    index: Any
+
+    @property
+    def classes(self) -> List[str]:
+        return self.index.classes
+
+    @property
+    def skipped(self) -> List[Skipped]:
+        return self.index.skipped

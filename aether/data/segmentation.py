@@ -19,17 +19,9 @@ def mask_transforms(size: int, aug: Optional[AugmentCfg], mean: List[float], std
     flipped/cropped with its image)."""
     from torchvision.transforms import v2
 
-    steps: List[Any] = []
-    if aug is None:
-        steps.append(v2.Resize((size, size), antialias=True))
-    else:
-        steps.append(v2.RandomResizedCrop((size, size), scale=tuple(aug.scale), ratio=tuple(aug.ratio), antialias=True))
-        if aug.hflip:
-            steps.append(v2.RandomHorizontalFlip(aug.hflip))
-        if aug.vflip:
-            steps.append(v2.RandomVerticalFlip(aug.vflip))
-        if aug.color_jitter:
-            steps.append(v2.ColorJitter(aug.color_jitter, aug.color_jitter, aug.color_jitter))
+    from aether.data.transforms import joint_augment
+
+    steps: List[Any] = [v2.Resize((size, size), antialias=True)] if aug is None else joint_augment(size, aug)
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     return v2.Compose(steps)
 

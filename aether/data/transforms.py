@@ -7,7 +7,7 @@ transform from it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from aether.config.schema import AugmentCfg
 
@@ -48,3 +48,22 @@ def train_transform(pre: Dict[str, Any], aug: AugmentCfg, separate: bool = False
         scale=tuple(aug.scale), ratio=tuple(aug.ratio), hflip=aug.hflip, vflip=aug.vflip,
         color_jitter=aug.color_jitter or None, auto_augment=aug.auto_augment, re_prob=aug.re_prob,
     )
+
+
+def joint_augment(size: int, aug: AugmentCfg, crop: bool = True) -> List[Any]:
+    """The training augmentation of the item-based tasks as torchvision v2 steps, which move a
+    target with its image (boxes and masks follow every crop and flip): a scale-jittered crop to
+    size x size (`crop`), flips, colour jitter. Detection and segmentation add their own resizing,
+    conversion and clean-up around it."""
+    from torchvision.transforms import v2
+
+    steps: List[Any] = []
+    if crop:
+        steps.append(v2.RandomResizedCrop((size, size), scale=tuple(aug.scale), ratio=tuple(aug.ratio), antialias=True))
+    if aug.hflip:
+        steps.append(v2.RandomHorizontalFlip(aug.hflip))
+    if aug.vflip:
+        steps.append(v2.RandomVerticalFlip(aug.vflip))
+    if aug.color_jitter:
+        steps.append(v2.ColorJitter(aug.color_jitter, aug.color_jitter, aug.color_jitter))
+    return steps
