@@ -20,7 +20,8 @@ def main(run: Path) -> dict:
 
     from aether.config.validate import validate
     from aether.tasks.common import build_bundle
-    from aether.data.detection import ADAPTERS, DetectionDataset, box_transforms, instance_counts
+    from aether.data.formats import FormatsOf
+    from aether.tasks.detection.data import DetectionDataset, box_transforms, instance_counts
     from aether.deploy.tasks import serve_options
     from aether.doctor.inspect import detect_structure
     from aether.models.saved import load_model_dir
@@ -28,7 +29,7 @@ def main(run: Path) -> dict:
 
     rc = validate(OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True))
     root = Path(rc.data.path)
-    index = ADAPTERS[detect_structure(root, rc.data.format).format]().load(root, dict(rc.data.options))
+    index = FormatsOf("detection")[detect_structure(root, rc.data.format).format]().load(root, dict(rc.data.options))
     bundle = build_bundle("detection", index, rc.data, rc.seed, instance_counts(index))  # the run's own split
     model, _, pre = load_model_dir(run / "model")
     model.eval()

@@ -47,7 +47,7 @@ def _raw(overrides: List[str]) -> Dict[str, Any]:
 
 
 def digits_folder(root: Path, digits: range, per_class: int | None = None) -> Path:
-    from aether.data.adapters import materialize_digits
+    from aether.data.formats.digits import materialize_digits
 
     src = materialize_digits()
     for d in digits:

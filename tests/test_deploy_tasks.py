@@ -2,7 +2,7 @@
 shapes, is exported with `aether export` into a private BENTOML_HOME and served by a real
 `bentoml serve` (the three servers start side by side); served answers must be well formed and
 equal the in-process TaskPredictor's; bad input still gets a 4xx JSON; `aether predict` writes
-the task's layout; ONNX works for multilabel and is refused, by name, for the dense tasks."""
+the task's layout; ONNX works for multilabel and is refused, by name, for segmentation and detection."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def test_postprocess_tuning_picks_the_nms_and_score_threshold_that_fit() -> None
 
 
 def test_fpn_levels_follow_the_box_sizes() -> None:
-    from aether.models.detection import DetectorHead, choose_strides
+    from aether.tasks.detection.detector import DetectorHead, choose_strides
 
     resnet = [2, 4, 8, 16, 32]
     # 30-100 px objects (aerial tree crowns at 416 px): P3 + P4 for FCOS, P6/P7 and P5 dropped

@@ -53,6 +53,26 @@ def test_ddp_two_cpu_processes_one_run_dir(tmp_path: Path) -> None:
     assert sum(c["support"] for c in ddp["test"]["per_class"].values()) == ddp["data"]["num_test"]
 
 
+def test_ddp_multilabel_scores_and_tunes_on_every_ranks_images(tmp_path: Path) -> None:
+    """Multilabel's thresholds and test metrics come from gathered predictions (not torchmetrics
+    states): under DDP they cover both ranks' shards, as one process's do."""
+    from tests.tasks_data import write_multilabel
+
+    manifest = write_multilabel(tmp_path / "ml", n=40)
+    common = [f"data={manifest}", "trainer.max_epochs=1", "model.pretrained=false", "data.batch_size=4"]
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_cli([*SHRINK, *common, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                    f"hydra.run.dir={work / 'run'}"], cwd=work, timeout=300, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((work / "run" / "metrics.json").read_text())
+    run_in_process(tmp_path / "single", common)
+    one = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    assert ddp["data"]["task"] == "multilabel" and ddp["distributed"]["world_size"] == 2
+    support = {c: v["support"] for c, v in ddp["test"]["per_class"].items()}
+    assert support == {c: v["support"] for c, v in one["test"]["per_class"].items()} and sum(support.values()) > 0
+
+
 def test_multirun_with_ddp_one_folder_per_trial(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "imgs", per_class=12)
     work = tmp_path / "work"

@@ -137,11 +137,11 @@ def test_the_cli_prints_one_error_line_for_a_broken_manifest(tmp_path: Path) -> 
 
 
 def test_a_manifest_that_is_not_utf8_is_one_error(tmp_path: Path) -> None:
-    from aether.data.adapters import ManifestAdapter
+    from aether.data.formats.manifest import Manifest
 
     (tmp_path / "m.csv").write_bytes(b"path,label\n\xff\xfe.png,x\n")
     with pytest.raises(AetherError, match="m.csv: not UTF-8"):
-        ManifestAdapter().load(tmp_path / "m.csv", {})
+        Manifest().load(tmp_path / "m.csv", {})
 
 
 def _checked_paths(cache: Path) -> List[str]:
@@ -178,21 +178,21 @@ def test_paths_outside_the_root_are_refused_never_opened_and_listed(tmp_path: Pa
 
 
 def test_multilabel_manifest_settles_repeats_and_refuses_outside_paths(tmp_path: Path) -> None:
-    from aether.data.multilabel import MultilabelManifestAdapter
+    from aether.data.formats.multilabel import MultilabelManifest
 
     rows = [{"path": p, "labels": [c, "shape"]} for p, c in _dataset(tmp_path / "d", per_class=3)]
     rows += [{"path": "imgs/red/red_000.png", "labels": ["shape", "red"]}]  # same set, other order
     rows += [{"path": "imgs/green/green_000.png", "labels": ["red"]}]  # another set: not guessed
     rows += [{"path": "../../etc/passwd", "labels": ["red"]}]
     (tmp_path / "d" / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    index = MultilabelManifestAdapter().load(tmp_path / "d" / "m.jsonl", {})
+    index = MultilabelManifest().load(tmp_path / "d" / "m.jsonl", {})
     assert len(index.items) == 5
     codes = Counter(s.reason.split(":")[0] for s in index.skipped)
     assert codes == {"duplicate_row": 1, "conflicting_labels": 2, "outside_root": 1}
     assert any("conflicting_labels" in w for w in index.warnings)
     (tmp_path / "d" / "bad.jsonl").write_text('{"path": "imgs/red/red_000.png", "labels": {"a": 1}}\n')
     with pytest.raises(AetherError, match="bad.jsonl:1: 'labels' is an object"):
-        MultilabelManifestAdapter().load(tmp_path / "d" / "bad.jsonl", {})
+        MultilabelManifest().load(tmp_path / "d" / "bad.jsonl", {})
 
 
 def test_training_reports_every_dropped_row_in_metrics_json(tmp_path: Path) -> None:

@@ -158,7 +158,7 @@ def test_gradual_unfreeze_follows_its_schedule(image_folder: Path) -> None:
 
 
 def test_gradual_unfreeze_milestones() -> None:
-    from aether.config.schema import GradualUnfreezeCfg
+    from aether.strategies.options import GradualUnfreezeCfg
     from aether.strategies.gradual import GradualUnfreeze
 
     s = GradualUnfreeze(GradualUnfreezeCfg(milestones=[2, 5], groups_per_step=2))

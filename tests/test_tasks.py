@@ -10,7 +10,7 @@ from typing import Any, List
 import pytest
 
 from aether.errors import AetherError
-from tests.conftest import SHRINK, compose_raw, run_in_process
+from tests.conftest import SHRINK, compose_raw, run_cli, run_in_process
 from tests.tasks_data import write_multilabel
 
 
@@ -83,17 +83,37 @@ def test_multilabel_reads_the_decoded_image_cache(tmp_path: Path) -> None:
 
 
 def test_multilabel_manifest_reads_lists_and_reports_bad_rows(tmp_path: Path) -> None:
-    from aether.data.multilabel import MultilabelManifestAdapter
+    from aether.data.formats.multilabel import MultilabelManifest
 
     (tmp_path / "a.png").write_bytes(b"")
     rows = [{"path": "a.png", "labels": ["cat", "dog"]}, {"path": "b.png", "labels": []},
             {"path": "c.png", "labels": ["dog"], "split": "holdout"}, {"path": "", "labels": ["cat"]}]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    index = MultilabelManifestAdapter().load(tmp_path / "m.jsonl", {})
+    index = MultilabelManifest().load(tmp_path / "m.jsonl", {})
     assert index.classes == ["cat", "dog"] and [i.target for i in index.items] == [[1, 1], [0, 0]]
     assert sorted(s.reason.split(" (")[0] for s in index.skipped) == ["empty 'path'", "unknown split 'holdout'"]
     with pytest.raises(AetherError, match="needs columns 'path' and 'tags'"):
-        MultilabelManifestAdapter().load(tmp_path / "m.jsonl", {"labels_column": "tags"})
+        MultilabelManifest().load(tmp_path / "m.jsonl", {"labels_column": "tags"})
+
+
+def test_inspect_names_a_multilabel_manifests_classes_and_bad_files(tmp_path: Path) -> None:
+    """data.format=multilabel is never detected, only named: `aether inspect` reads it as itself
+    (it crashed on the label-set index), counts images per label and names a missing file."""
+    from PIL import Image
+
+    rows = []
+    for i in range(6):
+        Image.new("RGB", (16, 16), (40 * i, 0, 0)).save(tmp_path / f"{i}.png")
+        rows.append({"path": f"{i}.png", "labels": ["cat", "dog"] if i % 2 else ["cat"]})
+    rows.append({"path": "gone.png", "labels": ["dog"]})
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    r = run_cli(["inspect", f"data={tmp_path / 'm.jsonl'}", "data.format=multilabel", "hydra.run.dir=" + str(tmp_path / "o")],
+                cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]  # 2: a file cannot be used
+    assert "gone.png" in r.stdout and "Traceback" not in r.stderr
+    report = json.loads(next((tmp_path / "o").rglob("report.json")).read_text())
+    assert report["task"] == "multilabel" and report["classes"] == {"cat": 6, "dog": 4}
+    assert report["num_images"] == 6 and [b["path"].endswith("gone.png") for b in report["bad"]] == [True]
 
 
 SEG = ["model.pretrained=false", "data.image_size=64", "data.batch_size=8", "optimizer.lr=5e-3",
@@ -104,12 +124,12 @@ def test_mask_folder_loads_the_drawn_masks(tmp_path: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from aether.data.segmentation import MaskFolderAdapter
+    from aether.data.formats.masks import Masks
     from tests.tasks_data import make_scenes, mask_of, write_masks
 
     root = write_masks(tmp_path / "seg", n=6)
     (root / "images" / "orphan.png").write_bytes((root / "images" / "img_000.jpg").read_bytes())
-    index = MaskFolderAdapter().load(root, {})
+    index = Masks().load(root, {})
     assert index.classes == ["class_0", "class_1", "class_2"] and len(index.items) == 6
     assert [Path(s.path).name for s in index.skipped] == ["orphan.png"]  # listed with its reason, not dropped
     for it, (name, _, objects) in zip(index.items, make_scenes(6, seed=3)):
@@ -118,7 +138,7 @@ def test_mask_folder_loads_the_drawn_masks(tmp_path: Path) -> None:
     for mask in (root / "masks").glob("*.png"):  # black/white masks: 255 would be ignored everywhere
         Image.fromarray((np.array(Image.open(mask)) > 0).astype("uint8") * 255).save(mask)
     with pytest.raises(AetherError, match="only the values 0 and 255"):
-        MaskFolderAdapter().load(root, {})
+        Masks().load(root, {})
 
 
 def reloaded_miou(model_dir: Path, root: Path) -> float:
@@ -126,11 +146,12 @@ def reloaded_miou(model_dir: Path, root: Path) -> float:
     import torch
     import torchmetrics as tm
 
-    from aether.data.segmentation import MaskFolderAdapter, SegmentationDataset, mask_transforms
+    from aether.data.formats.masks import Masks
+    from aether.tasks.segmentation.data import SegmentationDataset, mask_transforms
     from aether.models.saved import load_model_dir
 
     model, classes, pre = load_model_dir(model_dir)
-    ds = SegmentationDataset(MaskFolderAdapter().load(root, {}).items,
+    ds = SegmentationDataset(Masks().load(root, {}).items,
                              mask_transforms(pre["input_size"][-1], None, pre["mean"], pre["std"]))
     x, y = (torch.stack(t) for t in zip(*[ds[i] for i in range(len(ds))]))
     with torch.no_grad():
@@ -194,7 +215,7 @@ def det_scenes():  # type: ignore[no-untyped-def]
 
 
 def test_coco_yolo_and_voc_load_identical_targets(tmp_path: Path, det_scenes: list) -> None:
-    from aether.data.detection import ADAPTERS
+    from aether.data.formats import FormatsOf
     from aether.doctor.detect import detect
     from tests.tasks_data import boxes_by_image, write_detection
 
@@ -203,7 +224,7 @@ def test_coco_yolo_and_voc_load_identical_targets(tmp_path: Path, det_scenes: li
     for fmt in ("coco", "yolo", "voc"):
         root = write_detection(tmp_path / fmt, fmt, det_scenes[:8])
         assert detect(root).format == fmt
-        index = ADAPTERS[fmt]().load(root, {})
+        index = FormatsOf("detection")[fmt]().load(root, {})
         assert index.classes == ["circle", "square"] and not index.skipped
         loaded[fmt] = {Path(i.path).stem: sorted((index.classes[lab], [round(v, 3) for v in box])
                                                  for box, lab in zip(i.target["boxes"], i.target["labels"]))
@@ -220,7 +241,7 @@ def test_coco_yolo_and_voc_load_identical_targets(tmp_path: Path, det_scenes: li
     coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
     coco["annotations"].append({**coco["annotations"][0], "id": 999, "iscrowd": 1})
     (tmp_path / "coco" / "annotations.json").write_text(json.dumps(coco))
-    index = ADAPTERS["coco"]().load(tmp_path / "coco", {})
+    index = FormatsOf("detection")["coco"]().load(tmp_path / "coco", {})
     assert sum(len(i.target["boxes"]) for i in index.items) == sum(len(v) for v in expected.values())
     assert any("1 crowd annotation" in n for n in index.notes)
     assert loaded["coco"] == {k: [(s, [float(v) for v in b]) for s, b in objs] for k, objs in expected.items()}
@@ -257,11 +278,12 @@ def test_detection_trains_and_beats_untrained(tmp_path: Path, det_scenes: list) 
     import torch
     from torchmetrics.detection import MeanAveragePrecision
 
-    from aether.data.detection import ADAPTERS, DetectionDataset, box_transforms
+    from aether.data.formats import FormatsOf
+    from aether.tasks.detection.data import DetectionDataset, box_transforms
     from aether.models.saved import load_model_dir
 
     model, classes, pre = load_model_dir(run / "model")
-    ds = DetectionDataset(ADAPTERS["yolo"]().load(root, {}).items, box_transforms(pre["input_size"][-1], None))
+    ds = DetectionDataset(FormatsOf("detection")["yolo"]().load(root, {}).items, box_transforms(pre["input_size"][-1], None))
     images, targets = zip(*[ds[i] for i in range(len(ds))])
     with torch.no_grad():
         preds = model(list(images))
@@ -284,7 +306,7 @@ def test_detection_trains_and_beats_untrained(tmp_path: Path, det_scenes: list) 
     assert model.head.postprocess()[0] == pp["nms_threshold"]
     at = t["at_score_threshold"]
     assert at["score_threshold"] == pp["score_threshold"] and at["true_boxes_per_image"] > 0
-    paths = [it.path for it in ADAPTERS["yolo"]().load(root, {}).items[:6]]
+    paths = [it.path for it in FormatsOf("detection")["yolo"]().load(root, {}).items[:6]]
     served = TaskPredictor(run / "model", device="cpu")
     assert served.options["score_threshold"] == pp["score_threshold"]
     rows = served.predict_task_paths(paths)[0]

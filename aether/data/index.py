@@ -47,7 +47,7 @@ class DatasetIndex:
 
 
 class IndexView:
-    """What every task's data bundle shows of its index (a DataBundle, a DenseBundle): the class
+    """What every task's data bundle shows of its index (a DataBundle, a ItemBundle): the class
     names and the files left out with their reasons."""
 
     index: Any

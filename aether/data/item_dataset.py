@@ -8,7 +8,7 @@ from typing import Any, List
 from PIL import Image
 from torch.utils.data import Dataset
 
-from aether.data.dense import Item
+from aether.data.items import Item
 from aether.data.images import load_rgb
 
 

@@ -393,15 +393,25 @@ def _extract_zip(
                 reason, kind = _zip_kind(info)
                 yield info.filename, info, reason, kind, info.file_size
 
-        plans = _plan_members(entries(), tree, refused, ignored)
-        _limit_declared(archive, plans, limits)
-        writer = _Writer(archive, tree, limits, refused)
-        for plan in plans:
-            if plan.kind == "dir":
-                writer.directory(plan)
-            elif plan.kind == "file":
-                info = plan.member
-                writer.file(plan, lambda info=info: zf.open(info))  # type: ignore[misc]
+        _write_members(archive, tree, limits, refused, ignored, entries(), zf.open)  # type: ignore[arg-type]
+
+
+def _write_members(
+    archive: Path, tree: Path, limits: Limits, refused: List[Dict[str, str]], ignored: Dict[str, int],
+    entries: Iterator[Tuple[str, object, Optional[str], str, int]], open_member: Callable[[object], IO[bytes]],
+    check: Optional[Callable[[object], Optional[str]]] = None,
+) -> None:
+    """Plan every member (refusals recorded), check the declared sizes against the limits, then
+    write the directories and files through one _Writer (zip and tar differ only in how a
+    member is opened)."""
+    plans = _plan_members(entries, tree, refused, ignored, check)
+    _limit_declared(archive, plans, limits)
+    writer = _Writer(archive, tree, limits, refused)
+    for plan in plans:
+        if plan.kind == "dir":
+            writer.directory(plan)
+        elif plan.kind == "file":
+            writer.file(plan, lambda member=plan.member: open_member(member))  # type: ignore[misc]
 
 
 def _tar_data_filter(tree: Path) -> Optional[Callable[[object], Optional[str]]]:
@@ -437,22 +447,14 @@ def _extract_tar(
                 reason, kind = _tar_kind(m)
                 yield m.name, m, reason, kind, m.size
 
-        plans = _plan_members(entries(), tree, refused, ignored, _tar_data_filter(tree))
-        _limit_declared(archive, plans, limits)
-        writer = _Writer(archive, tree, limits, refused)
-        for plan in plans:
-            if plan.kind == "dir":
-                writer.directory(plan)
-            elif plan.kind == "file":
-                m = plan.member
+        def open_member(m: tarfile.TarInfo) -> IO[bytes]:
+            src = tf.extractfile(m)
+            if src is None:  # pragma: no cover - only for non-regular members
+                raise tarfile.TarError(f"cannot read member {m.name!r}")
+            return src
 
-                def open_src(m: tarfile.TarInfo = m) -> IO[bytes]:  # type: ignore[assignment]
-                    src = tf.extractfile(m)
-                    if src is None:  # pragma: no cover - only for non-regular members
-                        raise tarfile.TarError(f"cannot read member {m.name!r}")
-                    return src
-
-                writer.file(plan, open_src)
+        _write_members(archive, tree, limits, refused, ignored, entries(), open_member,  # type: ignore[arg-type]
+                       _tar_data_filter(tree))
 
 
 def _archive_format(path: Path) -> str:

@@ -438,13 +438,16 @@ class _Cache:
         # one log line, not a Python warning with its source line: a read-only cache is a
         # supported set-up (data.cache=off), it only makes the next check slower
         logging.getLogger("aether").warning("%s; checking without a cache", why)
+        self._close_db()
+        self.pending.clear()
+
+    def _close_db(self) -> None:
         if self.db is not None:
             try:
                 self.db.close()
-            except sqlite3.Error:
+            except sqlite3.Error:  # closing a broken database: nothing left to save
                 pass
         self.db = None
-        self.pending.clear()
 
     def get(self, abspath: str, key: Tuple[int, int]) -> Optional[FileReport]:
         if self.db is None:
@@ -485,12 +488,7 @@ class _Cache:
 
     def close(self) -> None:
         self.flush()
-        if self.db is not None:
-            try:
-                self.db.close()
-            except sqlite3.Error:
-                pass
-            self.db = None
+        self._close_db()
 
 
 class _Entry:

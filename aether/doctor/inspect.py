@@ -86,12 +86,27 @@ def inspect_structured(cfg: DataCfg, out_dir: Path) -> Optional[Dict[str, Any]]:
     from aether.paths import cache_dir
 
     root, refused, ignored, notes = resolve_source(cfg)
-    if root is None or not _goes_through_detection(cfg):
+    # a named annotated format (data.format=multilabel) is read as itself: examined here too
+    if root is None or not (_goes_through_detection(cfg) or formats.is_annotated(cfg.format)):
         return None
-    det = detect_structure(root, cfg.format)
+    index = None
+    if _goes_through_detection(cfg):
+        det = detect_structure(root, cfg.format)
+    else:  # named and never detected: read as itself
+        fmt = formats.get(cfg.format)
+        index = fmt.load(root, cfg.adapter_options())
+        m = fmt.describe(index)
+        from aether.data.formats.auto import Detection
+
+        det = Detection(format=m.format, task=m.task, evidence=m.evidence, candidates=[(m.format, m.task)],
+                        summary=m.summary)
     if not formats.is_annotated(det.format):  # one label per image: examined image by image
         return None
-    walk = walk_images(root, RootGuard(str(root), cfg.allow_outside_root)) if root.is_dir() else Walk(ignored={})
+    if index is not None:  # the files its manifest names, and what it left out
+        walk = Walk(images=[Path(it.path) for it in index.items], ignored={})
+        refused = refused + list(index.skipped)
+    else:
+        walk = walk_images(root, RootGuard(str(root), cfg.allow_outside_root)) if root.is_dir() else Walk(ignored={})
     images, ign = walk.images, walk.ignored
     bad = [s.as_dict() for s in refused + walk.skipped]
     issues: Counter = Counter()

@@ -126,7 +126,7 @@ def recommend(num_images: int, counts: Dict[str, int], sizes: Dict[str, Any], hw
 
 def as_overrides(rec: Dict[str, Dict[str, Any]]) -> List[str]:
     """The recommendations as command-line overrides (what `recipe=auto` will apply)."""
-    if rec["model"].get("dense"):  # detection / segmentation: sizes and epochs are the task's
+    if rec["model"].get("encoder_only"):  # detection / segmentation: sizes and epochs are the task's
         out = [f"strategy={rec['strategy']['value']}", f"model={rec['model']['value']}"]
         return out + (["model.pretrained=false", "model.weights=null"] if rec["model"].get("pretrained") is False else [])
     out = [f"strategy={rec['strategy']['value']}", f"model={rec['model']['value']}",
@@ -146,10 +146,10 @@ def scratch_overrides() -> List[str]:
             "data/augment=none", "data.crop_pct=1.0"]
 
 
-DENSE_LR = {"full": 5e-4, "lora": 1e-3, "scratch": 1e-3}  # AdamW, the detection/segmentation recipes' rates
+ENCODER_TASK_LR = {"full": 5e-4, "lora": 1e-3, "scratch": 1e-3}  # AdamW, the detection/segmentation recipes' rates
 
 
-def recommend_dense(task: str, num_train: int, hw: Dict[str, Any],
+def recommend_encoder_only(task: str, num_train: int, hw: Dict[str, Any],
                     weights: Optional[WeightsCheck]) -> Dict[str, Dict[str, Any]]:
     """Detection / segmentation: the encoder (pretrained only when its weights load) and the strategy;
     input size, batch size and epochs are fitted to the boxes or masks by the task itself."""
@@ -157,7 +157,7 @@ def recommend_dense(task: str, num_train: int, hw: Dict[str, Any],
     if backbone["value"] is None:
         return {"strategy": {"value": "full", "reason": f"{num_train} training images, no pretrained weights: "
                              f"the {task} network trains from scratch"},
-                "model": {"value": SCRATCH_MODEL, "reason": backbone["reason"], "pretrained": False, "dense": True}}
+                "model": {"value": SCRATCH_MODEL, "reason": backbone["reason"], "pretrained": False, "encoder_only": True}}
     return {"strategy": {"value": "full", "reason": f"{task}: the heads are new, the pretrained encoder adapts "
                          "with them (full fine-tune, small LR)"},
-            "model": {"value": backbone["value"], "reason": backbone["reason"], "dense": True}}
+            "model": {"value": backbone["value"], "reason": backbone["reason"], "encoder_only": True}}

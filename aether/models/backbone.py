@@ -10,8 +10,8 @@ class with
 Both apply `model.pretrained` / `model.weights` (offline rules: aether.models.weights),
 `model.drop_path_rate`, `model.grad_checkpointing` and `model.kwargs` as the provider's models
 allow, and return `info` that the same method rebuilds the network from (`model/model.json`).
-`model.drop_rate` is the dropout before the classifier in a Backbone; for an Encoder the dense
-network applies it to the features its head reads (aether.models.dense), so providers ignore it.
+`model.drop_rate` is the dropout before the classifier in a Backbone; for an Encoder the
+network applies it to the features its head reads (aether.models.encoder_net), so providers ignore it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Which dense task builds which head: task name -> lazy "module:attr" of its head builder.
+"""Which task builds which head: task name -> lazy "module:attr" of its head builder.
 
-A dense task's package registers its builder here when imported (as it registers the task), so
-rebuilding a saved `model/` folder (aether.models.dense.rebuild_dense) finds the head of the task
+A task's package registers its builder here when imported (as it registers the task), so
+rebuilding a saved `model/` folder (aether.models.encoder_net.rebuild_encoder_net) finds the head of the task
 that model.json names without knowing any task, and without importing torch until it builds one.
 A builder is called as `build(options, encoder, num_classes, preprocessing) -> nn.Module`, where
 `options` is the task's `task_options` (a dict, as model.json holds it) and `encoder` the
@@ -28,6 +28,6 @@ def head_builder(task: str) -> Callable[..., Any]:
 
         registry.load_plugins()  # a plugin's task registers its head when imported
     if task not in _BUILDERS:
-        raise AetherError(f"task '{task}' has no dense head (tasks with one: {', '.join(sorted(_BUILDERS)) or 'none'})")
+        raise AetherError(f"task '{task}' has no head over an encoder (tasks with one: {', '.join(sorted(_BUILDERS)) or 'none'})")
     module, _, attr = _BUILDERS[task].partition(":")
     return getattr(importlib.import_module(module), attr)

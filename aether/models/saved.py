@@ -39,9 +39,9 @@ def load_model_dir(path: Path) -> Tuple[nn.Module, List[str], Dict[str, Any]]:
     classes = json.loads((path / "labels.json").read_text())
     pre = json.loads((path / "preprocessing.json").read_text())
     if info.get("features_only"):  # segmentation / detection: the provider's encoder + the task's head
-        from aether.models.dense import rebuild_dense
+        from aether.models.encoder_net import rebuild_encoder_net
 
-        model = rebuild_dense(info, len(classes), pre)
+        model = rebuild_encoder_net(info, len(classes), pre)
     else:
         from aether.models.backbone import model_cfg
 

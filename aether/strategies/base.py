@@ -37,7 +37,7 @@ def layer_map(model: nn.Module) -> Dict[str, int]:
     from timm.models import group_parameters
     from timm.optim._param_groups import auto_group_layers
 
-    if hasattr(model, "aether_layer_map"):  # dense-task networks: encoder stages, then decoder/head
+    if hasattr(model, "aether_layer_map"):  # encoder-and-head networks: encoder stages, then decoder/head
         return model.aether_layer_map()
     if hasattr(model, "group_matcher"):
         return group_parameters(model, model.group_matcher(coarse=False), reverse=True)

@@ -34,7 +34,7 @@ FAMILY_TARGETS = {
 
 
 def family_of(model: nn.Module) -> str:
-    # dense-task networks wrap a timm encoder (FeatureListNet) and name its architecture
+    # encoder-and-head networks wrap a timm encoder (FeatureListNet) and name its architecture
     name = (getattr(model, "aether_arch", None) or type(model).__name__).lower()
     if any(k in name for k in ("visiontransformer", "vit", "deit", "swin", "eva", "beit")):
         return "transformer"

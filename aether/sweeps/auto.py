@@ -82,7 +82,7 @@ def recommendations(overrides: List[str]) -> Tuple[Dict[str, Dict[str, Any]], Di
     from aether import registry
 
     if registry.tasks.get(task).traits.get("auto") != "classification":  # boxes, masks, label sets
-        return _dense_recommendations(rc, task, user, hw)
+        return _encoder_only_recommendations(rc, task, user, hw)
     ex = examine(rc.data)
     counts = {c: n for c, n in ex.index.class_counts().items() if n}
     samples = ex.index.samples
@@ -100,19 +100,19 @@ def recommendations(overrides: List[str]) -> Tuple[Dict[str, Dict[str, Any]], Di
     return rec, {"hw": hw, "num_train": n_train, "median_side": side, "rc": rc, "user": user}
 
 
-def _dense_recommendations(rc: Any, task: str, user: Dict[str, str],
+def _encoder_only_recommendations(rc: Any, task: str, user: Dict[str, str],
                            hw: Dict[str, Any]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
     """Detection / segmentation data: the encoder and strategy (the task fits sizes and epochs)."""
     from aether.data.roots import RootGuard
     from aether.data.walk import walk_images
     from aether.doctor.inspect import resolve_source
-    from aether.doctor.recommend import DENSE_LR, recommend_dense, train_size
+    from aether.doctor.recommend import ENCODER_TASK_LR, recommend_encoder_only, train_size
 
     root = resolve_source(rc.data)[0]
     images = len(walk_images(root, RootGuard(str(root), rc.data.allow_outside_root)).images) if root else 0
     n_train = train_size(images, None, rc.data.val_fraction, rc.data.test_fraction)
-    rec = recommend_dense(task, n_train, hw, _weights_check(rc, user))
-    rec["lr"] = {"value": DENSE_LR["scratch" if rec["model"].get("pretrained") is False else "full"],
+    rec = recommend_encoder_only(task, n_train, hw, _weights_check(rc, user))
+    rec["lr"] = {"value": ENCODER_TASK_LR["scratch" if rec["model"].get("pretrained") is False else "full"],
                  "reason": f"{task}: AdamW at the rate of the built-in {task} recipes"}
     rec["trainer"] = devices(hw)
     return rec, {"hw": hw, "num_train": n_train, "median_side": 224, "rc": rc, "user": user}

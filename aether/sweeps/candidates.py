@@ -68,8 +68,8 @@ def plan(rec: Dict[str, Dict[str, Any]], user: Dict[str, str], num_train: int, m
          gpu: bool, model_label: str = "") -> List[Candidate]:
     """The candidates for recommendations `rec` (recipe=auto's base choices); `user` maps the config
     keys (and groups) the user set to their values: no candidate changes them."""
-    if rec["model"].get("dense"):
-        return [c for c in (_without(c, user) for c in _dense_plan(rec, model_label)) if c is not None]
+    if rec["model"].get("encoder_only"):
+        return [c for c in (_without(c, user) for c in _encoder_task_plan(rec, model_label)) if c is not None]
     batch = int(rec["batch_size"]["value"])
     epochs = int(rec["epochs"]["value"])
     pretrained = rec["model"].get("pretrained", True)
@@ -107,18 +107,18 @@ def plan(rec: Dict[str, Dict[str, Any]], user: Dict[str, str], num_train: int, m
     return [c for c in (_without(c, user) for c in out) if c is not None]
 
 
-def _dense_plan(rec: Dict[str, Dict[str, Any]], model_label: str) -> List[Candidate]:
+def _encoder_task_plan(rec: Dict[str, Dict[str, Any]], model_label: str) -> List[Candidate]:
     """Detection / segmentation: a pretrained encoder fine-tuned in full and with LoRA; without
     weights, the one from-scratch network (given the whole budget)."""
-    from aether.doctor.recommend import DENSE_LR
+    from aether.doctor.recommend import ENCODER_TASK_LR
 
     model = model_label or rec["model"]["value"]
     if rec["model"].get("pretrained") is False:
-        return [Candidate("scratch", ["strategy=full", f"optimizer.lr={DENSE_LR['scratch']}"],
+        return [Candidate("scratch", ["strategy=full", f"optimizer.lr={ENCODER_TASK_LR['scratch']}"],
                           f"{model} encoder and heads from scratch (no pretrained weights)")]
-    return [Candidate("full", ["strategy=full", f"optimizer.lr={DENSE_LR['full']}"],
+    return [Candidate("full", ["strategy=full", f"optimizer.lr={ENCODER_TASK_LR['full']}"],
                       f"pretrained {model} encoder fine-tuned with the new heads"),
-            Candidate("lora", ["strategy=lora", "strategy.r=8", "strategy.alpha=16", f"optimizer.lr={DENSE_LR['lora']}"],
+            Candidate("lora", ["strategy=lora", "strategy.r=8", "strategy.alpha=16", f"optimizer.lr={ENCODER_TASK_LR['lora']}"],
                       f"LoRA r=8 on the pretrained {model} encoder, the heads train in full")]
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from torch.utils.data import Dataset
 
 from aether.config.schema import DataCfg
-from aether.data.dense import DenseBundle, DenseIndex, Item
+from aether.data.items import ItemBundle, ItemIndex, Item
 from aether.data.index import Skipped
 from aether.data.loaders import SplitData
 from aether.data.split import split
@@ -21,13 +21,13 @@ log = logging.getLogger("aether")
 
 
 class ItemData(SplitData):
-    """Loaders over a DenseBundle; `make_dataset(items, train)` builds each split's Dataset.
+    """Loaders over a ItemBundle; `make_dataset(items, train)` builds each split's Dataset.
 
     `fast` (a FastPath, for tasks whose target does not move with the image, i.e. multilabel):
     the splits read the decoded-image cache instead, yielding `fast_target(item)` with each
     uint8 image, normalised after the transfer as in classification (aether.data.fastpath)."""
 
-    def __init__(self, bundle: DenseBundle, cfg: DataCfg, make_dataset: Callable[[List[Item], bool], Dataset],
+    def __init__(self, bundle: ItemBundle, cfg: DataCfg, make_dataset: Callable[[List[Item], bool], Dataset],
                  collate: Optional[Callable] = None, fast: Any = None,
                  fast_target: Optional[Callable[[Item], Any]] = None) -> None:
         super().__init__(bundle, cfg, collate)
@@ -43,7 +43,7 @@ class ItemData(SplitData):
 
 
 MAX_NATIVE_SIZE = 640  # larger images are trained at this side (objects shrink, with a line saying so)
-MIN_STEPS_PER_EPOCH = 8  # fewer optimiser steps than this per epoch starve a small dense-task set
+MIN_STEPS_PER_EPOCH = 8  # fewer optimiser steps than this per epoch starve a small detection or segmentation set
 
 
 def fit_input_and_batch(rc: Any, train: List[Item], task: str) -> Dict[str, Any]:
@@ -146,7 +146,7 @@ def task_format(rc: Any, task: str, needs: str, default: Optional[str] = None) -
     return formats.get(name), root
 
 
-def check_images(index: DenseIndex, cfg: DataCfg) -> None:
+def check_images(index: ItemIndex, cfg: DataCfg) -> None:
     """The dataset doctor's check of every image (and mask): a file that cannot be used is moved
     to `index.skipped` with its reason, never silently dropped."""
     from aether.doctor.checks import check_files
@@ -172,8 +172,8 @@ def check_images(index: DenseIndex, cfg: DataCfg) -> None:
         log.warning("skipping %s: %s", s.path, s.reason)
 
 
-def build_bundle(task: str, index: DenseIndex, cfg: DataCfg, seed: int, class_counts: Dict[str, int],
-                 counts_of: str = "images") -> DenseBundle:
+def build_bundle(task: str, index: ItemIndex, cfg: DataCfg, seed: int, class_counts: Dict[str, int],
+                 counts_of: str = "images") -> ItemBundle:
     check_images(index, cfg)
     if not index.items:
         raise AetherError(f"data.path={cfg.path}: no usable {task} samples ({len(index.skipped)} skipped)")
@@ -183,4 +183,4 @@ def build_bundle(task: str, index: DenseIndex, cfg: DataCfg, seed: int, class_co
         log.info("data: %s", n)
     log.info("data: %s (%s, %s) - %d classes, train/val/test %d/%d/%d, %d skipped", index.source, index.format, task,
              len(index.classes), len(splits["train"]), len(splits["val"]), len(splits["test"]), len(index.skipped))
-    return DenseBundle(task, index, splits, notes, class_counts, counts_of)
+    return ItemBundle(task, index, splits, notes, class_counts, counts_of)

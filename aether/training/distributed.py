@@ -223,6 +223,29 @@ def rewrap_ddp(trainer: Any) -> bool:
     return True
 
 
+def gather_rows(rows: Any) -> Any:
+    """`rows` (a 2-D CPU tensor, each rank's own) from every rank, concatenated in rank order: the
+    whole split's predictions for metrics that are not torchmetrics states (tuned thresholds,
+    per-class results). Ranks may hold different row counts (the distributed eval sampler does
+    not pad), so each pads to the longest before the collective and the padding is cut after.
+    Every rank must call it; one process returns `rows` as they are."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+        return rows
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    n = torch.tensor([rows.shape[0]], device=device)
+    counts = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, n)
+    longest = int(max(c.item() for c in counts))
+    padded = torch.zeros((longest, rows.shape[1]), dtype=rows.dtype, device=device)
+    padded[: rows.shape[0]] = rows.to(device)
+    parts = [torch.zeros_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(c.item())] for p, c in zip(parts, counts)]).cpu()
+
+
 def params_in_sync(trainer: Any, module: Any) -> Optional[bool]:
     """After fit, whether every rank holds the same parameters: each rank's float64 (sum,
     sum of squares) over all parameters, gathered and compared. None for one process, and for

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from aether.config import schema as s
+from aether.training import logger_options as s
 
 log = logging.getLogger("aether")
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from aether.config import schema as s
+from aether.training import optim_options as s
 
 
 def _with_lr(groups: List[Dict[str, Any]], lr: float) -> List[Dict[str, Any]]:

@@ -16,7 +16,7 @@ A format is a class registered in `aether.registry.adapters` (so a plugin adds o
 * `checks`: (summary key, text) pairs: the annotation problems `aether inspect` warns about.
 
 and implements `detect(path, task_hint) -> Match | None` (the evidence the doctor prints) and
-`load(path, options) -> index` (a DatasetIndex of samples, or a DenseIndex of items with targets);
+`load(path, options) -> index` (a DatasetIndex of samples, or a ItemIndex of items with targets);
 `trained_task()` may refine the task from the data (a manifest with a `labels` column trains
 multilabel).
 
@@ -63,6 +63,18 @@ class Format:
 
     def load(self, path: Path, options: Dict[str, Any]) -> Any:
         raise NotImplementedError
+
+    def describe(self, index: Any) -> Match:
+        """What `aether inspect data.format=NAME` reports of a format that is never detected (it is
+        only read when named): the index it loaded, its images and classes."""
+        items = getattr(index, "items", None) or getattr(index, "samples", [])
+        return Match(self.name, self.task, [f"data.format={self.name} (set, not detected): {len(items)} images, "
+                                            f"{len(index.classes)} classes"],
+                     summary={"images": len(items), "classes": list(index.classes), **self.counts(index)})
+
+    def counts(self, index: Any) -> Dict[str, Any]:
+        """Per-class counts of a loaded index for the doctor's report (`class_counts`); none by default."""
+        return {}
 
     def trained_task(self, path: Path, options: Dict[str, Any], found: Any) -> Tuple[str, str]:
         """(task, why) for `task=auto`, given what detection `found` (a Match or Detection)."""

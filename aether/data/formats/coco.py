@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from aether.data.dense import DenseIndex, Item
+from aether.data.items import ItemIndex, Item
 from aether.data.formats.base import Format, Match, load_json
 from aether.data.formats.boxes import BOX_CHECKS, BoxClip, BoxSizes, image_size, out_of_bounds, split_of
 from aether.data.index import Skipped
@@ -127,7 +127,7 @@ class Coco(Format):
         }
         return Match(self.name, "segmentation" if segmentation else self.task, evidence, summary)
 
-    def load(self, path: Path, options: Dict[str, Any]) -> DenseIndex:
+    def load(self, path: Path, options: Dict[str, Any]) -> ItemIndex:
         files = coco_files(path)
         if not files:
             raise AetherError(f"data.path={path}: no COCO .json (with images, annotations, categories) found")
@@ -164,7 +164,7 @@ class Coco(Format):
                     w, h = image_size(img)
                 items.append(Item(str(img), clip.target(boxes, labels, float(w), float(h)), split))
         notes = clip.notes() + ([f"{crowd} crowd annotation(s) (iscrowd=1) left out"] if crowd else [])
-        return DenseIndex(str(path), self.name, classes, items, skipped, notes)
+        return ItemIndex(str(path), self.name, classes, items, skipped, notes)
 
     @staticmethod
     def _find(json_file: Path, root: Path, name: str) -> Optional[Path]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from aether.data.dense import DenseIndex, Item
+from aether.data.items import ItemIndex, Item
 from aether.data.formats.base import Format, Match, images_under
 from aether.data.index import Skipped
 from aether.data.manifests import SPLIT_ALIASES
@@ -117,7 +117,7 @@ class Masks(Format):
         return mismatch, not_single, unreadable, pixels
 
     def load(self, path: Path, options: Dict[str, Any], ignore_index: Optional[int] = 255,
-             class_names: Optional[List[str]] = None) -> DenseIndex:
+             class_names: Optional[List[str]] = None) -> ItemIndex:
         """`ignore_index` and `class_names` are the segmentation task's options (task_options)."""
         roots = mask_roots(path) if path.is_dir() else []
         if not roots:
@@ -153,7 +153,7 @@ class Masks(Format):
             classes = [f"class_{i}" for i in range(max(k, 2))]
         notes = [f"mask values found: {sorted(values)} -> {len(classes)} classes"
                  + (f"; {ignore_index} = ignored" if ignore_index is not None else "")]
-        return DenseIndex(str(path), self.name, classes, items, skipped, notes)
+        return ItemIndex(str(path), self.name, classes, items, skipped, notes)
 
 
 def _mask_values(img: Path, mask: Path, skipped: List[Skipped]) -> Optional[set]:

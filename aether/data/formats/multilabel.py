@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
-from aether.data.dense import DenseIndex, Item
+from aether.data.items import ItemIndex, Item
 from aether.data.formats.base import Format
 from aether.data.formats.manifest import check_split_column, settled_rows
 from aether.data.manifests import check_columns, read_rows
@@ -21,7 +21,12 @@ class MultilabelManifest(Format):
     task = "multilabel"
     annotated = True  # boxes, masks or label sets: the doctor examines and counts its annotations
 
-    def load(self, path: Path, options: Dict[str, Any]) -> DenseIndex:
+    def counts(self, index: ItemIndex) -> Dict[str, Any]:
+        per_class = [sum(it.target[j] for it in index.items) for j in range(len(index.classes))]
+        return {"class_counts": dict(zip(index.classes, per_class)), "counts_of": "images",
+                "unlabelled": sum(1 for it in index.items if not any(it.target))}
+
+    def load(self, path: Path, options: Dict[str, Any]) -> ItemIndex:
         if not path.is_file():
             raise AetherError(f"data.path={path}: task=multilabel expects a CSV/JSONL manifest file")
         path_col, labels_col = options.get("path_column", "path"), options.get("labels_column", "labels")
@@ -47,4 +52,4 @@ class MultilabelManifest(Format):
                               "classification needs at least 2")
         items = [Item(p, [1 if c in set(labels) else 0 for c in classes], s) for p, labels, s in entries]
         check_split_column(path, [i.split for i in items])
-        return DenseIndex(str(path), self.name, classes, items, skipped, warnings=warnings + outside_warning(skipped))
+        return ItemIndex(str(path), self.name, classes, items, skipped, warnings=warnings + outside_warning(skipped))

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from aether.data.dense import DenseIndex, Item
+from aether.data.items import ItemIndex, Item
 from aether.data.formats.base import Format, Match, images_under
 from aether.data.formats.boxes import BOX_CHECKS, BoxClip, BoxSizes, image_size, out_of_bounds
 from aether.data.index import SPLITS, Skipped
@@ -97,7 +97,7 @@ class Voc(Format):
         }
         return Match(self.name, self.task, evidence, summary)
 
-    def load(self, path: Path, options: Dict[str, Any]) -> DenseIndex:
+    def load(self, path: Path, options: Dict[str, Any]) -> ItemIndex:
         ann_dir = voc_dir(path)
         if ann_dir is None:
             raise AetherError(f"data.path={path}: a VOC dataset needs Annotations/*.xml")
@@ -131,4 +131,4 @@ class Voc(Format):
             if not w or not h:
                 w, h = image_size(img)
             items.append(Item(str(img), clip.target([b for _, b in objs], [lookup[n] for n, _ in objs], w, h), split))
-        return DenseIndex(str(path), self.name, classes, items, skipped, clip.notes())
+        return ItemIndex(str(path), self.name, classes, items, skipped, clip.notes())

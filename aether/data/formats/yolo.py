@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from aether.data.dense import DenseIndex, Item
+from aether.data.items import ItemIndex, Item
 from aether.data.formats.base import Format, Match, images_under
 from aether.data.formats.boxes import BOX_CHECKS, EPS, BoxClip, BoxSizes, image_size, out_of_bounds, split_of
 from aether.data.index import Skipped
@@ -172,7 +172,7 @@ class Yolo(Format):
         return (f"{yaml_file.name} names {len(names) if names is not None else 'no'} classes"
                 + (f" and splits {'/'.join(splits)}" if splits else "") + f"; labels/*.txt files: {n_files}")
 
-    def load(self, path: Path, options: Dict[str, Any]) -> DenseIndex:
+    def load(self, path: Path, options: Dict[str, Any]) -> ItemIndex:
         yaml_file = data_yaml(path)
         names = yolo_names(yaml_file)[0] if yaml_file else None
         image_dirs = _dirs_named(path, "images")
@@ -193,7 +193,7 @@ class Yolo(Format):
                 split = split_of(*rel.parts[:-1], d.parent.name)
                 items.append(Item(str(img), clip.target(boxes, labels, float(w), float(h)), split))
         classes = names if names is not None else [str(i) for i in range(max_id + 1)]
-        return DenseIndex(str(path), self.name, classes, items, skipped, clip.notes())
+        return ItemIndex(str(path), self.name, classes, items, skipped, clip.notes())
 
     @staticmethod
     def _targets(label_file: Path, lines: List[str], names: Optional[List[str]], w: float, h: float

@@ -6,6 +6,6 @@ from aether.models.heads import register_head
 from aether.tasks.detection.options import DetectionTaskCfg
 
 registry.tasks.register("detection", "aether.tasks.detection.task:Detection", config=DetectionTaskCfg,
-                        traits={"auto": "dense"},
+                        traits={"auto": "encoder_only"},
                         help="object detection: COCO, YOLO or VOC; FPN + FCOS/RetinaNet/Faster R-CNN; mAP")
 register_head("detection", "aether.tasks.detection.network:build_head")

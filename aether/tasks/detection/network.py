@@ -1,5 +1,5 @@
 """task=detection's head over a provider's encoder: a torchvision detector (FCOS, RetinaNet,
-Faster R-CNN) on an FPN (aether.models.detection.DetectorHead); registered in aether.models.heads."""
+Faster R-CNN) on an FPN (aether.tasks.detection.detector.DetectorHead); registered in aether.models.heads."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from aether.models.backbone import Encoder
 
 
 def build_head(options: Dict[str, Any], encoder: Encoder, num_classes: int, pre: Dict[str, Any]) -> nn.Module:
-    from aether.models.detection import DetectorHead
+    from aether.tasks.detection.detector import DetectorHead
 
     # a model.json written before `strides` existed (or an unresolved "auto") has the old layout;
     # an NMS threshold still "tune" (never tuned) is torchvision's default for the head

@@ -32,7 +32,7 @@ class DetectionCodec(Codec):
 
     def __init__(self, pre: Any, options: Dict[str, Any]) -> None:
         super().__init__(pre, options)
-        from aether.data.detection import box_transforms
+        from aether.tasks.detection.data import box_transforms
 
         self.size = int(pre.preprocessing["input_size"][-1])
         self.transform = box_transforms(self.size, None)  # the test split's

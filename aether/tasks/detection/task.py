@@ -134,7 +134,7 @@ class DetectionModule(StrategyModule):
         self.log("val/map_50", float(r["map_50"]), prog_bar=True)
 
     def heads(self) -> List[nn.Module]:
-        from aether.models.detection import DetectorHead
+        from aether.tasks.detection.detector import DetectorHead
 
         return [m for m in self.model.modules() if isinstance(m, DetectorHead)]  # (LoRA: the copy too)
 
@@ -291,7 +291,7 @@ class Detection(Task):
 
     def build_data(self, rc: RunCfg) -> Any:
         from aether.tasks.common import build_bundle
-        from aether.data.detection import instance_counts
+        from aether.tasks.detection.data import instance_counts
         from aether.tasks.common import task_format
 
         fmt, root = task_format(rc, self.name, "a COCO, YOLO or VOC dataset (data.format=coco|yolo|voc)")
@@ -302,7 +302,7 @@ class Detection(Task):
 
     def build_network(self, rc: RunCfg, bundle: Any) -> Tuple[Any, Dict[str, Any]]:
         from aether.data.transforms import resolve_preprocessing
-        from aether.models.dense import build_dense, create_encoder
+        from aether.models.encoder_net import build_encoder_net, create_encoder
 
         o = self.options
         encoder = create_encoder(rc.model)  # the provider's multi-scale encoder (model.provider)
@@ -315,7 +315,7 @@ class Detection(Task):
                          ("task_options", "strides"): o.strides}
         if "warmup_epochs" in self.fitted:
             self.resolved[("scheduler", "warmup_epochs")] = self.fitted["warmup_epochs"]["value"]
-        return build_dense(rc.model, self.name, o.model_dump(), len(bundle.classes), pre, encoder), pre
+        return build_encoder_net(rc.model, self.name, o.model_dump(), len(bundle.classes), pre, encoder), pre
 
     def check_network(self, network: Any, preprocessing: Dict[str, Any], rc: RunCfg) -> None:
         pass  # torchvision's detectors take a list of images of any size: nothing to check by shape
@@ -325,7 +325,7 @@ class Detection(Task):
                                options=self.options)
 
     def build_datamodule(self, rc: RunCfg, bundle: Any, preprocessing: Dict[str, Any]) -> Any:
-        from aether.data.detection import DetectionDataset, box_transforms, collate
+        from aether.tasks.detection.data import DetectionDataset, box_transforms, collate
         from aether.tasks.common import ItemData
 
         size = preprocessing["input_size"][-1]
@@ -335,10 +335,10 @@ class Detection(Task):
 
     def _fit_strides(self, train: List[Any], size: int, reductions: List[int]) -> None:
         """task_options.strides=auto: the FPN levels that cover the training boxes at this input
-        size (aether.models.detection.choose_strides), logged and kept in metrics.json."""
+        size (aether.tasks.detection.detector.choose_strides), logged and kept in metrics.json."""
         import logging
 
-        from aether.models.detection import choose_strides
+        from aether.tasks.detection.detector import choose_strides
 
         short, long = box_sides(train, size)
         strides, why = choose_strides(short, long, reductions, self.options.head)
@@ -387,8 +387,8 @@ class Detection(Task):
     def _draw(self, job: Any, path: Path, n: int = 8) -> None:
         from torchvision.transforms.functional import to_pil_image
 
-        from aether.data.detection import DetectionDataset, box_transforms
-        from aether.reporting.dense import detection_sheet
+        from aether.tasks.detection.data import DetectionDataset, box_transforms
+        from aether.tasks.detection.sheets import detection_sheet
 
         items = job.bundle.splits["test"][:n]
         ds = DetectionDataset(items, box_transforms(job.preprocessing["input_size"][-1], None))

@@ -54,9 +54,11 @@ class MultilabelModule(StrategyModule):
         self.log("val/map", self.val_map, on_epoch=True, prog_bar=True, batch_size=len(y))
 
     def on_validation_epoch_end(self) -> None:
-        if self._val and self.tune:
+        if self.tune:  # thresholds from the whole validation split: every rank tunes the same ones
+            from aether.training.distributed import gather_rows
+
             k = len(self.classes)
-            both = torch.cat(self._val)
+            both = gather_rows(torch.cat(self._val) if self._val else torch.zeros((0, 2 * k)))
             self.thresholds.copy_(tune_thresholds(both[:, :k], both[:, k:]))
         self._val.clear()
 
@@ -65,8 +67,10 @@ class MultilabelModule(StrategyModule):
         self._test.append(torch.cat([self(x).sigmoid(), y], 1).detach().cpu())
 
     def on_test_epoch_end(self) -> None:
+        from aether.training.distributed import gather_rows
+
         k = len(self.classes)
-        both = torch.cat(self._test)
+        both = gather_rows(torch.cat(self._test) if self._test else torch.zeros((0, 2 * k)))  # every rank's images
         self._test.clear()
         self.test_results = multilabel_results(both[:, :k], both[:, k:].int(), self.thresholds.cpu(), self.classes)
         for key in ("map", "f1_macro", "f1_micro"):
@@ -118,7 +122,7 @@ class Multilabel(Task):
     def build_datamodule(self, rc: RunCfg, bundle: Any, preprocessing: Dict[str, Any]) -> Any:
         from aether.data.cache import resolve_mode
         from aether.data.fastpath import FastPath
-        from aether.data.multilabel import MultilabelDataset
+        from aether.tasks.multilabel.data import MultilabelDataset
         from aether.data.transforms import eval_transform, train_transform
         from aether.tasks.common import ItemData
 

@@ -8,8 +8,8 @@ from pydantic import Field
 
 from aether.config.schema import Strict
 
-# light_fpn: Aether's own light FPN (aether.models.segmentation); the rest are
-# segmentation-models-pytorch's decoders over the provider's encoder (aether.models.smp_decoders)
+# light_fpn: Aether's own light FPN (aether.tasks.segmentation.light_fpn); the rest are
+# segmentation-models-pytorch's decoders over the provider's encoder (aether.tasks.segmentation.smp_decoders)
 Decoder = Literal["light_fpn", "unet", "unetplusplus", "manet", "linknet", "fpn", "pspnet", "upernet", "segformer",
                   "deeplabv3plus"]
 

@@ -22,7 +22,7 @@ class SegmentationCodec(Codec):
 
     def __init__(self, pre: Any, options: Dict[str, Any]) -> None:
         super().__init__(pre, options)
-        from aether.data.segmentation import mask_transforms
+        from aether.tasks.segmentation.data import mask_transforms
 
         p = pre.preprocessing
         self.transform = mask_transforms(p["input_size"][-1], None, p["mean"], p["std"])  # the test split's

@@ -81,18 +81,18 @@ class Segmentation(Task):
 
     def build_network(self, rc: RunCfg, bundle: Any) -> Tuple[Any, Dict[str, Any]]:
         from aether.data.transforms import resolve_preprocessing
-        from aether.models.dense import build_dense, create_encoder
+        from aether.models.encoder_net import build_encoder_net, create_encoder
 
         encoder = create_encoder(rc.model)  # the provider's multi-scale encoder (model.provider)
         pre = resolve_preprocessing(encoder.data_config, rc.data.image_size, rc.data.crop_pct)
-        return build_dense(rc.model, self.name, self.options.model_dump(), len(bundle.classes), pre, encoder), pre
+        return build_encoder_net(rc.model, self.name, self.options.model_dump(), len(bundle.classes), pre, encoder), pre
 
     def build_module(self, rc: RunCfg, bundle: Any, model: Any, strategy: Any) -> Any:
         return SegmentationModule(model, bundle.classes, strategy, self.options.ignore_index, rc.optimizer.model_dump(),
                                   rc.scheduler.model_dump())
 
     def build_datamodule(self, rc: RunCfg, bundle: Any, preprocessing: Dict[str, Any]) -> Any:
-        from aether.data.segmentation import SegmentationDataset, mask_transforms
+        from aether.tasks.segmentation.data import SegmentationDataset, mask_transforms
         from aether.tasks.common import ItemData
 
         size, mean, std = preprocessing["input_size"][-1], preprocessing["mean"], preprocessing["std"]
@@ -120,8 +120,8 @@ class Segmentation(Task):
         from PIL import Image
 
         from aether.data.images import load_rgb
-        from aether.data.segmentation import SegmentationDataset, mask_transforms
-        from aether.reporting.dense import segmentation_sheet
+        from aether.tasks.segmentation.data import SegmentationDataset, mask_transforms
+        from aether.tasks.segmentation.sheets import segmentation_sheet
 
         pre = job.preprocessing
         size = pre["input_size"][-1]

@@ -34,7 +34,7 @@ registry.tasks.register(
     "regression",
     "aether_torchvision.regression:Regression",
     config=RegressionCfg,
-    traits={"auto": "dense"},
+    traits={"auto": "encoder_only"},
     help="one number per image from a path,value CSV/JSONL manifest; MSE on standardised targets; MAE, RMSE, R²",
     origin="aether-torchvision",
 )

@@ -90,7 +90,7 @@ class TorchvisionProvider:
         returning the last feature map of each stride. A weights file of the classifier (any
         number of classes) loads into it; `model.grad_checkpointing` recomputes the stages'
         activations in the backward pass (StageFeatures)."""
-        # drop_rate is the dense network's feature dropout (aether.models.dense), not the classifier's
+        # drop_rate is the encoder network's feature dropout (aether.models.encoder_net), not the classifier's
         model, kwargs, head_name = self._build(cfg.model_copy(update={"drop_rate": 0.0}), None)
         data_config = _data_config(cfg.name, model)
         encoder = StageFeatures.of(model, head_name.split(".")[0], cfg.name)

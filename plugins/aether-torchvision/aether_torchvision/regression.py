@@ -25,7 +25,7 @@ from aether.training.module import StrategyModule
 
 def read_manifest(path: Path, options: Any, allow_outside_root: bool) -> Any:
     """The manifest's rows as items (image path, float target); a bad value names its line."""
-    from aether.data.dense import DenseIndex, Item
+    from aether.data.items import ItemIndex, Item
     from aether.data.index import Skipped
     from aether.data.manifests import read_rows
     from aether.data.roots import RootGuard
@@ -51,7 +51,7 @@ def read_manifest(path: Path, options: Any, allow_outside_root: bool) -> Any:
             skipped.append(Skipped(image, refusal))
             continue
         items.append(Item(image, value, row.get("split") or None))
-    return DenseIndex(str(path), "regression-manifest", ["value"], items, skipped)
+    return ItemIndex(str(path), "regression-manifest", ["value"], items, skipped)
 
 
 class RegressionModule(StrategyModule):

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from aether.data.formats.multilabel import MultilabelManifest as MultilabelManifestAdapter  # noqa: F401
 from aether.data.item_dataset import ItemDataset
-from aether.data.manifests import manifest_columns  # noqa: F401  (the earlier names)
 
 
 class MultilabelDataset(ItemDataset):

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from aether.config.schema import AugmentCfg
-from aether.data.formats.masks import Masks as MaskFolderAdapter  # noqa: F401  (the earlier name)
 from aether.data.item_dataset import ItemDataset
 
 

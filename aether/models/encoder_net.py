@@ -1,11 +1,11 @@
-"""Networks for dense tasks: a backbone provider's multi-scale encoder plus a task head.
+"""Networks of the tasks with heads over an encoder (segmentation, detection, a plugin's): a backbone provider's multi-scale encoder plus a task head.
 
 The encoder comes from the provider `model.provider` names (`create_encoder`, see
 aether.models.backbone), so plugins, `model.pretrained`/`weights`, `drop_path_rate` and
 `grad_checkpointing` apply as for classifiers; `model.drop_rate` is channel dropout on the
-features the head reads (the dense counterpart of dropout before a classifier).
+features the head reads (the counterpart of dropout before a classifier).
 
-`DenseNet.encoder` is the backbone every strategy acts on; `DenseNet.head` (decoder, FPN,
+`EncoderNet.encoder` is the backbone every strategy acts on; `EncoderNet.head` (decoder, FPN,
 detector) is what `Backbone.head` points to, so it trains under every strategy: LoRA adapts the
 encoder and keeps the head fully trainable (PEFT `modules_to_save`), linear probe freezes the
 encoder, gradual unfreezing opens the encoder stages top-down after the head.
@@ -22,7 +22,7 @@ from aether.errors import AetherError
 from aether.models.backbone import Backbone, Encoder
 
 
-class DenseNet(nn.Module):
+class EncoderNet(nn.Module):
     def __init__(self, encoder: nn.Module, head: nn.Module, arch: str, drop_rate: float = 0.0) -> None:
         super().__init__()
         self.encoder = encoder
@@ -67,23 +67,23 @@ def create_encoder(cfg: ModelCfg) -> Encoder:
     return encoder
 
 
-def build_dense(cfg: ModelCfg, task: str, options: Dict[str, Any], num_classes: int, pre: Dict[str, Any],
+def build_encoder_net(cfg: ModelCfg, task: str, options: Dict[str, Any], num_classes: int, pre: Dict[str, Any],
                 encoder: Encoder) -> Backbone:
     """The task's network: `encoder` + the head the task registered (aether.models.heads), as the
-    Backbone strategies act on. `info` is what rebuild_dense needs (with the task's own fields,
+    Backbone strategies act on. `info` is what rebuild_encoder_net needs (with the task's own fields,
     added by the task's model_info when the run is saved)."""
     from aether.models.heads import head_builder
 
     head = head_builder(task)(options, encoder, num_classes, pre)
-    info = {**encoder.info, "features_only": True}  # "features_only": load_model_dir rebuilds a dense net
-    return Backbone(DenseNet(encoder.model, head, cfg.name, cfg.drop_rate), head, encoder.data_config, info)
+    info = {**encoder.info, "features_only": True}  # "features_only": load_model_dir rebuilds an encoder network
+    return Backbone(EncoderNet(encoder.model, head, cfg.name, cfg.drop_rate), head, encoder.data_config, info)
 
 
-def rebuild_dense(info: Dict[str, Any], num_classes: int, pre: Dict[str, Any]) -> DenseNet:
-    """The untrained network a saved dense-task `model/` folder describes (weights loaded by the caller)."""
+def rebuild_encoder_net(info: Dict[str, Any], num_classes: int, pre: Dict[str, Any]) -> EncoderNet:
+    """The untrained network a saved encoder-network `model/` folder describes (weights loaded by the caller)."""
     from aether.models.heads import head_builder
     from aether.models.backbone import model_cfg
 
     encoder = create_encoder(model_cfg(info))
     head = head_builder(info["task"])(info["task_options"], encoder, num_classes, pre)
-    return DenseNet(encoder.model, head, info["name"])
+    return EncoderNet(encoder.model, head, info["name"])

@@ -1,4 +1,4 @@
-"""Dense tasks build their networks through the backbone provider registry: `model.grad_checkpointing`,
+"""Segmentation and detection build their networks through the backbone provider registry: `model.grad_checkpointing`,
 `model.drop_rate` and a plugin backbone (the example torchvision provider) work for segmentation and
 detection; segmentation-models-pytorch decoders build over any encoder, train, and their saved
 model predicts (in process and through ONNX)."""
@@ -127,7 +127,7 @@ def test_plugin_backbone_trains_and_reloads(data: dict, task: str, name: str, st
 
 def test_torchvision_encoder_refuses_a_body_without_feature_maps(torchvision_provider: None) -> None:
     from aether.config.schema import ModelCfg
-    from aether.models.dense import create_encoder
+    from aether.models.encoder_net import create_encoder
 
     with pytest.raises(AetherError, match="not a sequence of convolutional stages"):
         create_encoder(ModelCfg(provider="torchvision", name="vit_b_16"))
@@ -156,7 +156,7 @@ def test_every_smp_decoder_builds_over_a_provider_encoder(model: str) -> None:
     from typing import get_args
 
     from aether.config.schema import ModelCfg
-    from aether.models.dense import create_encoder
+    from aether.models.encoder_net import create_encoder
     from aether.tasks.segmentation.network import build_head
     from aether.tasks.segmentation.options import Decoder
 

@@ -19,7 +19,7 @@ class Item:
 
 
 @dataclass
-class DenseIndex:
+class ItemIndex:
     source: str
     format: str
     classes: List[str]
@@ -30,9 +30,9 @@ class DenseIndex:
 
 
 @dataclass
-class DenseBundle(IndexView):
+class ItemBundle(IndexView):
     task: str
-    index: DenseIndex
+    index: ItemIndex
     splits: Dict[str, List[Item]]
     notes: List[str] = field(default_factory=list)
     class_counts: Dict[str, int] = field(default_factory=dict)

@@ -2,7 +2,7 @@
 backbone provider's multi-scale encoder (aether.models.backbone.Encoder: feature maps, channels,
 strides).
 
-The encoder stays outside the torchvision model (it is `DenseNet.encoder`, where the strategies
+The encoder stays outside the torchvision model (it is `EncoderNet.encoder`, where the strategies
 act); the detector reads its features through `_Features`, a parameter-free stand-in for
 torchvision's `backbone` that is pointed at (encoder -> FPN) on every call.
 """

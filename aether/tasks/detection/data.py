@@ -3,7 +3,7 @@ their image) over the items of any detection format.
 
 The formats (aether.data.formats.coco, .yolo, .voc, or a plugin's) all load to the same targets,
 `{"boxes": [[x0, y0, x1, y1], ...] in pixels, "labels": [class index, ...]}` per image
-(aether.data.formats.boxes); `ADAPTERS` selects one by name.
+(aether.data.formats.boxes).
 """
 
 from __future__ import annotations
@@ -14,18 +14,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from aether.config.schema import AugmentCfg
-from aether.data.dense import DenseIndex
-from aether.data.formats import FormatsOf
-from aether.data.formats.coco import Coco as CocoAdapter  # noqa: F401  (the earlier names)
-from aether.data.formats.voc import Voc as VocAdapter  # noqa: F401
-from aether.data.formats.yolo import Yolo as YoloAdapter  # noqa: F401
+from aether.data.items import ItemIndex
 from aether.data.item_dataset import ItemDataset
 
-# name -> loader of every registered format that trains detection (coco, voc, yolo, a plugin's)
-ADAPTERS = FormatsOf("detection")
-
-
-def instance_counts(index: DenseIndex) -> Dict[str, int]:
+def instance_counts(index: ItemIndex) -> Dict[str, int]:
     c = Counter(lab for it in index.items for lab in it.target["labels"])
     return {name: c.get(i, 0) for i, name in enumerate(index.classes)}
 
