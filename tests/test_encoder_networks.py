@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Iterator, List
 
 import pytest
 import torch
@@ -29,11 +29,26 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture
-def torchvision_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+def torchvision_provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The example plugin's provider, registered as its entry point would (tests/test_plugin.py
     installs it and runs it through the CLI)."""
+    import sys
+
+    from aether import registry
+
+    # what it registers (a backbone, the labels_txt format, task=regression) is taken back after
+    # the test, and the module forgotten so the next use registers again: a format left behind
+    # would join every later test's format detection in this worker
+    for reg in (registry.adapters, registry.backbones, registry.tasks):
+        monkeypatch.setattr(reg, "_entries", dict(reg._entries))
+    for name in [m for m in sys.modules if m == "aether_torchvision" or m.startswith("aether_torchvision.")]:
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(PLUGIN))
     import aether_torchvision  # noqa: F401  (importing it registers `torchvision` in the backbone registry)
+
+    yield
+    for name in [m for m in sys.modules if m == "aether_torchvision" or m.startswith("aether_torchvision.")]:
+        del sys.modules[name]
 
 
 def _job(overrides: List[str]) -> Any:
