@@ -87,6 +87,9 @@ def prepare(rc: RunCfg) -> Job:
     from aether.tasks.base import resolve_task
 
     task = resolve_task(rc)
+    if rc.distill.teacher and not task.distills:
+        raise AetherError(f"distill.teacher: task={task.name} has no knowledge distillation (its outputs are "
+                          "not one class distribution per image); unset distill.teacher")
     bundle = task.build_data(rc)
     backbone, preprocessing = task.build_network(rc, bundle)
     task.check_network(backbone.model, preprocessing, rc)

@@ -254,6 +254,20 @@ class LossCfg(Strict):
         "training split) or one number per class")
 
 
+class DistillCfg(Strict):
+    """Knowledge distillation: a finished run's model teaches this run's student through its
+    softened class probabilities (classification)."""
+
+    teacher: Optional[str] = Field(None, description="a finished classification run folder (RUN, with RUN/model/) "
+                                   "whose model teaches this run; null = no distillation")
+    # T=4 and an even mix are the usual starting points (Hinton et al.; timm's and torchdistill's
+    # KD recipes use T in 1-4): a higher T shows more of the teacher's ranking of the wrong classes
+    temperature: float = Field(4.0, gt=0, description="softening temperature of both models' logits in the "
+                               "distillation loss (higher: softer targets)")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation loss; 1 - alpha weights the "
+                         "cross-entropy on the true labels")
+
+
 class CostCfg(Strict):
     """Price of one device-hour, for the run's transparent cost estimate (edit to your cloud's)."""
 
@@ -317,6 +331,8 @@ class RunCfg(Strict):
                                 "early stopping, checkpoints (aether list trainer)")
     logger: PartCfg = Field(..., description="where metrics are logged (aether list loggers)")
     loss: LossCfg = Field(default_factory=LossCfg, description="loss settings (aether list loss)")
+    distill: DistillCfg = Field(default_factory=DistillCfg, description="knowledge distillation from a "
+                                "finished run (aether list distill)")
     cost: CostCfg = Field(default_factory=CostCfg, description="device-hour prices for the run's cost "
                           "estimate (aether list cost)")
     sweep: Optional[SweepCfg] = Field(None, description="`+sweep=NAME` (conf/sweep/): an Optuna search "

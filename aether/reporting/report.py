@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 
 def _pct(x: float) -> str:
@@ -63,7 +63,8 @@ def training_lines(metrics: Dict[str, Any]) -> List[str]:
     return lines
 
 
-def write_report(run_dir: Path, metrics: Dict[str, Any], cfg: Dict[str, Any]) -> Path:
+def write_report(run_dir: Path, metrics: Dict[str, Any], cfg: Dict[str, Any], extra: Sequence[str] = ()) -> Path:
+    """report.md of a classification run; `extra`: more sections (markdown lines) after the test results."""
     t = metrics["test"]
     lines = header_lines(metrics, cfg) + [
         "## Test results (best checkpoint)",
@@ -79,7 +80,7 @@ def write_report(run_dir: Path, metrics: Dict[str, Any], cfg: Dict[str, Any]) ->
     ]
     for c, r in t["per_class"].items():
         lines.append(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
-    lines += ["", "![confusion matrix](confusion_matrix.png)", ""] + training_lines(metrics)
+    lines += ["", "![confusion matrix](confusion_matrix.png)", ""] + list(extra) + training_lines(metrics)
     lines += ["", "Files: `config.yaml` (resolved config), `metrics.json`, `checkpoints/` (best, last), "
               "`model/` (safetensors weights, labels, preprocessing).", ""]
     path = run_dir / "report.md"

@@ -48,6 +48,7 @@ class Task:
     # the `serving` module beside this Task's module (aether/tasks/<task>/serving.py), which the
     # service finds without importing the Task (aether.tasks.codec.codec_class).
     codec: Any = ""
+    distills = False  # True: the task's module learns from `distill.teacher` (a run's soft targets)
 
     def __init__(self, options: Any) -> None:
         self.options = options

@@ -16,8 +16,11 @@ from aether.training.module import StrategyModule
 class ClassificationModule(StrategyModule):
     def __init__(self, model: nn.Module, classes: List[str], strategy: Strategy, loss: LossCfg,
                  class_weights: Optional[torch.Tensor], optimizer_cfg: Dict[str, Any],
-                 scheduler_cfg: Dict[str, Any]) -> None:
+                 scheduler_cfg: Dict[str, Any], teacher: Any = None, distill: Any = None) -> None:
         super().__init__(model, classes, strategy, optimizer_cfg, scheduler_cfg)
+        # a plain attribute (aether.tasks.classification.distill.Teacher, not an nn.Module): the
+        # teacher is not part of this module's state, so it is never trained, saved or exported
+        self.teacher, self.distill = teacher, distill
         self.criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=loss.label_smoothing)
         k = len(self.classes)
         self.train_acc = tm.classification.MulticlassAccuracy(k, average="micro")
@@ -36,11 +39,20 @@ class ClassificationModule(StrategyModule):
         x, y = batch
         logits = self(x)
         loss = self.criterion(logits, y)
+        if self.teacher is not None:
+            from aether.tasks.classification.distill import kd_loss
+
+            soft = kd_loss(logits, self.teacher.logits(x), self.distill.temperature)
+            loss = (1 - self.distill.alpha) * loss + self.distill.alpha * soft
         self.train_acc(logits, y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
                  sync_dist=True)  # one all-reduce per epoch under DDP; free on one device
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
+
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:
+            self.teacher.to(self.device)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch

@@ -17,6 +17,7 @@ log = logging.getLogger("aether")
 
 class Classification(Task):
     name = "classification"
+    distills = True
 
     def build_data(self, rc: RunCfg) -> Any:
         from aether.tasks.classification.data import build_data
@@ -28,13 +29,22 @@ class Classification(Task):
         return bundle
 
     def build_network(self, rc: RunCfg, bundle: Any) -> Tuple[Any, Dict[str, Any]]:
-        return build_backbone(rc, len(bundle.classes))
+        backbone, self._preprocessing = build_backbone(rc, len(bundle.classes))
+        return backbone, self._preprocessing
 
     def build_module(self, rc: RunCfg, bundle: Any, model: Any, strategy: Any) -> Any:
         from aether.tasks.classification.module import ClassificationModule
 
+        teacher = None
+        if rc.distill.teacher:
+            from aether.tasks.classification.distill import load_teacher
+
+            teacher = load_teacher(rc.distill.teacher, bundle.classes, self._preprocessing, rc)
+            log.info("distill: teacher %s (%s), temperature %g, soft-loss weight %g", rc.distill.teacher,
+                     teacher.model.__class__.__name__, rc.distill.temperature, rc.distill.alpha)
         return ClassificationModule(model, bundle.classes, strategy, rc.loss, class_weights(rc, bundle),
-                                    rc.optimizer.model_dump(), rc.scheduler.model_dump())
+                                    rc.optimizer.model_dump(), rc.scheduler.model_dump(),
+                                    teacher=teacher, distill=rc.distill)
 
     def build_datamodule(self, rc: RunCfg, bundle: Any, preprocessing: Dict[str, Any]) -> Any:
         from aether.data.datamodule import ClassificationData
@@ -49,6 +59,14 @@ class Classification(Task):
         from aether.reporting.plots import confusion_matrix_png, curves_png
         from aether.reporting.report import write_report
 
+        sections = []
+        if job.module.teacher is not None:
+            from aether.tasks.classification.distill import report_lines, summary
+
+            d = job.module.distill
+            metrics["distill"] = summary(job.module.teacher, job.module.model, job.preprocessing,
+                                         metrics["test"]["accuracy"], d.temperature, d.alpha)
+            sections = report_lines(metrics["distill"])
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         confusion_matrix_png(metrics["confusion_matrix"], job.bundle.classes, run_dir / "confusion_matrix.png")
         curves_png(metrics["history"], run_dir / "curves.png")
@@ -56,7 +74,7 @@ class Classification(Task):
         exported, extra = job.strategy.export(job.module.model, run_dir / "model")
         save_model_dir(run_dir / "model", exported, {**job.backbone.info, **extra}, job.bundle.classes,
                        job.preprocessing)
-        write_report(run_dir, metrics, raw)
+        write_report(run_dir, metrics, raw, sections)
         return f"test accuracy {metrics['test']['accuracy']:.4f}, macro F1 {metrics['test']['f1_macro']:.4f}"
 
 
