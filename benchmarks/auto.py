@@ -83,7 +83,7 @@ LABELS = {"auto": "Aether `+recipe=auto`",
           "plain_loop": "plain PyTorch loop (Adam 1e-3, no aug, epochs fitted)",
           "logreg_probe": "logistic regression probe"}
 
-from machine import cpu_model, usable_cpus  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+from machine import cpu_model, spawn, tail, usable_cpus  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 
 
 # ------------------------------------------------------------------ the methods (in a worker process)
@@ -232,43 +232,6 @@ def worker(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------ the harness
 
 
-def _pin(cpus: int):  # type: ignore[no-untyped-def]
-    """preexec_fn: the subprocess (and its data-loader workers) on the first `cpus` usable cores."""
-    def pin() -> None:
-        if hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cpus])
-    return pin
-
-
-def _env(cpus: int) -> Dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS=str(cpus),
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
-    return env
-
-
-def _spawn(cmd: List[str], log: Path, cpus: int, kill_after: float) -> Dict[str, Any]:
-    """Run cmd, stdout+stderr to log; kill its whole process group after kill_after seconds."""
-    t0 = time.perf_counter()
-    with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env(cpus), cwd=str(ROOT),
-                                preexec_fn=_pin(cpus), start_new_session=True)
-        try:
-            rc = proc.wait(timeout=kill_after)
-            killed = False
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            rc = proc.wait()
-            killed = True
-    return {"rc": rc, "killed": killed, "seconds": round(time.perf_counter() - t0, 1)}
-
-
-def _tail(log: Path, n: int = 12) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
 def auto_budget_mode(requested: str) -> str:
     """How to pass the budget to `+recipe=auto`: `set` (auto.budget_minutes=B), `force`
     (++auto.budget_minutes=B) or `omit`; `detect` looks for the key in the composed config."""
@@ -296,7 +259,7 @@ def run_auto(data: Path, weights: Optional[Path], seed: int, budget_min: float, 
            "trainer.progress=none", f"seed={seed}", *budget,
            *(["model.name=resnet18", f"model.weights={weights}"] if weights else [])]
     log = run_dir.parent / f"{run_dir.name}.log"
-    p = _spawn(cmd, log, cpus, kill_after)
+    p = spawn(cmd, log, cpus, kill_after)
     rec: Dict[str, Any] = {"seconds": p["seconds"], "command": "aether " + shlex.join(cmd[3:]),
                            "budget_override": budget[0] if budget else None, "test_accuracy": None}
     try:
@@ -319,7 +282,7 @@ def run_auto(data: Path, weights: Optional[Path], seed: int, budget_min: float, 
         rec["choices"] = None
     rec["status"] = "killed" if p["killed"] else "ok" if p["rc"] == 0 and rec["test_accuracy"] is not None else "error"
     if rec["status"] != "ok":
-        rec["error"] = _tail(log)
+        rec["error"] = tail(log)
     return rec
 
 
@@ -332,13 +295,13 @@ def run_worker(method: str, data: Path, weights: Optional[Path], seed: int, budg
            *(["--weights", str(weights)] if weights else [])]
     work.mkdir(parents=True, exist_ok=True)
     log = work.parent / f"{work.name}.log"
-    p = _spawn(cmd, log, cpus, kill_after)
+    p = spawn(cmd, log, cpus, kill_after)
     rec: Dict[str, Any] = {"seconds": p["seconds"], "test_accuracy": None}
     if result.is_file():
         rec.update(json.loads(result.read_text()))
     rec["status"] = "killed" if p["killed"] else "ok" if p["rc"] == 0 and rec["test_accuracy"] is not None else "error"
     if rec["status"] != "ok":
-        rec["error"] = _tail(log)
+        rec["error"] = tail(log)
     return rec
 
 
@@ -354,9 +317,9 @@ def pretrained_weights(args: argparse.Namespace, work: Path) -> Dict[str, Any]:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "pretrain", "--weights", str(out),
                "--pretrain-epochs", str(args.pretrain_epochs), "--seed", "0", "--work", str(pw),
                "--result", str(pw / "result.json")]
-        p = _spawn(cmd, work / "pretrain.log", args.cpus, 3600)
+        p = spawn(cmd, work / "pretrain.log", args.cpus, 3600)
         if p["rc"] != 0 or not out.is_file():
-            raise SystemExit(f"pretraining failed:\n{_tail(work / 'pretrain.log', 30)}")
+            raise SystemExit(f"pretraining failed:\n{tail(work / 'pretrain.log', 30)}")
     return json.loads(out.with_suffix(".json").read_text())
 
 

@@ -58,14 +58,18 @@ def _lookup(cfg: Dict[str, Any], dotted: str) -> tuple[bool, List[str], str]:
 
 
 def _unknown_key(base: Dict[str, Any], key: str, siblings: List[str], missing: str) -> str:
-    parent = key.rsplit(".", 1)[0] if "." in key else "(top level)"
+    parts = key.split(".")
+    # the section holding the first missing key (`ema.enabled` with no `ema`: the top level)
+    depth = parts.index(missing) if missing in parts else len(parts) - 1
+    parent = ".".join(parts[:depth]) or "(top level)"
     reg, name = PART_SECTIONS.get(parent), (base.get(parent) or {}).get("name")
     entry = reg.get(name) if reg is not None and isinstance(name, str) and name in reg else None
     if entry is not None and entry.config is not None and not entry.config.model_fields:
         return f"unknown key '{missing}'; {reg.kind} '{name}' takes no options"  # not "valid keys: name"
     if entry is not None and entry.config is not None:  # the chosen part's options, not what the config holds
         return f"unknown key '{missing}' for {parent} '{name}'; valid keys: {', '.join(entry.config.model_fields)}"
-    return f"unknown key '{missing}' under {parent}; valid keys: {', '.join(siblings)}"
+    where = "at the top level" if depth == 0 else f"under {parent}"
+    return f"unknown key '{missing}' {where}; valid keys: {', '.join(siblings)}"
 
 
 def check(overrides: Sequence[str]) -> List[str]:
