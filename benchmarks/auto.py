@@ -31,6 +31,7 @@ Datasets (benchmarks/real_data.py builds them into /tmp/aether-bench-data):
 
 - `digits`: scikit-learn's 1,797 real 8x8 handwritten digits, from scratch;
 - `ocvdigits`: OpenCV's 5,000 real 20x20 handwritten digits (Debian package opencv-doc), from scratch;
+- `fashion`: 3,000 of Fashion-MNIST's real 28x28 product photos (Debian package dataset-fashion-mnist), from scratch;
 - `digits_transfer`: the digits again, every method starting from a ResNet-18 that Aether trained
   from scratch on ocvdigits (`--pretrain-epochs`, cached as .safetensors with its classifier
   removed; `model.name=resnet18 model.weights=FILE` for the Aether runs).
@@ -73,6 +74,9 @@ DATASETS = {
     "ocvdigits": {"folder": "ocvdigits", "transfer": False,
                   "about": "OpenCV digits.png (Debian package opencv-doc): 5,000 real handwritten 20x20 digits, "
                            "10 classes; from scratch"},
+    "fashion": {"folder": "fashion", "transfer": False,
+                "about": "Fashion-MNIST (Debian package dataset-fashion-mnist): 3,000 real 28x28 product photos, "
+                         "10 classes (300 each); from scratch"},
     "digits_transfer": {"folder": "digits", "transfer": True,
                         "about": "scikit-learn digits, every method starting from a ResNet-18 that Aether trained "
                                  "from scratch on ocvdigits (classifier removed)"},

@@ -12,6 +12,9 @@ is kept in git; the benchmark builds each one on first use into a cache folder):
   `apt-get download opencv-doc` into the cache folder and only that file is read out of it
   (`dpkg-deb --fsys-tarfile`); nothing is installed. The 2000x1000 image is 50 rows x 100 columns
   of 20x20 cells, every 5 rows one class (0..9); written as a class-folder tree of PNGs.
+- `fashion`: Fashion-MNIST, Zalando's real product photos (28x28 grey, 10 classes), from the Debian
+  package `dataset-fashion-mnist` (`apt-get download`, only the training idx files read): the
+  first 300 training photos of each class, 3,000 PNGs in class folders.
 
     python benchmarks/real_data.py trees [--out DIR]     # builds and prints the folder
 """
@@ -163,7 +166,60 @@ def ocvdigits(out: Path | None = None) -> Path:
     return out
 
 
-BUILDERS = {"trees": trees, "digits": digits, "ocvdigits": ocvdigits}
+FASHION_DIR = "./usr/share/datasets/fashion-mnist/"
+FASHION_CLASSES = ("tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                   "ankle_boot")
+FASHION_PER_CLASS = 300  # of the 60,000 training photos: a small set, where defaults matter most
+
+
+def _fashion_idx(cache: Path) -> Dict[str, bytes]:
+    """The training images and labels (idx, gunzipped) out of Debian's `dataset-fashion-mnist` .deb."""
+    import gzip
+
+    debs = sorted(cache.glob("dataset-fashion-mnist_*.deb"))
+    if not debs:
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["apt-get", "download", "-q", "dataset-fashion-mnist"], cwd=cache, check=True)
+        debs = sorted(cache.glob("dataset-fashion-mnist_*.deb"))
+    wanted = {FASHION_DIR + "train-images-idx3-ubyte.gz": "images", FASHION_DIR + "train-labels-idx1-ubyte.gz": "labels"}
+    found: Dict[str, bytes] = {}
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(debs[-1])], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tf:
+            for member in tf:
+                if member.name in wanted:
+                    fh = tf.extractfile(member)
+                    assert fh is not None
+                    found[wanted[member.name]] = gzip.decompress(fh.read())
+        proc.stdout.read()
+    if set(found) != {"images", "labels"}:
+        raise SystemExit(f"{debs[-1]} lacks the Fashion-MNIST training files under {FASHION_DIR}")
+    return found
+
+
+def fashion(out: Path | None = None) -> Path:
+    """Fashion-MNIST (Zalando's product photos, 28x28 grey, 10 classes; Debian package
+    `dataset-fashion-mnist`): the first FASHION_PER_CLASS training photos of each class as a
+    class-folder tree of PNGs (3,000 images)."""
+    import numpy as np
+    from PIL import Image
+
+    out = out or CACHE / "fashion"
+    if out.is_dir() and sum(1 for _ in out.glob("*/*.png")) == FASHION_PER_CLASS * len(FASHION_CLASSES):
+        return out
+    idx = _fashion_idx(CACHE)
+    images = np.frombuffer(idx["images"], dtype=np.uint8, offset=16).reshape(-1, 28, 28)
+    labels = np.frombuffer(idx["labels"], dtype=np.uint8, offset=8)
+    for c, name in enumerate(FASHION_CLASSES):
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in np.flatnonzero(labels == c)[:FASHION_PER_CLASS]:
+            Image.fromarray(images[i], "L").save(folder / f"{i:05d}.png")
+    print(f"fashion: {FASHION_PER_CLASS * len(FASHION_CLASSES)} images, 10 classes -> {out}", file=sys.stderr)
+    return out
+
+
+BUILDERS = {"trees": trees, "digits": digits, "ocvdigits": ocvdigits, "fashion": fashion}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

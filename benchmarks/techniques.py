@@ -72,7 +72,7 @@ TECHNIQUES: Dict[str, List[str]] = {
     "student": STUDENT,
     "distill": [*STUDENT, "distill.teacher={teacher}"],  # {teacher}: this dataset and seed's baseline run
 }
-DATASETS = {"digits": "digits", "ocvdigits": "ocvdigits"}  # name -> real_data builder
+DATASETS = {"digits": "digits", "ocvdigits": "ocvdigits", "fashion": "fashion"}  # name -> real_data builder
 
 
 def _read(run: Path) -> Dict[str, Any]:
