@@ -6,6 +6,7 @@ really starts, so `--help`, `list` and config errors answer fast.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -22,6 +23,7 @@ usage:
   aether inspect data=PATH [--strict]                         the dataset doctor: check, describe, recommend
   aether export run=RUN [format=bento|onnx] [name=NAME]        BentoML model store + RUN/bento/ (or model.onnx)
   aether predict run=RUN images=PATH [out=DIR] [top_k=5]       classify files -> predictions.csv + .json
+  aether runs [DIR] | runs compare RUN RUN... [out=FILE.png]    runs as a table; configs, metrics, curves side by side
   aether list recipes|models|strategies|optimizers|schedulers|loggers|adapters|backbones|tasks|groups
   aether list strategy lora | task detection | data | trainer | config ...   options: type, default, meaning
   aether weights pull model=NAME[,NAME...] | import FILE model=NAME | list   pretrained weights (HF cache)
@@ -291,6 +293,79 @@ def cmd_export(args: List[str]) -> int:
           f"serve it:  bentoml serve {res['bento_dir']}\n"
           f"try it:    curl -F image=@IMAGE localhost:3000/predict")
     return 0
+
+
+@verb("runs")
+def cmd_runs(args: List[str]) -> int:
+    """`aether runs [DIR] [--json]`: every run under DIR (default outputs/) as a table;
+    `aether runs compare RUN RUN... [out=FILE.png] [--json]`: configs' differences, test metrics
+    side by side and the validation curves overlaid."""
+    from pathlib import Path
+
+    from aether.reporting import runs as R
+
+    as_json = "--json" in args
+    args = [a for a in args if a != "--json"]
+    if args and args[0] == "compare":
+        out = next((Path(a.split("=", 1)[1]) for a in args[1:] if a.startswith("out=")), Path("runs-compare.png"))
+        cmp = R.compare([Path(a) for a in args[1:] if not a.startswith("out=")])
+        png = R.curves_png(cmp, out)
+        if as_json:
+            print(json.dumps({k: v for k, v in cmp.items() if k != "history"} | {"curves": str(png)}, indent=2))
+            return 0
+        _print_compare(cmp, png)
+        return 0
+    unknown = [a for a in args[1:]] + [a for a in args[:1] if a.startswith("-")]
+    if unknown:
+        raise AetherError(f"aether runs: unexpected {' '.join(unknown)}; usage: aether runs [DIR] [--json] | "
+                          "aether runs compare RUN RUN... [out=FILE.png]")
+    root = Path(args[0]) if args else Path("outputs")
+    rows = [R.summary(r) for r in R.find_runs(root)]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    _print_runs(root, rows)
+    return 0
+
+
+def _print_runs(root: Any, rows: List[Dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} run(s) under {root}")
+    for col in ("run", "recipe", "task", "model", "strategy", "test metric", "train min", "cost", "finished"):
+        table.add_column(col, justify="right" if col in ("test metric", "train min", "cost") else "left")
+    for r in rows:
+        if "error" in r:
+            table.add_row(escape(r["run"]), "", "", "", "", "", "", "", escape(r["error"]))
+            continue
+        metric = "-" if r["value"] is None else f"{r['metric']} {r['value']:.4f}"
+        cost = "-" if r["cost"] is None else f"{r['cost']:.4f} {r['currency'] or ''}".strip()
+        table.add_row(*(escape(str(v if v is not None else "-")) for v in (
+            r["run"], r["recipe"], r["task"], r["model"], r["strategy"], metric, r["train_minutes"], cost, r["finished"])))
+    Console(width=200).print(table)
+
+
+def _print_compare(cmp: Dict[str, Any], png: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from aether.reporting.runs import short_names
+
+    names = short_names(cmp["runs"])
+    console = Console(width=200)
+    for title, rows, digits in (("test metrics", cmp["test"], True), ("config differences", cmp["config_differences"], False)):
+        table = Table(title=title)
+        table.add_column("key")
+        for n in names:
+            table.add_column(escape(n), justify="right")
+        for key, values in rows.items():
+            table.add_row(escape(key), *(escape("-" if v is None else f"{v:.4f}" if digits and isinstance(v, float)
+                                                else str(v)) for v in values))
+        console.print(table if rows else f"{title}: none")
+    console.print(f"curves: {png}")
 
 
 @verb("predict")
