@@ -273,5 +273,8 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     from aether.sweeps.trial import note_in_report
 
     note_in_report(run_dir / "report.md", metrics)  # a sweep trial says which one it was, and whether it was pruned
+    from aether.reporting.html import write_html
+
+    write_html(run_dir)  # report.md as one self-contained page (images inline)
     log.info("%s - report: %s", summary, run_dir / "report.md")
     return score

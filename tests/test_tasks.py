@@ -12,6 +12,7 @@ import pytest
 from aether.errors import AetherError
 from tests.conftest import SHRINK, compose_raw, run_cli, run_in_process
 from tests.tasks_data import write_multilabel
+from tests.test_report_html import assert_report_html
 
 
 def untrained_test_results(overrides: List[str]) -> Any:
@@ -177,6 +178,7 @@ def test_segmentation_trains_and_beats_untrained(tmp_path: Path, strategy: str) 
     assert t["miou"] > before["miou"] + 0.2, (before["miou"], t["miou"])
     assert 0 < t["dice"] <= 1 and m["params"]["trainable"] < m["params"]["total"]
     assert (run / "overlays.png").exists() and "mIoU" in (run / "report.md").read_text()
+    assert_report_html(run)  # the self-contained page, its pictures inline
     assert json.loads((run / "model" / "model.json").read_text())["task"] == "segmentation"
     assert reloaded_miou(run / "model", root) > before["miou"] + 0.2
 
@@ -274,6 +276,7 @@ def test_detection_trains_and_beats_untrained(tmp_path: Path, det_scenes: list) 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["trainer"]["checkpoint"]["monitor"] == "val/map" and cfg["task"] == "detection"
     assert (run / "predictions.png").exists() and "mAP@.5" in (run / "report.md").read_text()
+    assert_report_html(run)  # the self-contained page, its pictures inline
     # the model/ folder alone rebuilds the detector: boxes, labels and scores for each image
     import torch
     from torchmetrics.detection import MeanAveragePrecision
