@@ -194,6 +194,9 @@ def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: st
         (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
     speed.apply_speedups(rc, job)
     trainer, mon = build_trainer(rc, run_dir, job, run_name)
+    from aether.reporting.dashboards import log_config
+
+    log_config(trainer.loggers, raw)  # W&B / TensorBoard can filter and compare runs on it
     distributed.log_world(trainer)
     try:
         return _fit_test_write(rc, raw, run_dir, job, trainer, mon, search)
@@ -276,5 +279,8 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     from aether.reporting.html import write_html
 
     write_html(run_dir)  # report.md as one self-contained page (images inline)
+    from aether.reporting.dashboards import publish
+
+    publish(trainer.loggers, run_dir, raw, metrics, list(getattr(job.bundle, "classes", []) or []))
     log.info("%s - report: %s", summary, run_dir / "report.md")
     return score

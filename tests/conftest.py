@@ -6,12 +6,13 @@ them (tiny model, small images, one or two epochs), so they prove the shipped fi
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import pytest
 
@@ -98,3 +99,41 @@ def run_in_process(run_dir: Path, overrides: Sequence[str]):  # type: ignore[no-
 def run_cli(args: List[str], cwd: Path, timeout: int = 600, env: Dict[str, str] | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([AETHER, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def wandb_offline_run(run_dir: Path) -> Dict[str, Any]:
+    """What an offline W&B run recorded: {"config": {key: value}, "summary": {key: value},
+    "artifacts": [(name, type)], "files": its files/ folder}. wandb >= 0.19 writes config and
+    summary only into run-*.wandb (records in LevelDB's log format: 32 KiB blocks of chunks with
+    a 7-byte header crc32/length/type), which this reads as `wandb sync` would."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (offline,) = (Path(run_dir) / "wandb").glob("offline-run-*")
+    (log_file,) = offline.glob("run-*.wandb")
+    data, block, pos, records, partial = log_file.read_bytes(), 32768, 7, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + n], pos + 7 + n
+        if kind == 1:
+            records.append(chunk)
+        elif kind in (2, 3):
+            partial = (b"" if kind == 2 else partial) + chunk
+        elif kind == 4:
+            records.append(partial + chunk)
+    out: Dict[str, Any] = {"config": {}, "summary": {}, "artifacts": [], "files": offline / "files"}
+    for raw in records:
+        rec = pb.Record()
+        rec.ParseFromString(raw)
+        kind = rec.WhichOneof("record_type")
+        if kind in ("config", "summary"):
+            for item in getattr(rec, kind).update:
+                key = item.key or ".".join(item.nested_key)
+                out[kind][key] = json.loads(item.value_json)
+        elif kind == "artifact":
+            out["artifacts"].append((rec.artifact.name, rec.artifact.type))
+    return out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import AETHER, make_folder, run_cli
+from tests.conftest import AETHER, make_folder, run_cli, wandb_offline_run
 
 # A LoRA recipe shrunk to seconds: the tiny test ViT, 32 px, few batches.
 TINY = ["+recipe=vit_lora", "data=imgs", "model=test_vit", "data.image_size=32", "data.batch_size=8",
@@ -139,7 +139,9 @@ def test_parallel_trials_with_joblib_and_wandb_runs_grouped_by_sweep(tmp_path: P
         assert set(m["sweep"]["reported"]) == {"0"}  # the worker reached its trial in the study
         cfg = yaml.safe_load((sweep / n / "config.yaml").read_text())
         assert cfg["logger"]["group"] == "lora_optuna-sweep"  # one W&B group per sweep
-        assert list((sweep / n / "wandb").glob("offline-run-*"))  # each trial its own offline run
+        wb = wandb_offline_run(sweep / n)  # each trial its own offline run, with the values it tried
+        assert wb["config"]["optimizer.lr"] == cfg["optimizer"]["lr"]
+        assert wb["config"]["strategy.r"] == cfg["strategy"]["r"]
 
 
 def test_sweep_through_the_submitit_launcher(tmp_path: Path) -> None:

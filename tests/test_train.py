@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from aether.errors import AetherError
-from tests.conftest import run_in_process
+from tests.conftest import run_in_process, wandb_offline_run
 
 CONTRACT_FILES = ["config.yaml", "metrics.json", "report.md", "curves.png", "confusion_matrix.png",
                   "checkpoints/best.ckpt", "checkpoints/last.ckpt", "model/model.safetensors",
@@ -107,7 +108,18 @@ def test_wandb_offline_and_tensorboard_loggers(image_folder: Path, tmp_path: Pat
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: must go offline by itself
     run_in_process(tmp_path / "wb", [f"data={image_folder}", "logger=wandb", "trainer.max_epochs=1",
                                      "trainer.limit_train_batches=2"])
-    assert list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    offline = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert offline
+    # what a dashboard needs to filter, compare and show the run: its config, its test results
+    # as the summary, the confusion matrix, the report's pictures and the model as an artifact
+    wb = wandb_offline_run(tmp_path / "wb")
+    assert wb["config"]["optimizer.lr"] == 1e-3 and wb["config"]["logger.name"] == "wandb"
+    accuracy = json.loads((tmp_path / "wb" / "metrics.json").read_text())["test"]["accuracy"]
+    assert wb["summary"]["test/accuracy"] == pytest.approx(accuracy)
+    assert "model" in {kind for _, kind in wb["artifacts"]}
+    media = wb["files"] / "media"
+    assert list((media / "table" / "test").glob("confusion_matrix_table*.json"))
+    assert {p.name.split("_")[0] for p in (media / "images" / "report").glob("*.png")} >= {"confusion", "curves"}
     # a second run in the same process (a sweep trial) gets its own W&B run, in its own folder
     run_in_process(tmp_path / "wb2", [f"data={image_folder}", "logger=wandb", "trainer.max_epochs=1",
                                       "trainer.limit_train_batches=2"])
@@ -115,7 +127,14 @@ def test_wandb_offline_and_tensorboard_loggers(image_folder: Path, tmp_path: Pat
     assert len(list((tmp_path / "wb" / "wandb").glob("offline-run-*"))) == 1
     run_in_process(tmp_path / "tb", [f"data={image_folder}", "logger=tensorboard", "trainer.max_epochs=1",
                                      "trainer.limit_train_batches=2"])
-    assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    events = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb" / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert {"report/confusion_matrix", "report/curves"} <= set(acc.Tags()["images"])
+    hparams = (tmp_path / "tb" / "tensorboard" / "hparams.yaml").read_text()
+    assert "optimizer.lr" in hparams
 
 
 def test_local_weights_file_is_loaded_and_head_reinitialised(image_folder: Path, tmp_path: Path) -> None:

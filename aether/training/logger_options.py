@@ -17,3 +17,5 @@ class WandbCfg(Strict):
     mode: Optional[Literal["online", "offline", "disabled"]] = Field(
         None, description="online | offline | disabled; null = WANDB_MODE if set, else online with an API "
         "key and offline without one")
+    log_model: bool = Field(True, description="upload the exported model (RUN/model) as a W&B artifact at the "
+                            "end of the run (W&B stages a copy of the files)")

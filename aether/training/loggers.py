@@ -47,8 +47,10 @@ def build_wandb(run_dir: Path, options: s.WandbCfg, run_name: str) -> Any:
     if mode == "offline":
         log.info("W&B: offline run in %s/wandb (sync later with `wandb sync`)", run_dir)
     os.environ.setdefault("WANDB_SILENT", "true")
-    return WandbLogger(project=options.project, entity=options.entity, group=options.group, tags=options.tags,
-                       name=run_name, save_dir=str(run_dir), mode=mode)
+    logger = WandbLogger(project=options.project, entity=options.entity, group=options.group, tags=options.tags,
+                         name=run_name, save_dir=str(run_dir), mode=mode)
+    logger.aether_log_model = options.log_model  # read by aether.reporting.dashboards at the end of the run
+    return logger
 
 
 def close_loggers(trainer: Any) -> None:
