@@ -23,6 +23,7 @@ usage:
   aether inspect data=PATH [--strict]                         the dataset doctor: check, describe, recommend
   aether export run=RUN [format=bento|onnx] [name=NAME]        BentoML model store + RUN/bento/ (or model.onnx)
   aether predict run=RUN images=PATH [out=DIR] [top_k=5]       classify files -> predictions.csv + .json
+  aether explain run=RUN images=PATH [method=gradcam]         class-activation heatmaps -> RUN/explain/
   aether runs [DIR] | runs compare RUN RUN... [out=FILE.png]    runs as a table; configs, metrics, curves side by side
   aether list recipes|models|strategies|optimizers|schedulers|loggers|adapters|backbones|tasks|groups
   aether list strategy lora | task detection | data | trainer | config ...   options: type, default, meaning
@@ -388,6 +389,26 @@ def cmd_predict(args: List[str]) -> int:
           f"{res['out_dir']}/predictions.csv, predictions.json")
     for f in res["failed"]:
         print(f"  not classified: {f['path']}: {f['reason']} ({f['detail']})", file=sys.stderr)
+    return 0
+
+
+@verb("explain")
+def cmd_explain(args: List[str]) -> int:
+    """`aether explain run=RUN images=PATH[,PATH...] [out=DIR] [method=gradcam|layercam|gradcam++]
+    [device=cpu]`: a class-activation heatmap per image (RUN/explain/ by default)."""
+    opts = _options("explain", args, {"run": "a finished classification run folder",
+                                      "images": "folder, file or list.txt; comma-separated",
+                                      "out": "output folder (default RUN/explain)",
+                                      "method": "gradcam (default), layercam or gradcam++",
+                                      "device": "cpu, cuda, ..."}, ["run", "images"])
+    from aether.deploy.explain import explain_images
+
+    res = explain_images(opts["run"], opts["images"].split(","), out=opts.get("out"),
+                         method=opts.get("method", "gradcam"), device=opts.get("device"))
+    print(f"{res['num_explained']} of {res['num_files']} files explained ({res['method']}) -> "
+          f"{res['out_dir']}/explanations.csv and one heatmap PNG per image")
+    for f in res["failed"]:
+        print(f"  not explained: {f['path']}: {f['reason']} ({f['detail']})", file=sys.stderr)
     return 0
 
 
