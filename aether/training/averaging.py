@@ -165,6 +165,9 @@ class WeightAverage(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._track(pl_module)  # after the strategy's own on_fit_start (gradual_unfreeze re-adds its groups)
+        if trainer.max_epochs is not None and 0 < trainer.max_epochs < self.start_epoch and trainer.is_global_zero:
+            log.warning("ema.start_epoch=%d is past trainer.max_epochs=%d: nothing is averaged, the raw weights "
+                        "are validated and exported", self.start_epoch, trainer.max_epochs)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
