@@ -23,7 +23,6 @@ def test_best_checkpoint_and_export_hold_the_average_and_resume_continues_it(ima
                                                                               tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from aether.config.validate import validate as validate_cfg
     from aether.run import fit_and_report, resume_config
 
     run = tmp_path / "run"
@@ -42,9 +41,10 @@ def test_best_checkpoint_and_export_hold_the_average_and_resume_continues_it(ima
     assert m["ema"]["enabled"] and m["ema"]["mode"] == "ema" and m["ema"]["decay"] == 0.9
     assert m["ema"]["updates"] == state["updates"] == last["global_step"] > 1
     assert "ema:\n  enabled: true" in (run / "config.yaml").read_text()
+    assert "- weights: averaged (EMA, decay 0.9" in (run / "report.md").read_text()
 
     raw = resume_config(str(run), ["trainer.max_epochs=2"])
-    fit_and_report(validate_cfg(raw), raw, run, run_name="test")
+    fit_and_report(validate(raw), raw, run, run_name="test")
     last = _ckpt(run / "checkpoints" / "last.ckpt")
     # the resumed run went on with the same average: it counts the first epoch's steps too
     assert last["callbacks"]["WeightAverage"]["updates"] == last["global_step"] == 2 * state["updates"]

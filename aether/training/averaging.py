@@ -94,7 +94,8 @@ class WeightAverage(L.Callback):
                 loaded = (self._loaded or {}).get(first)
                 if loaded is not None and loaded.shape != t.shape:
                     raise AetherError(f"resume: the weight average in last.ckpt has {first} of shape "
-                                      f"{tuple(loaded.shape)}, the model {tuple(t.shape)}; resume with ema.enabled=false")
+                                      f"{tuple(loaded.shape)}, the model {tuple(t.shape)}; "
+                                      "resume with ema.enabled=false")
                 self.average[first] = _average_copy(t)
                 if loaded is not None:
                     self.average[first].copy_(loaded)  # onto the model's device, in the average's dtype
