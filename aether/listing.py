@@ -2,8 +2,8 @@
 
 `aether list strategies` lists the registered strategies; `aether list strategy lora` (or
 `strategies lora`) lists the options of one part; `aether list data` (trainer, model, loss,
-cost, sweep, auto, config, or any dotted section such as trainer.early_stopping) lists a section
-of the run's config. Options come from the pydantic models themselves: name, type (with its
+ema, cost, sweep, auto, config, or any dotted section such as trainer.early_stopping) lists a
+section of the run's config. Options come from the pydantic models themselves: name, type (with its
 bounds), default and the field's `description=`. Nothing here imports torch.
 """
 
@@ -31,7 +31,7 @@ KIND_OF = {**KINDS, **{r.plural: r for r in KINDS.values()}}
 OPTION_PREFIX = {"adapters": "data.options.", "backbones": "", "tasks": "task_options."}
 # the config groups whose files preset a part's options (conf/<group>/<name>.yaml)
 PART_GROUP = {"strategies": "strategy", "optimizers": "optimizer", "schedulers": "scheduler", "loggers": "logger"}
-SECTIONS = ["config", "data", "model", "trainer", "loss", "cost", "sweep", "auto"]  # the top of the tree
+SECTIONS = ["config", "data", "model", "trainer", "loss", "ema", "cost", "sweep", "auto"]  # the top of the tree
 
 
 # ---------------------------------------------------------------- options of a pydantic model

@@ -78,6 +78,7 @@ class Monitors:
     history: Any
     checkpoint: Any
     params_in_sync: Optional[bool] = None  # several processes: did every rank end with the same weights
+    averaging: Any = None  # ema.enabled: the WeightAverage callback (aether.training.averaging)
 
 
 def prepare(rc: RunCfg) -> Job:
@@ -131,6 +132,12 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
     callbacks: List[Any] = [throughput, history, checkpoint, last, FiniteGuard(f"optimizer.lr={lr}" if lr else "")]
     callbacks += progress_callbacks(rc.trainer.progress, throughput, history)
     callbacks += job.strategy.callbacks()
+    averaging = None
+    if rc.ema.enabled:  # after the strategy's callbacks: it sees what gradual_unfreeze unfroze this epoch
+        from aether.training.averaging import WeightAverage
+
+        averaging = WeightAverage(rc.ema.mode, rc.ema.decay, rc.ema.warmup, rc.ema.start_epoch)
+        callbacks.append(averaging)
     callbacks.append(CacheFinisher())  # seals each split's decoded-image cache after its first epoch
     from aether.sweeps.trial import sweep_callbacks
 
@@ -158,7 +165,7 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
         enable_progress_bar=any(type(c).__name__ == "AetherProgressBar" for c in callbacks),
         plugins=[DirectCheckpointIO()],  # checkpoints go straight to their file, not through a RAM copy
     )
-    return trainer, Monitors(throughput, history, checkpoint)
+    return trainer, Monitors(throughput, history, checkpoint, averaging=averaging)
 
 
 def fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: str,
@@ -266,6 +273,8 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     distributed.unshard(trainer, job.module, weights)  # FSDP: export the full weights, not rank 0's shard
 
     metrics = build_metrics(rc, job, trainer, mon, train_s, history)
+    if mon.averaging is not None:  # what was validated, tested and exported is this average
+        metrics["ema"] = mon.averaging.report()
     from aether.sweeps.trial import trial_section
 
     metrics.update(trial_section(trainer))  # a sweep trial: its number and state (complete/pruned)

@@ -268,6 +268,26 @@ class DistillCfg(Strict):
                          "cross-entropy on the true labels")
 
 
+class EmaCfg(Strict):
+    """Weight averaging: an average of the weights along training (EMA or SWA) is what is validated,
+    kept as best.ckpt, tested and exported; training itself goes on from the raw weights
+    (aether.training.averaging). Only what trains is averaged (LoRA: the adapters and the head)."""
+
+    enabled: bool = Field(False, description="validate, checkpoint, test and export an average of the weights "
+                          "instead of the last ones")
+    mode: Literal["ema", "swa"] = Field("ema", description="ema: exponential moving average, updated after "
+                                        "every optimizer step | swa: the plain mean of the weights at the end "
+                                        "of each epoch from start_epoch on (stochastic weight averaging)")
+    # 0.999 averages over the last ~1,000 steps; short fine-tunes want 0.99-0.998 (or warmup)
+    decay: float = Field(0.999, gt=0, lt=1, description="ema: the share of the average kept at each update "
+                         "(0.999: about the last 1,000 steps count); unused by swa")
+    warmup: bool = Field(True, description="ema: ramp the decay up as min(decay, (1 + n) / (10 + n)) after n "
+                         "updates, so a short run is not an average of its starting weights; unused by swa")
+    start_epoch: int = Field(1, ge=1, description="the first epoch (1 = the first) whose weights enter the "
+                             "average; before it the raw weights are validated (swa: often the last quarter "
+                             "of trainer.max_epochs)")
+
+
 class CostCfg(Strict):
     """Price of one device-hour, for the run's transparent cost estimate (edit to your cloud's)."""
 
@@ -333,6 +353,8 @@ class RunCfg(Strict):
     loss: LossCfg = Field(default_factory=LossCfg, description="loss settings (aether list loss)")
     distill: DistillCfg = Field(default_factory=DistillCfg, description="knowledge distillation from a "
                                 "finished run (aether list distill)")
+    ema: EmaCfg = Field(default_factory=EmaCfg, description="weight averaging (EMA or SWA): the averaged "
+                        "weights are validated, tested and exported (aether list ema)")
     cost: CostCfg = Field(default_factory=CostCfg, description="device-hour prices for the run's cost "
                           "estimate (aether list cost)")
     sweep: Optional[SweepCfg] = Field(None, description="`+sweep=NAME` (conf/sweep/): an Optuna search "

@@ -139,6 +139,10 @@ def validate(cfg: Dict[str, Any]) -> RunCfg:
         too_many = devices_count_problem(parsed.trainer.accelerator, parsed.trainer.devices, gpus=None)
         if too_many:
             problems.append(Problem("trainer.devices", parsed.trainer.devices, too_many))
+        if parsed.ema.enabled and parsed.trainer.strategy.startswith("fsdp"):
+            problems.append(Problem("ema.enabled", True, f"weight averaging does not work with trainer.strategy="
+                                    f"{parsed.trainer.strategy} (its parameters are flat shards); use "
+                                    "trainer.strategy=ddp or set ema.enabled=false"))
     if problems:
         raise ConfigError(problems)
     assert parsed is not None

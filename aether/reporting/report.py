@@ -24,8 +24,19 @@ def header_lines(metrics: Dict[str, Any], cfg: Dict[str, Any]) -> List[str]:
         f"epochs run: {len(metrics['history'])} (max {cfg['trainer']['max_epochs']})",
         f"- data: {d['source']} ({d['format']}), {len(d['classes'])} classes, train/val/test = "
         f"{d['num_train']}/{d['num_val']}/{d['num_test']}",
+        *ema_lines(metrics),
         "",
     ]
+
+
+def ema_lines(metrics: Dict[str, Any]) -> List[str]:
+    """ema.enabled: the validated, tested and exported weights are an average (metrics.json `ema`)."""
+    e = metrics.get("ema")
+    if not e:
+        return []
+    how = f"EMA, decay {e['decay']}" if e.get("mode") == "ema" else "SWA, the mean of epoch-end weights"
+    return [f"- weights: averaged ({how}; {e['updates']} updates from epoch {e['start_epoch']}) - validated, "
+            "tested and exported"]
 
 
 def training_lines(metrics: Dict[str, Any]) -> List[str]:
