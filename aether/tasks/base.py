@@ -68,7 +68,7 @@ class Task:
         """Fail before any data is read when `data.augment` asks for what this task cannot train
         with: Mixup / CutMix need one class per image (their targets are mixed class distributions)."""
         a = rc.data.augment
-        asked = [f"data.augment.{k}={getattr(a, k):g}" for k in ("mixup", "cutmix") if getattr(a, k) > 0]
+        asked = [f"data.augment.{k}={getattr(a, k)}" for k in ("mixup", "cutmix") if getattr(a, k) > 0]
         if asked and not self.mixes:
             raise AetherError(f"{' and '.join(asked)}: task={self.name} cannot train on mixed images (Mixup / "
                               "CutMix mix one class label per image, as task=classification has); set "
