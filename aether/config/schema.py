@@ -89,7 +89,8 @@ class AugmentCfg(Strict):
         # timm reads the rest of the string when the transform is built (aether.data.transforms)
         if v is not None and v.split("-")[0] not in AUTO_AUGMENT_KINDS:
             raise ValueError(f"'{v}' is no timm policy: it starts with one of {', '.join(AUTO_AUGMENT_KINDS)} "
-                             "(e.g. rand-m9-mstd0.5-inc1, augmix-m3-w3, original); null = none")
+                             "(e.g. rand-m9-mstd0.5-inc1, augmix-m3-w3, original; TrivialAugment: data/augment=trivialaugment); "
+                             "null = none")
         return v
 
 
