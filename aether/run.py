@@ -91,6 +91,7 @@ def prepare(rc: RunCfg) -> Job:
     if rc.distill.teacher and not task.distills:
         raise AetherError(f"distill.teacher: task={task.name} has no knowledge distillation (its outputs are "
                           "not one class distribution per image); unset distill.teacher")
+    task.check_augment(rc)
     bundle = task.build_data(rc)
     backbone, preprocessing = task.build_network(rc, bundle)
     task.check_network(backbone.model, preprocessing, rc)

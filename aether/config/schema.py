@@ -35,6 +35,11 @@ class NoOptions(Strict):
 # ---------------------------------------------------------------- data
 
 
+# the first dash-separated part of a timm auto-augment string: timm.data.create_transform's
+# RandAugment (rand), AugMix (augmix) and AutoAugment policies (timm.data.auto_augment)
+AUTO_AUGMENT_KINDS = ("rand", "augmix", "original", "originalr", "v0", "v0r", "3a")
+
+
 class AugmentCfg(Strict):
     """Training-time augmentation, handed to timm's transform factory.
 
@@ -49,14 +54,43 @@ class AugmentCfg(Strict):
     vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
     color_jitter: float = Field(0.0, ge=0, description="strength of brightness/contrast/saturation jitter; 0 = none")
     auto_augment: Optional[str] = Field(
-        None, description="timm auto-augment policy string, e.g. rand-m9-mstd0.5 (RandAugment); null = none")
+        None, description="timm auto-augment policy string: rand-... (RandAugment, e.g. rand-m9-mstd0.5; "
+        "TrivialAugment as rand-n1-m10-mstd101-inc1-p1), augmix-... (e.g. augmix-m3-w3) or an AutoAugment "
+        "policy (original, originalr, v0, v0r, 3a); null = none")
     re_prob: float = Field(0.0, ge=0, le=1, description="probability of random erasing (a random box blanked out)")
+    # Mixup / CutMix (timm.data.Mixup) mix two training images and their labels into soft targets
+    # (single-label classification only: other tasks refuse them, aether.tasks.base.Task.check_augment).
+    # Validation and test see clean images and score plain cross-entropy.
+    mixup: float = Field(0.0, ge=0, description="Mixup's Beta(alpha, alpha): blends two training images and "
+                         "their labels (0.2-0.8 usual); 0 = off. Classification only")
+    cutmix: float = Field(0.0, ge=0, description="CutMix's Beta(alpha, alpha): pastes a box of one training image "
+                          "into another, labels weighted by area (1.0 usual); 0 = off. Classification only")
+    mixup_prob: float = Field(1.0, ge=0, le=1, description="probability that a batch (or pair/element, "
+                              "see mixup_mode) is mixed at all when mixup or cutmix is on")
+    mixup_switch_prob: float = Field(0.5, ge=0, le=1, description="with both mixup and cutmix on: the "
+                                     "probability of CutMix instead of Mixup for a mixed batch")
+    mixup_mode: Literal["batch", "pair", "elem"] = Field(
+        "batch", description="what one mixing draw covers: batch (one lambda per batch), pair (per pair of "
+        "images) or elem (per image)")
+    mixup_off_epoch: Optional[int] = Field(
+        None, ge=1, description="epoch (counted from 0) from which mixing stops, so the last epochs train on "
+        "clean images; null = mix in every epoch")
 
     @field_validator("scale")
     @classmethod
     def _scale(cls, v: Tuple[float, float]) -> Tuple[float, float]:
         if not 0 < v[0] <= v[1] <= 1:
             raise ValueError("expected 0 < min <= max <= 1")
+        return v
+
+    @field_validator("auto_augment")
+    @classmethod
+    def _auto_augment(cls, v: Optional[str]) -> Optional[str]:
+        # timm reads the rest of the string when the transform is built (aether.data.transforms)
+        if v is not None and v.split("-")[0] not in AUTO_AUGMENT_KINDS:
+            raise ValueError(f"'{v}' is no timm policy: it starts with one of {', '.join(AUTO_AUGMENT_KINDS)} "
+                             "(e.g. rand-m9-mstd0.5-inc1, augmix-m3-w3, original; TrivialAugment: data/augment=trivialaugment); "
+                             "null = none")
         return v
 
 
@@ -88,7 +122,7 @@ class DataCfg(Strict):
         "auto", description="decode and resize each image once into a uint8 cache (aether.data.cache): "
         "auto (= disk) | memory | disk | off")
     augment: AugmentCfg = Field(default_factory=AugmentCfg, description="training-time augmentation "
-                                "(preset with data/augment=light|none|strong)")
+                                "(preset with data/augment=light|none|strong|randaugment|trivialaugment|augmix)")
     # dataset doctor limits
     max_image_pixels: int = Field(89_478_485, ge=1, description="images with more pixels are refused as "
                                   "decompression bombs (Pillow's default limit)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional
 
 from aether.config.schema import AugmentCfg
+from aether.errors import AetherError
 
 
 def resolve_preprocessing(model_data_config: Dict[str, Any], image_size: Optional[int],
@@ -42,12 +43,19 @@ def train_transform(pre: Dict[str, Any], aug: AugmentCfg, separate: bool = False
     """`separate=True`: timm's (PIL geometry, PIL colour, tensor) stages, for the cached path."""
     from timm.data import create_transform
 
-    return create_transform(separate=separate,
-        input_size=tuple(pre["input_size"]), is_training=True, interpolation=pre["interpolation"],
-        mean=tuple(pre["mean"]), std=tuple(pre["std"]),
-        scale=tuple(aug.scale), ratio=tuple(aug.ratio), hflip=aug.hflip, vflip=aug.vflip,
-        color_jitter=aug.color_jitter or None, auto_augment=aug.auto_augment, re_prob=aug.re_prob,
-    )
+    try:
+        return create_transform(separate=separate,
+            input_size=tuple(pre["input_size"]), is_training=True, interpolation=pre["interpolation"],
+            mean=tuple(pre["mean"]), std=tuple(pre["std"]),
+            scale=tuple(aug.scale), ratio=tuple(aug.ratio), hflip=aug.hflip, vflip=aug.vflip,
+            color_jitter=aug.color_jitter or None, auto_augment=aug.auto_augment, re_prob=aug.re_prob,
+        )
+    except (AssertionError, ValueError, KeyError) as exc:  # timm's parser asserts on a section it does not know
+        if aug.auto_augment is None:
+            raise
+        raise AetherError(f"data.augment.auto_augment={aug.auto_augment}: timm cannot read this policy "
+                          f"({str(exc) or type(exc).__name__}); e.g. rand-m9-mstd0.5-inc1 (RandAugment), "
+                          "augmix-m3-w3 (AugMix), original (AutoAugment)") from None
 
 
 def joint_augment(size: int, aug: AugmentCfg, crop: bool = True) -> List[Any]:

@@ -22,6 +22,11 @@ PRETRAINED_GPU = ("vit_small", "vit_base", "deit_small", "convnext_tiny", "swin_
 SCRATCH_MODEL = "resnet18"  # from scratch: the quickstart's CNN, proven on small real images
 SCRATCH_MAX_SIDE = {"cpu": 128, "gpu": 224}  # from scratch, larger inputs cost more than they teach
 
+# Training images from which the doctor recommends RandAugment (data/augment=randaugment) over the
+# light crop-and-flip: below it heavy augmentation mostly adds noise to too few examples (and a few
+# epochs of fine-tuning see it as such); above it the extra variety is what keeps a model from memorising.
+HEAVY_AUGMENT_FROM = 2000
+
 WeightsCheck = Callable[[str], Optional[str]]  # model preset -> "cache" | "hub" | "file" | None
 
 
@@ -102,6 +107,8 @@ def recommend(num_images: int, counts: Dict[str, int], sizes: Dict[str, Any], hw
         rec["image_size"] = {"value": size, "reason": f"median image side {median_side:g} px"
                              + ("" if size == 224 else ": upscaling small images to 224 px adds cost, not detail")}
 
+    rec["augment"] = augment_preset(n, scratch=backbone["value"] is None)
+
     if gpu:
         batch = 64 if hw.get("gpu_memory_gb", 0) >= 16 else 32
         rec["batch_size"] = {"value": batch, "reason": f"{hw['gpus']} GPU(s), {hw.get('gpu_memory_gb')} GiB"}
@@ -124,6 +131,18 @@ def recommend(num_images: int, counts: Dict[str, int], sizes: Dict[str, Any], hw
     return rec
 
 
+def augment_preset(num_train: int, scratch: bool = False) -> Dict[str, Any]:
+    """The data/augment preset for `num_train` training images (conf/data/augment/)."""
+    if scratch:  # what scratch_overrides() applies
+        return {"value": "none", "reason": f"{num_train} training images, a small CNN from scratch: clean images "
+                "(the quickstart's recipe; augmentation slowed it more than it helped)"}
+    if num_train < HEAVY_AUGMENT_FROM:
+        return {"value": "light", "reason": f"{num_train} training images (< {HEAVY_AUGMENT_FROM:,}): crop and flip "
+                "only; heavy augmentation on few images mostly adds noise"}
+    return {"value": "randaugment", "reason": f"{num_train} training images (>= {HEAVY_AUGMENT_FROM:,}): "
+            "RandAugment and random erasing add the variety that keeps a model from memorising"}
+
+
 def as_overrides(rec: Dict[str, Dict[str, Any]]) -> List[str]:
     """The recommendations as command-line overrides (what `recipe=auto` will apply)."""
     if rec["model"].get("encoder_only"):  # detection / segmentation: sizes and epochs are the task's
@@ -133,7 +152,9 @@ def as_overrides(rec: Dict[str, Dict[str, Any]]) -> List[str]:
            f"data.image_size={rec['image_size']['value']}", f"data.batch_size={rec['batch_size']['value']}",
            f"trainer.max_epochs={rec['epochs']['value']}"]
     if rec["model"].get("pretrained") is False:
-        out += scratch_overrides()
+        out += scratch_overrides()  # its data/augment=none is the augment recommendation
+    elif "augment" in rec:
+        out.append(f"data/augment={rec['augment']['value']}")
     if "class_weights" in rec:
         out.append("loss.class_weights=balanced")
     return out

@@ -19,7 +19,7 @@ from aether.sweeps.space import format_value
 
 # recommendation -> the config key (or group) it sets
 AUTO_KEYS = {"strategy": "strategy", "model": "model", "image_size": "data.image_size", "batch_size": "data.batch_size",
-             "epochs": "trainer.max_epochs", "class_weights": "loss.class_weights", "lr": "optimizer.lr",
+             "epochs": "trainer.max_epochs", "augment": "data/augment", "class_weights": "loss.class_weights", "lr": "optimizer.lr",
              "trainer": "trainer", "budget": "auto.budget_minutes"}
 SEARCH_OFF = ("-m", "--multirun", "--cfg", "-c", "--info", "-i")  # a sweep, or only printing: no search
 

@@ -49,6 +49,7 @@ class Task:
     # service finds without importing the Task (aether.tasks.codec.codec_class).
     codec: Any = ""
     distills = False  # True: the task's module learns from `distill.teacher` (a run's soft targets)
+    mixes = False  # True: the task's module trains on Mixup / CutMix batches (data.augment.mixup, .cutmix)
 
     def __init__(self, options: Any) -> None:
         self.options = options
@@ -62,6 +63,16 @@ class Task:
     def build_network(self, rc: RunCfg, bundle: Any) -> Tuple[Any, Dict[str, Any]]:
         """(Backbone, preprocessing): the backbone from the provider registry with this task's head."""
         raise NotImplementedError
+
+    def check_augment(self, rc: RunCfg) -> None:
+        """Fail before any data is read when `data.augment` asks for what this task cannot train
+        with: Mixup / CutMix need one class per image (their targets are mixed class distributions)."""
+        a = rc.data.augment
+        asked = [f"data.augment.{k}={getattr(a, k)}" for k in ("mixup", "cutmix") if getattr(a, k) > 0]
+        if asked and not self.mixes:
+            raise AetherError(f"{' and '.join(asked)}: task={self.name} cannot train on mixed images (Mixup / "
+                              "CutMix mix one class label per image, as task=classification has); set "
+                              "data.augment.mixup=0 data.augment.cutmix=0")
 
     def check_network(self, network: Any, preprocessing: Dict[str, Any], rc: RunCfg) -> None:
         """Fail early, with a clear message, when the input size does not fit the network."""

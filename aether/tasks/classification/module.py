@@ -16,12 +16,16 @@ from aether.training.module import StrategyModule
 class ClassificationModule(StrategyModule):
     def __init__(self, model: nn.Module, classes: List[str], strategy: Strategy, loss: LossCfg,
                  class_weights: Optional[torch.Tensor], optimizer_cfg: Dict[str, Any],
-                 scheduler_cfg: Dict[str, Any], teacher: Any = None, distill: Any = None) -> None:
+                 scheduler_cfg: Dict[str, Any], teacher: Any = None, distill: Any = None,
+                 mixing: Any = None) -> None:
         super().__init__(model, classes, strategy, optimizer_cfg, scheduler_cfg)
         # a plain attribute (aether.tasks.classification.distill.Teacher, not an nn.Module): the
         # teacher is not part of this module's state, so it is never trained, saved or exported
         self.teacher, self.distill = teacher, distill
         self.criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=loss.label_smoothing)
+        # Mixup / CutMix (aether.tasks.classification.mixing.Mixing, or None): training batches get
+        # soft targets, which carry the label smoothing; validation keeps `criterion` on clean images
+        self.mixing = mixing
         k = len(self.classes)
         self.train_acc = tm.classification.MulticlassAccuracy(k, average="micro")
         self.val_acc = tm.classification.MulticlassAccuracy(k, average="micro")
@@ -37,8 +41,16 @@ class ClassificationModule(StrategyModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
+        target = y
+        if self.mixing is not None:
+            x, target = self.mixing(x, y, self.current_epoch)
         logits = self(x)
-        loss = self.criterion(logits, y)
+        if target is y:
+            loss = self.criterion(logits, y)
+        else:
+            from aether.tasks.classification.mixing import soft_cross_entropy
+
+            loss = soft_cross_entropy(logits, target, self.criterion.weight)
         if self.teacher is not None:
             from aether.tasks.classification.distill import kd_loss
 

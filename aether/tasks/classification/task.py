@@ -18,6 +18,7 @@ log = logging.getLogger("aether")
 class Classification(Task):
     name = "classification"
     distills = True
+    mixes = True  # one label per image: Mixup / CutMix make soft targets of them
 
     def build_data(self, rc: RunCfg) -> Any:
         from aether.tasks.classification.data import build_data
@@ -42,9 +43,18 @@ class Classification(Task):
             teacher = load_teacher(rc.distill.teacher, bundle.classes, self._preprocessing, rc)
             log.info("distill: teacher %s (%s), temperature %g, soft-loss weight %g", rc.distill.teacher,
                      teacher.model.__class__.__name__, rc.distill.temperature, rc.distill.alpha)
+        mixing = None
+        from aether.tasks.classification.mixing import Mixing, mixes
+
+        if mixes(rc.data.augment):
+            a = rc.data.augment
+            mixing = Mixing(a, len(bundle.classes), rc.loss.label_smoothing)
+            log.info("mixing: mixup %g, cutmix %g (prob %g, switch %g, mode %s)%s", a.mixup, a.cutmix, a.mixup_prob,
+                     a.mixup_switch_prob, a.mixup_mode,
+                     f", clean images from epoch {a.mixup_off_epoch}" if a.mixup_off_epoch is not None else "")
         return ClassificationModule(model, bundle.classes, strategy, rc.loss, class_weights(rc, bundle),
                                     rc.optimizer.model_dump(), rc.scheduler.model_dump(),
-                                    teacher=teacher, distill=rc.distill)
+                                    teacher=teacher, distill=rc.distill, mixing=mixing)
 
     def build_datamodule(self, rc: RunCfg, bundle: Any, preprocessing: Dict[str, Any]) -> Any:
         from aether.data.datamodule import ClassificationData
