@@ -1,4 +1,4 @@
-"""Class-activation heatmaps (`aether explain`, aether.deploy.explain): CNN and ViT backbones,
+"""Class-activation heatmaps (`aether explain`, aether.reporting.heatmaps): CNN and ViT backbones,
 small inputs, bad files named, one heatmap per image."""
 
 from __future__ import annotations
@@ -46,19 +46,19 @@ def test_heatmaps_for_cnn_and_vit_backbones(name: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name,method", [("test_convnext", "layercam"), ("test_vit", "gradcam")])
 def test_heatmap_has_a_grid_even_on_small_inputs(name: str, method: str, tmp_path: Path) -> None:
     """32 px into a stride-32 CNN leaves its last stage one cell: an earlier stage is explained."""
-    from aether.deploy.explain import Explainer
     from aether.deploy.predictor import Predictor
+    from aether.reporting.heatmaps import Heatmapper
 
     predictor = Predictor(_model_folder(tmp_path / "run", name) / "model", device="cpu")
     images = make_folder(tmp_path / "imgs", per_class=1)
     batch = torch.stack([predictor.pre.load(str(p)) for p in sorted(images.rglob("*.png"))])
-    cams, probs = Explainer(predictor, method).heatmaps(batch)
+    cams, probs = Heatmapper(predictor.model, predictor.pre.preprocessing, method).heatmaps(batch)
     assert cams.shape == (3, 32, 32) and probs.shape == (3, 3)
     assert all(c.std() > 0.01 for c in cams) and cams.min() >= 0 and cams.max() <= 1 + 1e-6
 
 
 def test_layouts_become_nchw() -> None:
-    from aether.deploy.explain import reshape_for
+    from aether.reporting.heatmaps import reshape_for
 
     nhwc = torch.randn(2, 7, 7, 96)  # Swin
     assert reshape_for(96, 0)(nhwc).shape == (2, 96, 7, 7)
