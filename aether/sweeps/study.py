@@ -56,13 +56,13 @@ def rdb_storage(url: str) -> Any:
     a few seconds, and a clear error when the server cannot be reached."""
     import optuna
 
-    url = sqlalchemy_url(url)
+    given, url = url, sqlalchemy_url(url)
     if not url.lower().startswith(POSTGRES):
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        raise AetherError(f"sweep.storage={mask_url(url)} needs the PostgreSQL driver psycopg 3, which is not "
+        raise AetherError(f"sweep.storage={mask_url(given)} needs the PostgreSQL driver psycopg 3, which is not "
                           "installed: pip install 'aether[postgres]'") from None
     import sqlalchemy.exc
 
@@ -74,7 +74,7 @@ def rdb_storage(url: str) -> Any:
             reason = " ".join(str(getattr(err, "orig", None) or err).split())
             hint = "" if os.environ.get("PGPASSWORD") or "password" not in reason else \
                 " (give the password as PGPASSWORD, in ~/.pgpass or in the URL)"
-            raise AetherError(f"sweep.storage={mask_url(url)}: cannot open the study's PostgreSQL database: "
+            raise AetherError(f"sweep.storage={mask_url(given)}: cannot open the study's PostgreSQL database: "
                               f"{mask_url(reason)}{hint}") from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # sweeps starting together on an empty database race to create Optuna's tables: retry
