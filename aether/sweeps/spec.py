@@ -61,9 +61,11 @@ def secure_storage_arg(arg: str) -> str:
     PGPASSWORD environment variable instead (libpq reads it; the trials inherit it), so the
     password is written into no config, override list or log."""
     key, eq, url = arg.partition("=")
-    clean, password = take_password(url)
+    quote = url[0] if len(url) > 1 and url[0] in "'\"" and url[-1] == url[0] else ""
+    clean, password = take_password(url[1:-1] if quote else url)
     if password is None:
         return arg
+    clean = f"{quote}{clean}{quote}"
     os.environ["PGPASSWORD"] = password
     import sys
 
