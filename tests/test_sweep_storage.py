@@ -57,7 +57,8 @@ class Server:
                 pytest.skip("running as root without a `postgres`/`nobody` account or runuser to start PostgreSQL")
             self.prefix = ["runuser", "-u", user, "--"]
             self.uid = pwd.getpwnam(user).pw_uid
-        self.dir = Path(tempfile.mkdtemp(prefix="aether-pg-"))
+        # in /tmp, not $TMPDIR or pytest's folders, which the server's account may not be able to enter
+        self.dir = Path(tempfile.mkdtemp(prefix="aether-pg-", dir="/tmp" if os.path.isdir("/tmp") else None))
         if self.prefix:
             os.chown(self.dir, self.uid, -1)
         self.port = _free_port()
