@@ -117,6 +117,10 @@ def prepare_train(args: List[str]) -> Tuple[List[str], List[str]]:
     from aether.config import hydra_setup, preflight
 
     args = preflight.rewrite_data_shorthand(args)
+    from aether.sweeps.spec import secure_storage_arg
+
+    # a database password given in sweep.storage's URL goes to PGPASSWORD here, before anything records args
+    args = [secure_storage_arg(a) if a.lstrip("+~").startswith("sweep.storage=") else a for a in args]
     overrides = [a for a in args if not a.startswith("-") and "=" in a]
     hydra_setup.check_config_dirs(args)  # -cd DIR: Hydra reads it unchecked, so check it first
     notes = preflight.check(overrides)

@@ -16,6 +16,7 @@ from aether.errors import AetherError
 from aether.config.schema import RunCfg
 from aether.config.resources import devices_count_problem
 from aether.suggest import did_you_mean
+from aether.sweeps.spec import mask_url
 
 # Sections that select a registered part by `name`.
 PART_SECTIONS = {
@@ -34,7 +35,7 @@ class Problem:
     hint: str = ""
 
     def __str__(self) -> str:
-        shown = repr(self.value) if self.value is not None else "(missing)"
+        shown = mask_url(repr(self.value)) if self.value is not None else "(missing)"  # no URL's password
         if isinstance(self.value, (dict, list)) and len(shown) > 60:
             shown = shown[:57] + "..."
         return f"{self.key} = {shown}: {self.expected}{self.hint}"

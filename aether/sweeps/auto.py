@@ -222,6 +222,8 @@ def prepare_sweep(args: List[str], overrides: List[str]) -> List[str]:
         return args  # one trial of a sweep (e.g. a DDP rank that Lightning re-launched): a single run
     raw, _ = hydra_setup.compose_run(overrides)
     spec = SweepCfg(**raw["sweep"])
+    printing = any(a in ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc") for a in args)
+    args, storage_extra = prepare_storage(args, spec, check=not printing)
     chosen = {AUTO_KEYS.get(o.split("=", 1)[0][len("++auto."):]) for o in overrides if o.startswith("++auto.")}
     fixed = {o.lstrip("+~").split("=", 1)[0] for o in overrides} - chosen  # recipe=auto's picks are starts
     extra = auto_space(raw) if spec.name == "auto" else []
@@ -233,8 +235,45 @@ def prepare_sweep(args: List[str], overrides: List[str]) -> List[str]:
         folder = f"multirun/sweeps/{spec.name}-{sweep_id(overrides)}"
         extra.append(f"hydra.sweep.dir={folder}")
         print(f"sweep '{spec.name}' in {folder} (run the same command again to continue it)", file=sys.stderr)
+    extra += storage_extra
     at = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
     args = [*args[:at], *extra, *args[at:]]
     if any(a in ("-m", "--multirun", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc") for a in args):
         return args  # already multirun, or only printing (Hydra allows one mode)
     return ["-m", *args]
+
+
+def prepare_storage(args: List[str], spec: Any, check: bool = True) -> Tuple[List[str], List[str]]:
+    """`sweep.storage` made safe to save and checked before any trial runs: a password (from a sweep
+    file; the command line's is taken out first, aether.cli.prepare_train) moves to PGPASSWORD, a
+    relative SQLite path becomes absolute (trials may run elsewhere), and a PostgreSQL server is
+    reached once (seconds, not a failed sweep later). Returns (args, overrides to add)."""
+    from pathlib import Path
+
+    from aether.errors import AetherError
+    from aether.sweeps.spec import SQLITE, mask_url, secure_storage_arg
+
+    url = spec.storage
+    if not url:
+        return args, []
+    clean = secure_storage_arg(f"sweep.storage={url}").split("=", 1)[1]
+    if clean.lower().startswith(SQLITE):
+        path = Path(clean[len(SQLITE):]).expanduser()
+        if not path.parent.is_dir():
+            raise AetherError(f"sweep.storage={url}: the folder {path.parent} does not exist; create it or give "
+                              "another sqlite:///PATH")
+        clean = f"{SQLITE}{path.resolve()}"
+    elif check:
+        from aether.sweeps.study import rdb_storage
+
+        rdb_storage(clean)  # AetherError naming the driver's extra, or why the server cannot be reached
+        print(f"sweep '{spec.name}': study '{spec.study or spec.name}' in {mask_url(clean)}", file=sys.stderr)
+    if clean == url:
+        return args, []
+    keys = [i for i, a in enumerate(args) if a.lstrip("+~").startswith("sweep.storage=")]
+    if not keys:  # set in a sweep file: overridden with the safe value
+        return args, [f"++sweep.storage={format_value(clean)}"]
+    args = list(args)
+    for i in keys:
+        args[i] = f"{args[i].split('=', 1)[0]}={format_value(clean)}"
+    return args, []

@@ -1,29 +1,87 @@
 """The Optuna study of a sweep, shared by the sweeper (which asks it for trials), each trial's
 training process (which reports to it and may be pruned: aether.sweeps.trial) and the sweep's
-summary: where it is stored, how its pruner and sampler are made, what a trial's score is."""
+summary: where it is stored, how its pruner and sampler are made, what a trial's score is.
+
+The storage is SQLite in the sweep folder unless `sweep.storage` names another SQLite file or a
+PostgreSQL server (psycopg 3, the `postgres` extra), where sweeps on several machines can fill one
+study (`sweep.study`): each sweep then tells its own trials by the `sweeper` user attribute."""
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+import zlib
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from aether.sweeps.spec import SweepCfg
+from aether.errors import AetherError
+from aether.sweeps.spec import POSTGRES, SweepCfg, mask_url
 
 DB_NAME = "optuna.db"
+CONNECT_TIMEOUT_S = 5  # a PostgreSQL server that does not answer fails the sweep in seconds
+SWEEPER_ATTR = "sweeper"  # user attribute: which sweep (host:folder) asked the trial
 
 
-def storage_url(sweep_dir: Path) -> str:
-    return f"sqlite:///{(sweep_dir / DB_NAME).resolve()}"
+def storage_url(spec: SweepCfg, sweep_dir: Path) -> str:
+    """The study's storage: `sweep.storage`, or SQLite in the sweep folder."""
+    return spec.storage or f"sqlite:///{(sweep_dir / DB_NAME).resolve()}"
+
+
+def study_name(spec: SweepCfg) -> str:
+    return spec.study or spec.name
+
+
+def is_shared(spec: SweepCfg, sweep_dir: Path) -> bool:
+    """Whether the study may hold other sweeps' trials (a storage outside this sweep's folder)."""
+    return storage_url(spec, sweep_dir) != f"sqlite:///{(sweep_dir / DB_NAME).resolve()}"
+
+
+def sweeper_id(sweep_dir: Path) -> str:
+    return f"{socket.gethostname()}:{sweep_dir.resolve()}"
+
+
+def sqlalchemy_url(url: str) -> str:
+    """postgresql:// means psycopg 3 (SQLAlchemy alone would pick psycopg2)."""
+    if url.lower().startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
 
 
 def rdb_storage(url: str) -> Any:
-    """Optuna's SQL storage; parallel trials write to one SQLite file, so wait for its lock
-    (up to a minute) rather than fail with `database is locked`."""
+    """Optuna's SQL storage. SQLite: parallel trials write to one file, so wait for its lock (up to
+    a minute) rather than fail with `database is locked`. PostgreSQL: psycopg 3, a connect timeout of
+    a few seconds, and a clear error when the server cannot be reached."""
     import optuna
 
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    given, url = url, sqlalchemy_url(url)
+    if not url.lower().startswith(POSTGRES):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise AetherError(f"sweep.storage={mask_url(given)} needs the PostgreSQL driver psycopg 3, which is not "
+                          "installed: pip install 'aether[postgres]'") from None
+    import sqlalchemy.exc
+
+    kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True}
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except sqlalchemy.exc.OperationalError as err:
+            reason = " ".join(str(getattr(err, "orig", None) or err).split())
+            hint = "" if os.environ.get("PGPASSWORD") or "password" not in reason else \
+                " (give the password as PGPASSWORD, in ~/.pgpass or in the URL)"
+            raise AetherError(f"sweep.storage={mask_url(given)}: cannot open the study's PostgreSQL database: "
+                              f"{mask_url(reason)}{hint}") from None
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # sweeps starting together on an empty database race to create Optuna's tables: retry
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
 
 
 def load_spec(config: DictConfig) -> SweepCfg:
@@ -63,11 +121,29 @@ def open_study(spec: SweepCfg, sweep_dir: Path, max_epochs: int, seed: int, crea
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    kwargs = dict(study_name=spec.name, storage=rdb_storage(storage_url(sweep_dir)), pruner=make_pruner(spec, max_epochs))
+    kwargs = dict(study_name=study_name(spec), storage=rdb_storage(storage_url(spec, sweep_dir)),
+                  pruner=make_pruner(spec, max_epochs))
     if not create:
         return optuna.load_study(**kwargs)
-    return optuna.create_study(**kwargs, sampler=make_sampler(spec, seed), direction=spec.direction,
-                               load_if_exists=True)
+    if is_shared(spec, sweep_dir):  # sweeps on several machines: each its own proposals, not the same ones
+        seed = (spec.seed if spec.seed is not None else seed) + zlib.crc32(sweeper_id(sweep_dir).encode()) % 100_000
+        spec = spec.model_copy(update={"seed": seed})
+    study = optuna.create_study(**kwargs, sampler=make_sampler(spec, seed), direction=spec.direction,
+                                load_if_exists=True)
+    if study.direction.name.lower() != spec.direction:
+        raise AetherError(f"study '{study_name(spec)}' in sweep.storage={mask_url(storage_url(spec, sweep_dir))} "
+                          f"{study.direction.name.lower()}s; this sweep's sweep.direction is {spec.direction}: "
+                          "give another sweep.study")
+    return study
+
+
+def is_own(trial: Any, spec: SweepCfg, sweep_dir: Path) -> bool:
+    """Whether this sweep asked `trial` (trials of a study in the sweep folder that predate the
+    attribute are its own too)."""
+    who = trial.user_attrs.get(SWEEPER_ATTR)
+    if who is None:
+        return not is_shared(spec, sweep_dir)
+    return who == sweeper_id(sweep_dir)
 
 
 def objective(metrics: dict, metric: str, direction: str) -> Optional[float]:

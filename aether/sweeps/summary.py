@@ -102,7 +102,9 @@ def write_summary(sweep_dir: Path, config: DictConfig) -> Optional[Path]:
     """Write summary.csv/json, best_recipe.yaml and the plots; returns best_recipe.yaml (or None)."""
     metric, direction = _objective(config)
     study = None
-    if (sweep_dir / "optuna.db").is_file() and OmegaConf.select(config, "sweep.name"):
+    optuna_sweep = OmegaConf.select(config, "sweep.name") and (
+        (sweep_dir / "optuna.db").is_file() or OmegaConf.select(config, "sweep.storage"))
+    if optuna_sweep:  # a shared study (sweep.storage) lists every machine's trials
         trials, study = _study_trials(sweep_dir, config)
     else:
         trials = _grid_trials(sweep_dir, config)
@@ -135,10 +137,15 @@ def write_summary(sweep_dir: Path, config: DictConfig) -> Optional[Path]:
     history_png(trials, metric, direction, sweep_dir / "optimization_history.png")
     importance_png(study, trials, metric, direction, sweep_dir / "param_importance.png")
     best = summary["best"]
-    out = write_best_recipe(sweep_dir, best, metric, direction) if best else None
+    out = None
+    if best and (sweep_dir / best["run_dir"] / "config.yaml").is_file():
+        out = write_best_recipe(sweep_dir, best, metric, direction)
+    elif best:  # a shared study's best trial ran in another machine's sweep: its recipe is written there
+        log.info("sweep summary: the best trial (%d) ran in another sweep (%s); no best_recipe.yaml here",
+                 best["trial"], best["run_dir"])
     log.info("sweep summary: %s (%d trials: %s)%s", sweep_dir / "summary.csv", len(trials),
              ", ".join(f"{n} {s.lower()}" for s, n in summary["counts"].items() if n),
-             f"; best trial {best['trial']} {metric}={best['value']:.4f} -> {out}" if best else "")
+             f"; best trial {best['trial']} {metric}={best['value']:.4f}{f' -> {out}' if out else ''}" if best else "")
     return out
 
 

@@ -3,9 +3,10 @@
 Why not hydra-optuna-sweeper: its 1.3.0 pins optuna<3 (2.10.1) and SQLAlchemy 1.4, it has no
 pruning (hydra#1710, hydra#1954: the trial object never reaches the training code), and a
 re-run starts `n_trials` new trials in a new, timestamped folder rather than finishing the
-study. Here the study lives in SQLite inside the sweep folder, each trial is an ordinary Hydra
-job (any launcher), and the training process reaches its trial through that storage
-(aether.sweeps.trial), so pruning works in-process and in joblib/SLURM workers alike.
+study. Here the study lives in SQLite inside the sweep folder (or in `sweep.storage`: a PostgreSQL
+server that sweeps on several machines share), each trial is an ordinary Hydra job (any launcher),
+and the training process reaches its trial through that storage (aether.sweeps.trial), so pruning
+works in-process and in joblib/SLURM workers alike.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from aether.errors import AetherError
 from aether.sweeps.spec import SweepCfg
-from aether.sweeps.study import load_spec, objective, open_study, storage_url
+from aether.sweeps.spec import mask_url
+from aether.sweeps.study import (SWEEPER_ATTR, is_own, is_shared, load_spec, objective, open_study,
+                                   storage_url, study_name, sweeper_id)
 
 log = logging.getLogger("aether.sweep")
 
@@ -110,10 +113,17 @@ class OptunaSweeper(Sweeper):
         OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
         max_epochs = int(OmegaConf.select(cfg, "trainer.max_epochs", default=1))
         returns: List[Sequence[JobReturn]] = []
+        shared, me = is_shared(spec, sweep_dir), sweeper_id(sweep_dir)
+        url, name = storage_url(spec, sweep_dir), study_name(spec)
         with _Lock(sweep_dir):
             study = open_study(spec, sweep_dir, max_epochs, int(cfg.get("seed", 0)))
+            if shared:
+                log.info("sweep: study '%s' in %s, shared with other sweeps (%d trials so far)", name,
+                         mask_url(url), len(study.get_trials(deepcopy=False)))
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                # left RUNNING by a sweep that was killed: mark it failed and try its parameters again
+                if not is_own(t, spec, sweep_dir):
+                    continue  # another machine's sweep is running it
+                # left RUNNING by this sweep when it was killed: mark it failed and try its parameters again
                 study.tell(t.number, state=TrialState.FAIL)
                 study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
                 log.info("sweep: trial %d was interrupted; retrying it with the same parameters", t.number)
@@ -121,13 +131,17 @@ class OptunaSweeper(Sweeper):
                 self._enqueue_start(study, spec, space)
             target = spec.n_trials
             finished = (TrialState.COMPLETE, TrialState.PRUNED)
-            done = len(study.get_trials(deepcopy=False, states=finished))
+
+            def own_done() -> int:
+                return sum(is_own(t, spec, sweep_dir) for t in study.get_trials(deepcopy=False, states=finished))
+
+            done = own_done()
             log.info("sweep '%s' in %s: %d of %s trials already finished; %s %s", spec.name, sweep_dir, done,
                      target if target is not None else f"(up to {spec.budget_minutes:g} min of)", spec.direction,
                      spec.metric)
             t0, durations, failures = time.monotonic(), [], 0
             while True:
-                done = len(study.get_trials(deepcopy=False, states=finished))
+                done = own_done()
                 left = None if target is None else target - done
                 if left is not None and left <= 0:
                     break
@@ -141,10 +155,13 @@ class OptunaSweeper(Sweeper):
                 trials = [study.ask() for _ in range(n)]
                 batch = []
                 for trial in trials:
+                    trial.set_user_attr(SWEEPER_ATTR, me)
                     values = [f"{p.key}={format_value(p.suggest(trial))}" for p in space]
+                    # other sweeps' trials leave gaps in the numbers: each run folder is named after its trial
+                    folder = [f"hydra.sweep.subdir={trial.number}"] if shared else []
                     batch.append([*fixed, *values, f"++sweep.trial={trial.number}",
-                                  f"++sweep.storage={format_value(storage_url(sweep_dir))}",
-                                  f"++sweep.study={format_value(spec.name)}"])
+                                  f"++sweep.storage={format_value(url)}", f"++sweep.study={format_value(name)}",
+                                  *folder])
                     log.info("sweep: trial %d: %s", trial.number, " ".join(values))
                 tic = time.monotonic()
                 results = self.launcher.launch(batch, initial_job_idx=trials[0].number)

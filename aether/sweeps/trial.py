@@ -1,7 +1,8 @@
 """The training side of a sweep trial.
 
 The sweeper hands each trial its number, study and storage as `sweep.trial/study/storage`;
-the trial reopens its study from that storage (SQLite in the sweep folder), so reporting and
+the trial reopens its study from that storage (SQLite in the sweep folder, or sweep.storage's
+PostgreSQL server, the password from PGPASSWORD), so reporting and
 pruning work the same whether the trial runs in the sweeper's process (basic launcher) or in a
 worker (joblib, SLURM). A pruned trial stops training early but still finishes as a normal
 run: test, report and model are written, and `metrics.json` says `sweep.state: pruned`.
