@@ -49,6 +49,7 @@ class Task:
     # service finds without importing the Task (aether.tasks.codec.codec_class).
     codec: Any = ""
     distills = False  # True: the task's module learns from `distill.teacher` (a run's soft targets)
+    losses: Tuple[str, ...] = ("ce",)  # the loss.name values its module implements (ce: the task's own loss)
 
     def __init__(self, options: Any) -> None:
         self.options = options

@@ -18,6 +18,7 @@ log = logging.getLogger("aether")
 class Classification(Task):
     name = "classification"
     distills = True
+    losses = ("ce", "focal")
 
     def build_data(self, rc: RunCfg) -> Any:
         from aether.tasks.classification.data import build_data
