@@ -15,10 +15,10 @@ from tests.conftest import SHRINK, compose_raw, make_folder, run_in_process
 
 @pytest.fixture(scope="module")
 def skewed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """100 red images, 10 blue: a 10:1 imbalance."""
+    """50 red images, 5 blue: a 10:1 imbalance."""
     root = tmp_path_factory.mktemp("skewed") / "imgs"
-    make_folder(root, per_class=100, classes=["red"])
-    make_folder(root, per_class=10, classes=["blue"])
+    make_folder(root, per_class=50, classes=["red"])
+    make_folder(root, per_class=5, classes=["blue"])
     return root
 
 
@@ -41,14 +41,11 @@ def test_balanced_sampler_balances_the_batches_of_a_10_to_1_set(skewed: Path) ->
     import torch
 
     torch.manual_seed(0)
-    plain, bundle = _datamodule(skewed)
+    dm, bundle = _datamodule(skewed, "data.sampler=balanced", "data.cache=off", "data.batch_size=4")
     n = len(bundle.splits["train"])
     blue = bundle.classes.index("blue")
-    shuffled = _epoch_labels(plain.train_dataloader())
-    assert shuffled[blue] / sum(shuffled.values()) < 0.15  # one epoch of the plain loader: about 1 in 11
-
-    balanced, _ = _datamodule(skewed, "data.sampler=balanced")
-    loader = balanced.train_dataloader()
+    assert Counter(dm.class_labels("train"))[blue] / n < 0.15  # the split itself: about 1 in 11
+    loader = dm.train_dataloader()
     counts = _epoch_labels(loader)
     # an epoch is still len(train) draws (as whole batches: drop_last), now about half of them blue
     assert n - loader.batch_size < sum(counts.values()) <= n
@@ -56,14 +53,12 @@ def test_balanced_sampler_balances_the_batches_of_a_10_to_1_set(skewed: Path) ->
     # several processes: each draws its own half of the same weighted sequence
     shards = []
     for rank in (0, 1):
-        balanced.trainer = SimpleNamespace(world_size=2, global_rank=rank)
-        torch.manual_seed(0)
-        shards.append(list(balanced.train_dataloader().sampler))
-    balanced.trainer = None
-    torch.manual_seed(0)
-    whole = list(balanced.train_dataloader().sampler)
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        shards.append(list(dm.train_dataloader().sampler))
+    dm.trainer = None
+    whole = list(dm.train_dataloader().sampler)
     assert len(shards[0]) == len(shards[1]) == (n + 1) // 2
-    assert shards[0] == whole[0::2] and shards[1] == whole[1::2][:len(shards[1])]
+    assert shards[0] == whole[0::2] and shards[1][:n // 2] == whole[1::2]
 
 
 def test_balanced_sampler_refuses_tasks_without_one_class_per_image() -> None:
@@ -101,7 +96,8 @@ def test_focal_loss_is_cross_entropy_at_gamma_0_and_down_weights_easy_images() -
 def test_auto_lr_and_batch_size_are_found_recorded_and_trained_with(skewed: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run_in_process(run, [f"data={skewed}", "optimizer.lr=auto", "data.batch_size=auto", "loss.name=focal",
-                         "data.sampler=balanced", "trainer.max_epochs=1"])
+                         "data.sampler=balanced", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"])
     text = (run / "config.yaml").read_text()
     cfg = yaml.safe_load(text)
     lr, batch = cfg["optimizer"]["lr"], cfg["data"]["batch_size"]

@@ -26,7 +26,7 @@ log = logging.getLogger("aether")
 MIN_STEPS_PER_EPOCH = 8  # the doctor's rule: fewer optimiser steps an epoch starve small data
 # Lightning's suggestion skips the first 10 and the last point of the curve: it needs more than
 # 12 steps; 100 is Lightning's default, fewer on small data (each step is a training batch)
-LR_FIND_STEPS = (20, 100)
+LR_FIND_STEPS = (16, 100)
 
 
 def batch_is_auto(rc: Any) -> bool:
@@ -126,17 +126,23 @@ def _tune_batch(rc: Any, job: Any, trainer: Any, run_dir: Path, n_train: int) ->
         rc.data.batch_size = batch
         return (f"data.batch_size=auto -> {batch} (CPU, {side} px inputs, {n_train} training images: larger "
                 "batches do not run faster on CPU)")
-    from lightning.pytorch.tuner import Tuner
-
-    found = Tuner(_tuning_trainer(rc, run_dir)).scale_batch_size(job.module, datamodule=job.datamodule,
-                                                                 mode="binsearch", init_val=start)
-    found = int(found or start)
+    found = scaled_batch(rc, job, run_dir, start)
     cap = max(2, n_train // MIN_STEPS_PER_EPOCH)
     batch = min(found, cap)
     rc.data.batch_size = batch
     why = (f"capped so an epoch makes at least {MIN_STEPS_PER_EPOCH} optimiser steps; the largest that fits "
            f"is {found}" if batch < found else "the largest that fits")
     return f"data.batch_size=auto -> {batch} (Lightning's batch-size scaler, binsearch from {start}: {why})"
+
+
+def scaled_batch(rc: Any, job: Any, run_dir: Path, start: int) -> int:
+    """Lightning's batch-size scaler (binsearch from `start`): the largest batch whose training
+    steps fit in the device's memory, at most the training split's size."""
+    from lightning.pytorch.tuner import Tuner
+
+    found = Tuner(_tuning_trainer(rc, run_dir)).scale_batch_size(job.module, datamodule=job.datamodule,
+                                                                 mode="binsearch", init_val=start)
+    return int(found or start)
 
 
 def _tune_lr(rc: Any, job: Any, run_dir: Path, n_train: int, default_lr: float) -> str:
