@@ -200,7 +200,12 @@ def sweep_id(overrides: List[str]) -> str:
 
 def auto_space(raw: Dict[str, Any]) -> List[str]:
     """Search dimensions around the run's own settings (`+sweep=auto`), by strategy."""
-    lr = float(raw["optimizer"]["lr"])
+    lr = raw["optimizer"]["lr"]
+    if lr == "auto":  # the search itself varies the rate: around the optimizer's default
+        from aether import registry
+
+        lr = registry.optimizers.get(raw["optimizer"]["name"]).config.model_fields["lr"].default
+    lr = float(lr)
     dims = [f"optimizer.lr=tag(log,interval({lr / 5:.3g},{lr * 5:.3g}))"]
     if "weight_decay" in raw["optimizer"]:
         dims.append("optimizer.weight_decay=tag(log,interval(1e-4,0.1))")

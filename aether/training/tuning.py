@@ -70,9 +70,12 @@ def _optimizer_default_lr(name: str) -> float:
 def _tuning_trainer(rc: Any, run_dir: Path) -> Any:
     import lightning as L
 
+    from aether.training.checkpoint_io import DirectCheckpointIO
+
     t = rc.trainer
-    # validation never runs while tuning (every 10^6 epochs); the searches set their own step limits
-    return L.Trainer(accelerator=t.accelerator, devices=t.devices, precision=t.precision, num_nodes=1,
+    # validation never runs while tuning (every 10^6 epochs); the searches set their own step limits.
+    # Each search saves the model and loads it back: through the weights-only loader, like resume=
+    return L.Trainer(plugins=[DirectCheckpointIO()], accelerator=t.accelerator, devices=t.devices, precision=t.precision, num_nodes=1,
                      max_epochs=1000, accumulate_grad_batches=t.accumulate_grad_batches,
                      gradient_clip_val=t.gradient_clip_val, deterministic=t.deterministic, logger=False,
                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -146,11 +149,25 @@ def scaled_batch(rc: Any, job: Any, run_dir: Path, start: int) -> int:
 
 
 def _tune_lr(rc: Any, job: Any, run_dir: Path, n_train: int, default_lr: float) -> str:
-    from lightning.pytorch.tuner import Tuner
+    import functools
+    import sys
+
+    from lightning.pytorch.tuner import Tuner, lr_finder
 
     steps = int(min(LR_FIND_STEPS[1], max(LR_FIND_STEPS[0], n_train // max(1, int(rc.data.batch_size)))))
-    finder = Tuner(_tuning_trainer(rc, run_dir)).lr_find(job.module, datamodule=job.datamodule,
-                                                        num_training=steps, update_attr=False)
+
+    # Lightning's range test always draws a tqdm bar (its callback is built inside lr_find); on a
+    # log, or with trainer.progress=plain|none, the bar is switched off for the search
+    bar = getattr(lr_finder, "tqdm", None)
+    quiet = bar is not None and (rc.trainer.progress in ("plain", "none") or not sys.stderr.isatty())
+    if quiet:
+        lr_finder.tqdm = functools.partial(bar, disable=True)
+    try:
+        finder = Tuner(_tuning_trainer(rc, run_dir)).lr_find(job.module, datamodule=job.datamodule,
+                                                            num_training=steps, update_attr=False)
+    finally:
+        if quiet:
+            lr_finder.tqdm = bar
     lr = finder.suggestion() if finder is not None else None
     if lr is None or not math.isfinite(lr) or lr <= 0:
         lr, how = default_lr, (f"the LR range test ({steps} steps) gave no suggestion: {rc.optimizer.name}'s "

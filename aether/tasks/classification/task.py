@@ -43,6 +43,9 @@ class Classification(Task):
             teacher = load_teacher(rc.distill.teacher, bundle.classes, self._preprocessing, rc)
             log.info("distill: teacher %s (%s), temperature %g, soft-loss weight %g", rc.distill.teacher,
                      teacher.model.__class__.__name__, rc.distill.temperature, rc.distill.alpha)
+        if rc.data.sampler == "balanced" and rc.loss.class_weights is not None:
+            log.warning("data.sampler=balanced with loss.class_weights=%s: the sampler already shows every class "
+                        "equally often, the weights correct the imbalance a second time", rc.loss.class_weights)
         return ClassificationModule(model, bundle.classes, strategy, rc.loss, class_weights(rc, bundle),
                                     rc.optimizer.model_dump(), rc.scheduler.model_dump(),
                                     teacher=teacher, distill=rc.distill)
