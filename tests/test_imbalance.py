@@ -70,6 +70,16 @@ def test_balanced_sampler_refuses_tasks_without_one_class_per_image() -> None:
         ItemData(SimpleNamespace(splits={"train": []}), DataCfg(sampler="balanced"), make_dataset=lambda i, t: i)
 
 
+def test_focal_loss_is_refused_by_tasks_that_keep_their_own_loss() -> None:
+    from aether.config.validate import validate
+    from aether.errors import AetherError
+    from aether.run import prepare
+
+    rc = validate(compose_raw([*SHRINK, "task=segmentation", "loss.name=focal"]))
+    with pytest.raises(AetherError, match="loss.name=focal: task=segmentation trains with its own loss"):
+        prepare(rc)  # before any data is read
+
+
 def test_focal_loss_is_cross_entropy_at_gamma_0_and_down_weights_easy_images() -> None:
     import torch
     from torch import nn
