@@ -18,7 +18,7 @@ Lr = Union[float, Literal["auto"]]
 
 def _positive_or_auto(v: Union[float, str]) -> Union[float, str]:
     if not isinstance(v, str) and v <= 0:
-        raise ValueError("expected 'auto' or a number > 0")
+        raise ValueError("expected 'auto' or a number greater than 0")
     return v
 
 
