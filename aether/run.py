@@ -92,6 +92,9 @@ def prepare(rc: RunCfg) -> Job:
         raise AetherError(f"distill.teacher: task={task.name} has no knowledge distillation (its outputs are "
                           "not one class distribution per image); unset distill.teacher")
     task.check_augment(rc)
+    if rc.loss.name not in task.losses:
+        raise AetherError(f"loss.name={rc.loss.name}: task={task.name} trains with its own loss only "
+                          f"({', '.join(task.losses)}); loss.name=focal is for classification")
     bundle = task.build_data(rc)
     backbone, preprocessing = task.build_network(rc, bundle)
     task.check_network(backbone.model, preprocessing, rc)
@@ -197,8 +200,12 @@ def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: st
         (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
     distributed.begin_run(run_dir)
     L.seed_everything(rc.seed, workers=True, verbose=False)
+    from aether.training import tuning
+
+    batch_auto, lr_auto = tuning.batch_is_auto(rc), tuning.lr_is_auto(rc)
+    tuning.provisional_batch(rc)  # a number until the search below
     job = prepare(rc)
-    if not is_secondary_rank() and _record_resolved(raw, rc, job.task.resolved):
+    if not is_secondary_rank() and _record_resolved(raw, rc, job.task.resolved) and not (batch_auto or lr_auto):
         (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
     speed.apply_speedups(rc, job)
     trainer, mon = build_trainer(rc, run_dir, job, run_name)
@@ -206,6 +213,14 @@ def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: st
 
     log_config(trainer.loggers, raw)  # W&B / TensorBoard can filter and compare runs on it
     distributed.log_world(trainer)
+    tuned = tuning.tune(rc, job, trainer, run_dir, batch_auto, lr_auto)  # data.batch_size / optimizer.lr = auto
+    if tuned and not is_secondary_rank():
+        # config.yaml holds the values found (a resume or a rerun uses them); the request stays as comments
+        _record_resolved(raw, rc, job.task.resolved)
+        if lr_auto:
+            raw.setdefault("optimizer", {})["lr"] = rc.optimizer.lr
+        header += "".join(f"# TUNED: {line}\n" for line in tuned)
+        (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
     try:
         return _fit_test_write(rc, raw, run_dir, job, trainer, mon, search)
     finally:

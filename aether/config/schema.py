@@ -112,7 +112,15 @@ class DataCfg(Strict):
                                       "in pixels; null = the backbone's pretrained input size")
     crop_pct: Optional[float] = Field(None, gt=0, le=1, description="evaluation centre crop: resize to "
                                       "image_size / crop_pct, then crop; null = the backbone's pretrained crop_pct")
-    batch_size: int = Field(32, ge=1, description="training images per batch (per device)")
+    # auto: Lightning's batch-size scaler on CUDA, a fixed rule on CPU (aether.training.tuning);
+    # the number found is what RUN/config.yaml records, with the request in a comment
+    batch_size: Union[int, Literal["auto"]] = Field(
+        32, description="training images per batch (per device); auto = the largest that fits on a CUDA "
+        "device (Lightning's batch-size scaler, binsearch), on CPU 64 for inputs up to 64 px, else 32")
+    sampler: Literal["shuffle", "balanced"] = Field(
+        "shuffle", description="order of the training images: shuffle (each image once per epoch) | balanced "
+        "(draws with replacement, weight 1/count of its class: every class equally often; "
+        "classification only)")
     eval_batch_size: Optional[int] = Field(None, ge=1, description="images per validation/test batch; "
                                            "null = 2 x batch_size")
     num_workers: Union[int, Literal["auto"]] = Field(
@@ -147,6 +155,13 @@ class DataCfg(Strict):
     def _workers(cls, v: Union[int, str]) -> Union[int, str]:
         if isinstance(v, int) and v < 0:
             raise ValueError("expected 'auto' or an integer >= 0")
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v: Union[int, str]) -> Union[int, str]:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("expected 'auto' or an integer >= 1")
         return v
 
     @model_validator(mode="after")
@@ -279,7 +294,16 @@ class TrainerCfg(Strict):
 
 
 class LossCfg(Strict):
-    """Settings of the training loss (label smoothing, class weights)."""
+    """Settings of the training loss (cross-entropy or focal, label smoothing, class weights)."""
+
+    # focal (Lin et al. 2017, multi-class softmax form): each class term of the cross-entropy is
+    # scaled by (1 - p_class)^gamma, so confident (easy) images count less; class_weights are its
+    # alpha and label_smoothing smooths its target as for ce (aether.tasks.classification.losses)
+    name: Literal["ce", "focal"] = Field("ce", description="the classification loss: ce (cross-entropy) | "
+                                         "focal (cross-entropy scaled by (1 - p)^focal_gamma: easy images "
+                                         "count less; class_weights act as its alpha)")
+    focal_gamma: float = Field(2.0, ge=0, description="focal loss's focusing exponent; 0 = cross-entropy, "
+                               "2 = the usual choice (loss.name=focal only)")
 
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="share of each target's probability "
                                    "spread evenly over the other classes (cross-entropy label smoothing)")

@@ -45,6 +45,9 @@ class ClassificationData(SplitData):
         # the fast path: uint8 from a decoded-image cache, normalised on the device
         self.fast = FastPath(preprocessing, cfg) if self.cache_mode != "off" else None
 
+    def class_labels(self, split: str) -> List[int]:
+        return [s.label for s in self.bundle.splits[split]]
+
     def dataset(self, split: str, train: bool) -> Any:
         samples = self.bundle.splits[split]
         if self.fast is not None:

@@ -183,7 +183,7 @@ def examine(cfg: DataCfg, progress: bool = False) -> Examination:
 
 
 def build_report(ex: Examination, out_dir: Path) -> Dict[str, Any]:
-    from aether.doctor.recommend import IMBALANCE_WARN, hardware, recommend
+    from aether.doctor.recommend import IMBALANCE_SEVERE, IMBALANCE_WARN, hardware, recommend
 
     index = ex.index
     counts = index.class_counts()
@@ -199,8 +199,10 @@ def build_report(ex: Examination, out_dir: Path) -> Dict[str, Any]:
             warnings.append(f"class '{c}' has {n} image(s): too few to appear in train, val and test")
     ratio = imbalance_ratio(counts)
     if ratio > IMBALANCE_WARN:
+        fix = ("data.sampler=balanced or loss.name=focal" if ratio >= IMBALANCE_SEVERE
+               else "loss.class_weights=balanced")
         warnings.append(f"class imbalance: the largest class has {ratio:g}x the images of the smallest "
-                        f"(threshold {IMBALANCE_WARN:g}); consider loss.class_weights=balanced")
+                        f"(threshold {IMBALANCE_WARN:g}); consider {fix}")
     for code, text in NOTES.items():
         if ex.issue_counts.get(code):
             warnings.append(f"{ex.issue_counts[code]} {text}")

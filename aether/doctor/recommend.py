@@ -9,9 +9,14 @@ trains from scratch at the images' own resolution.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 IMBALANCE_WARN = 3.0  # max/min class count above which class weights are recommended
+# from this ratio on, weighting the loss is not enough: the smallest class appears in few
+# batches, so its gradients come rarely and noisily. The balanced sampler shows every class
+# equally often (focal loss, the alternative, lets the many easy images of the large classes
+# count less); the two are not stacked with class weights, which would correct twice
+IMBALANCE_SEVERE = 10.0
 
 # Built-in model presets (conf/model/) worth using as frozen or adapted features, best first for
 # each kind of machine; the first whose weights load wins (aether.models.weights.weights_available).
@@ -125,9 +130,9 @@ def recommend(num_images: int, counts: Dict[str, int], sizes: Dict[str, Any], hw
     from aether.doctor.stats import imbalance_ratio
 
     ratio = imbalance_ratio(counts)
-    if ratio > IMBALANCE_WARN:
-        rec["class_weights"] = {"value": "balanced", "reason": f"imbalance ratio {ratio:g} > {IMBALANCE_WARN:g}: "
-                                "weight the loss so small classes count"}
+    imbalance = imbalance_advice(ratio, counts)
+    if imbalance:
+        rec[imbalance[0]] = imbalance[1]
     return rec
 
 
@@ -141,6 +146,20 @@ def augment_preset(num_train: int, scratch: bool = False) -> Dict[str, Any]:
                 "only; heavy augmentation on few images mostly adds noise"}
     return {"value": "randaugment", "reason": f"{num_train} training images (>= {HEAVY_AUGMENT_FROM:,}): "
             "RandAugment and random erasing add the variety that keeps a model from memorising"}
+def imbalance_advice(ratio: float, counts: Dict[str, int]) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """(recommendation name, {value, reason}) for a class imbalance of `ratio` (largest / smallest
+    class): the balanced sampler from IMBALANCE_SEVERE on, class weights above IMBALANCE_WARN."""
+    if ratio >= IMBALANCE_SEVERE:
+        small = min(counts, key=lambda c: counts[c]) if counts else "?"
+        return "sampler", {"value": "balanced", "reason": (
+            f"imbalance ratio {ratio:g} >= {IMBALANCE_SEVERE:g} (smallest class '{small}', {counts.get(small, 0)} "
+            "images): weighting the loss still shows the small classes in few batches; the balanced sampler "
+            "(data.sampler=balanced) draws every class equally often. Alternative: loss.name=focal "
+            "(the many easy images of the large classes count less)")}
+    if ratio > IMBALANCE_WARN:
+        return "class_weights", {"value": "balanced", "reason": f"imbalance ratio {ratio:g} > {IMBALANCE_WARN:g}: "
+                                 "weight the loss so small classes count"}
+    return None
 
 
 def as_overrides(rec: Dict[str, Dict[str, Any]]) -> List[str]:
@@ -157,6 +176,8 @@ def as_overrides(rec: Dict[str, Dict[str, Any]]) -> List[str]:
         out.append(f"data/augment={rec['augment']['value']}")
     if "class_weights" in rec:
         out.append("loss.class_weights=balanced")
+    if "sampler" in rec:
+        out.append(f"data.sampler={rec['sampler']['value']}")
     return out
 
 

@@ -1,7 +1,7 @@
 """`+recipe=auto` and `+sweep=auto`, and the command-line preparation of every `+sweep=NAME`.
 
 recipe=auto: the dataset doctor's recommendations (strategy, backbone, input size, batch size,
-epochs, class weights) plus a learning rate and a device set-up from a hardware probe (GPU
+epochs, class weights or the balanced sampler) plus a learning rate and a device set-up from a hardware probe (GPU
 count and memory, CPU cores) become overrides placed before the user's own (the user's win).
 Each choice is printed with a one-line reason and recorded under `auto:` in the run's config.
 Then the candidates of the budgeted search (aether.sweeps.candidates) are planned and passed
@@ -19,7 +19,8 @@ from aether.sweeps.space import format_value
 
 # recommendation -> the config key (or group) it sets
 AUTO_KEYS = {"strategy": "strategy", "model": "model", "image_size": "data.image_size", "batch_size": "data.batch_size",
-             "epochs": "trainer.max_epochs", "augment": "data/augment", "class_weights": "loss.class_weights", "lr": "optimizer.lr",
+             "epochs": "trainer.max_epochs", "augment": "data/augment", "class_weights": "loss.class_weights",
+             "sampler": "data.sampler", "lr": "optimizer.lr",
              "trainer": "trainer", "budget": "auto.budget_minutes"}
 SEARCH_OFF = ("-m", "--multirun", "--cfg", "-c", "--info", "-i")  # a sweep, or only printing: no search
 
@@ -200,7 +201,12 @@ def sweep_id(overrides: List[str]) -> str:
 
 def auto_space(raw: Dict[str, Any]) -> List[str]:
     """Search dimensions around the run's own settings (`+sweep=auto`), by strategy."""
-    lr = float(raw["optimizer"]["lr"])
+    lr = raw["optimizer"]["lr"]
+    if lr == "auto":  # the search itself varies the rate: around the optimizer's default
+        from aether import registry
+
+        lr = registry.optimizers.get(raw["optimizer"]["name"]).config.model_fields["lr"].default
+    lr = float(lr)
     dims = [f"optimizer.lr=tag(log,interval({lr / 5:.3g},{lr * 5:.3g}))"]
     if "weight_decay" in raw["optimizer"]:
         dims.append("optimizer.weight_decay=tag(log,interval(1e-4,0.1))")

@@ -50,6 +50,7 @@ class Task:
     codec: Any = ""
     distills = False  # True: the task's module learns from `distill.teacher` (a run's soft targets)
     mixes = False  # True: the task's module trains on Mixup / CutMix batches (data.augment.mixup, .cutmix)
+    losses: Tuple[str, ...] = ("ce",)  # the loss.name values its module implements (ce: the task's own loss)
 
     def __init__(self, options: Any) -> None:
         self.options = options

@@ -7,6 +7,9 @@ import logging
 NOISE = ("💡 Tip", "was configured so 100% of the batches", "to estimate number of stepping batches",
          "TPU available", "HPU available", "LOCAL_RANK:", "Restoring states from the checkpoint path",
          "`Trainer.fit` stopped: `max_epochs",
+         # data.batch_size / optimizer.lr = auto (aether.training.tuning): the searches' own
+         # checkpoint, saved and restored around them, and their step limit
+         "`weights_only` was not set", ".lr_find_", ".scale_batch_size_", "`Trainer.fit` stopped: `max_steps=",
          # bitsandbytes (the qlora extra), imported by PEFT in every LoRA run, hints at an optional
          # CPU kernel package; Aether never runs 4-bit layers on the CPU
          "Failed to load CPU gemm_4bit_forward")

@@ -3,15 +3,28 @@ optimizer NAME`), registered with them in aether.catalog."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Tuple
+from typing import Literal, Optional, Tuple, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from aether.config.schema import Strict
 
 
+# lr=auto: Lightning's LR range test before training (aether.training.tuning); the rate found is
+# what RUN/config.yaml records, with the request in a comment
+LR_HELP = "; auto = Lightning's LR range test picks it before training (this default if it finds none)"
+Lr = Union[float, Literal["auto"]]
+
+
+def _positive_or_auto(v: Union[float, str]) -> Union[float, str]:
+    if not isinstance(v, str) and v <= 0:
+        raise ValueError("expected 'auto' or a number greater than 0")
+    return v
+
+
 class AdamWCfg(Strict):
-    lr: float = Field(1e-3, gt=0, description="peak learning rate (the scheduler scales it)")
+    lr: Lr = Field(1e-3, description="peak learning rate (the scheduler scales it)" + LR_HELP)
+    _lr = field_validator("lr")(_positive_or_auto)
     weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay; norms and biases get none")
     betas: Tuple[float, float] = Field((0.9, 0.999), description="[beta1, beta2]: decay rates of the "
                                        "gradient's running mean and of its square's")
@@ -24,7 +37,8 @@ class AdamCfg(AdamWCfg):
 
 
 class SGDCfg(Strict):
-    lr: float = Field(0.01, gt=0, description="peak learning rate (the scheduler scales it)")
+    lr: Lr = Field(0.01, description="peak learning rate (the scheduler scales it)" + LR_HELP)
+    _lr = field_validator("lr")(_positive_or_auto)
     momentum: float = Field(0.9, ge=0, lt=1, description="momentum factor; 0 = plain SGD")
     nesterov: bool = Field(True, description="Nesterov momentum (only when momentum > 0)")
     weight_decay: float = Field(1e-4, ge=0, description="L2 penalty added to the gradients; norms and "

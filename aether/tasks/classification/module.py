@@ -1,4 +1,4 @@
-"""task=classification's LightningModule: cross-entropy, accuracy, and the test metrics of metrics.json."""
+"""task=classification's LightningModule: cross-entropy or focal loss (losses.py), accuracy, and the test metrics of metrics.json."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ class ClassificationModule(StrategyModule):
         # a plain attribute (aether.tasks.classification.distill.Teacher, not an nn.Module): the
         # teacher is not part of this module's state, so it is never trained, saved or exported
         self.teacher, self.distill = teacher, distill
-        self.criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=loss.label_smoothing)
+        from aether.tasks.classification.losses import criterion
+
+        self.criterion = criterion(loss.name, loss.focal_gamma, class_weights, loss.label_smoothing)
         # Mixup / CutMix (aether.tasks.classification.mixing.Mixing, or None): training batches get
         # soft targets, which carry the label smoothing; validation keeps `criterion` on clean images
         self.mixing = mixing

@@ -19,6 +19,7 @@ class Classification(Task):
     name = "classification"
     distills = True
     mixes = True  # one label per image: Mixup / CutMix make soft targets of them
+    losses = ("ce", "focal")
 
     def build_data(self, rc: RunCfg) -> Any:
         from aether.tasks.classification.data import build_data
@@ -52,6 +53,9 @@ class Classification(Task):
             log.info("mixing: mixup %g, cutmix %g (prob %g, switch %g, mode %s)%s", a.mixup, a.cutmix, a.mixup_prob,
                      a.mixup_switch_prob, a.mixup_mode,
                      f", clean images from epoch {a.mixup_off_epoch}" if a.mixup_off_epoch is not None else "")
+        if rc.data.sampler == "balanced" and rc.loss.class_weights is not None:
+            log.warning("data.sampler=balanced with loss.class_weights=%s: the sampler already shows every class "
+                        "equally often, the weights correct the imbalance a second time", rc.loss.class_weights)
         return ClassificationModule(model, bundle.classes, strategy, rc.loss, class_weights(rc, bundle),
                                     rc.optimizer.model_dump(), rc.scheduler.model_dump(),
                                     teacher=teacher, distill=rc.distill, mixing=mixing)
