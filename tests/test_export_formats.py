@@ -25,7 +25,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict]:
         mp.setenv("AETHER_CACHE", str(root / "cache"))
         run = root / "run"
         run_in_process(run, [f"data={make_folder(root / 'imgs', per_class=16)}", "trainer.max_epochs=1",
-                             "data.test_fraction=0.3"])
+                             "data.test_fraction=0.3", "+model.kwargs.depths=[1,1,1,1]"])  # 4 blocks, not 9
         yield {"root": root, "run": run}
 
 
@@ -64,6 +64,17 @@ def _check_agreement(info: Dict, run: Path, minimum: float) -> None:
                                                    abs=1e-6)
 
 
+def test_onnx_fp32_json_has_the_agreement_and_metadata(trained: Dict) -> None:
+    import onnx
+
+    run = trained["run"]
+    info = export(run, "format=onnx")
+    _check_agreement(json.loads((run / "model" / "onnx.json").read_text()), run, 1.0)
+    assert info["parity_max_abs_diff"] <= info["atol"] and info["batch_sizes"] == [1, 3]
+    props = {p.key: p.value for p in onnx.load(str(run / "model" / "model.onnx")).metadata_props}
+    assert json.loads(props["aether.preprocessing"])["input_size"] == [3, 32, 32]
+
+
 def test_torchscript_package_runs_in_torch_jit_and_agrees(trained: Dict) -> None:
     import numpy as np
     import torch
@@ -85,8 +96,12 @@ def test_torchscript_package_runs_in_torch_jit_and_agrees(trained: Dict) -> None
     assert got.shape == (5, 3) and np.max(np.abs(got - ref)) <= 1e-4  # batch 5: not the traced batch size
     report = (run / "report.md").read_text()
     assert report.count("## Export: torchscript") == 1 and "top-1 agreement | 1.0000" in report
-    export(run, "format=torchscript")  # again: the report's section is replaced, not repeated
-    assert (run / "report.md").read_text().count("## Export: torchscript") == 1
+    from aether.deploy.export_formats import report_section
+
+    report_section(run, "torchscript", {**saved, "top1_agreement": 0.5})  # again: replaced, not repeated
+    report = (run / "report.md").read_text()
+    assert report.count("## Export: torchscript") == 1 and "top-1 agreement | 0.5000" in report
+    assert "## Export: onnx\n" in report  # the other exports' sections stay
 
 
 def test_openvino_package_runs_in_openvino_and_agrees(trained: Dict) -> None:
@@ -139,17 +154,6 @@ def test_onnx_int8_is_static_qdq_calibrated_on_train_and_agrees(trained: Dict) -
     assert "## Export: onnx-int8" in (run / "report.md").read_text()
 
 
-def test_onnx_fp32_json_has_the_agreement_and_metadata(trained: Dict) -> None:
-    import onnx
-
-    run = trained["run"]
-    info = export(run, "format=onnx")
-    _check_agreement(json.loads((run / "model" / "onnx.json").read_text()), run, 1.0)
-    assert info["parity_max_abs_diff"] <= info["atol"] and info["batch_sizes"] == [1, 3]
-    props = {p.key: p.value for p in onnx.load(str(run / "model" / "model.onnx")).metadata_props}
-    assert json.loads(props["aether.preprocessing"])["input_size"] == [3, 32, 32]
-
-
 def test_clear_errors(trained: Dict) -> None:
     run = trained["run"]
     import torch
@@ -175,22 +179,31 @@ def test_clear_errors(trained: Dict) -> None:
 
 
 def test_a_mismatch_fails_and_removes_the_export_or_warns(trained: Dict, tmp_path: Path) -> None:
-    """The check is real: a model.onnx of other weights (left by an older export) converted to
-    OpenVINO is caught... except that a stale model.onnx is re-exported; so the mismatch here is
-    made the honest way: the int8 model held to min_agreement=1.0 when it flips a prediction, or
-    a copy of the run whose test split is read through a wrong preprocessing."""
+    """The check catches a wrong exported model: a copy of the run whose model.onnx was replaced
+    behind onnx.json's back (here: its head negated, so every prediction changes) is converted to
+    OpenVINO as it is, and the agreement on the test split says so."""
     import shutil
 
-    run = tmp_path / "run"
-    shutil.copytree(trained["run"], run, ignore=shutil.ignore_patterns("checkpoints", "bento"))
-    # the exported graph sees the images normalised with other statistics than PyTorch does
-    # cannot happen either (both read preprocessing.json); so break the exported file itself:
-    # export torchscript, then measure it against a model whose weights changed since.
-    from aether.deploy.export_formats import measure_agreement, run_splits
-    from aether.deploy.predictor import Predictor
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
 
-    pred = Predictor(run / "model", device="cpu")
-    test = run_splits(run, pred.classes)["test"]
-    flipped = measure_agreement(pred.model, pred, lambda x: -pred.model(__import__("torch").from_numpy(x))
-                                .detach().numpy(), test, pred.classes)
-    assert flipped["top1_agreement"] < 0.5
+    if not (trained["run"] / "model" / "model.onnx").is_file():
+        export(trained["run"], "format=onnx", "agreement=false")
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run, ignore=shutil.ignore_patterns("checkpoints", "openvino*"))
+    graph = onnx.load(str(run / "model" / "model.onnx"))
+    for init in graph.graph.initializer:
+        if list(init.dims)[:1] == [3] and len(init.dims) <= 2:  # the head's weight (3, C) and bias (3,)
+            init.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(init), init.name))
+    onnx.save(graph, str(run / "model" / "model.onnx"))
+    with pytest.raises(AetherError, match=r"agrees with PyTorch on 0\.00% of the 15 test images.*was not kept"):
+        export(run, "format=openvino")
+    saved = json.loads((run / "model" / "openvino.json").read_text())
+    assert saved["passed"] is False and saved["kept"] is False and saved["top1_agreement"] == 0.0
+    assert not (run / "model" / "openvino").exists()
+    assert "failed, not kept" in (run / "report.md").read_text()
+    info = export(run, "format=openvino", "on_mismatch=warn")
+    assert info["passed"] is False and "below min_agreement" in info["warning"]
+    assert (run / "model" / "openvino" / "model.xml").is_file()
+    assert np.isclose(info["metric_exported"], 0.0)
