@@ -280,8 +280,8 @@ def export_run(args: List[str]) -> Tuple[str, Dict[str, Any]]:
                                    calibration_images=int(_number("export", opts, "calibration_images", 100)))
     given = [k for k in package_opts if k in opts]
     if given:
-        raise AetherError(f"export: {', '.join(given)}= apply to format=onnx|torchscript|openvino|tensorrt, "
-                          "not to format=bento")
+        raise AetherError(f"export: {'= '.join(given)}= {'apply' if len(given) > 1 else 'applies'} to "
+                          "format=onnx|torchscript|openvino|tensorrt, not to format=bento")
     batching = opts.get("batching", "true").lower()
     if batching not in ("true", "false"):
         raise AetherError(f"export: batching={opts['batching']!r}: expected true or false")
@@ -303,7 +303,7 @@ def cmd_export(args: List[str]) -> int:
     if fmt != "bento":
         if fmt == "onnx" and res.get("atol") is not None:
             print(f"wrote {res['path']} (dynamic batch; onnxruntime vs PyTorch max |d logit| = "
-                  f"{res['parity_max_abs_diff']:.2e} <= {res['atol']:g})")
+                  f"{res.get('parity_max_abs_diff', res['max_abs_diff']):.2e} <= {res['atol']:g})")
         else:
             print(f"wrote {res['path']}")
         if "top1_agreement" in res:

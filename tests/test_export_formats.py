@@ -154,6 +154,18 @@ def test_onnx_int8_is_static_qdq_calibrated_on_train_and_agrees(trained: Dict) -
     assert "## Export: onnx-int8" in (run / "report.md").read_text()
 
 
+def test_onnx_fp16_when_onnxconverter_common_is_installed(trained: Dict) -> None:
+    pytest.importorskip("onnxconverter_common")
+    import onnx
+
+    run = trained["run"]
+    info = export(run, "format=onnx", "quantize=fp16")
+    _check_agreement(json.loads((run / "model" / "onnx-fp16.json").read_text()), run, 0.99)
+    graph = onnx.load(info["path"])
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 in, fp16 inside
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.graph.initializer)
+
+
 def test_clear_errors(trained: Dict) -> None:
     run = trained["run"]
     import torch

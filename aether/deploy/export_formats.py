@@ -84,10 +84,14 @@ def export_package(run: str, fmt: str, quantize: Optional[str] = None, min_agree
     run_dir = check_run(run)
     model_dir = run_dir / "model"
     task = model_task(json.loads((model_dir / "model.json").read_text()))
+    if task != "classification" and fmt == "onnx" and quantize is None:  # as before: parity-checked model.onnx
+        from aether.deploy.onnx_export import export_onnx
+
+        return {**export_onnx(run), "json": str(model_dir / "onnx.json")}
     if task != "classification":
         raise AetherError(f"export format={fmt}{' quantize=' + quantize if quantize else ''}: only "
                           f"task=classification runs so far; run={run} is task={task}"
-                          + (" (format=onnx without quantize= exports it)" if fmt != "onnx" or quantize else ""))
+                          + " (format=onnx without quantize= exports it)")
     from aether.deploy.predictor import Predictor
 
     pred = Predictor(model_dir, device="cpu")
@@ -282,7 +286,9 @@ def export_onnx_format(run: str, model_dir: Path, model: Any, pred: Any, quantiz
         import onnx
         from onnxconverter_common import float16
 
-        m16 = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)  # float32 in and out
+        with warnings.catch_warnings():  # "the float32 number ... will be truncated to 1e-07", per weight
+            warnings.simplefilter("ignore")
+            m16 = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)  # float32 in and out
         onnx.save(m16, str(tmp))
         extra: Dict[str, Any] = {"converter": "onnxconverter_common.float16 (keep_io_types)"}
     else:
@@ -318,6 +324,9 @@ def quantize_onnx_int8(src: Path, out: Path, batches: List[Any]) -> Dict[str, An
         source = pre
     except Exception as exc:  # the plain graph quantizes too
         log.info("quantize: pre-processing skipped (%s: %s)", type(exc).__name__, exc)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime's per-tensor notes ("Axis 1 is out-of-range for weight ...")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -329,6 +338,7 @@ def quantize_onnx_int8(src: Path, out: Path, batches: List[Any]) -> Dict[str, An
         raise AetherError(f"INT8 quantization of {src} failed: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     finally:
+        root.setLevel(level)
         pre.unlink(missing_ok=True)
     images = sum(len(b) for b in batches)
     return {"calibration": {"split": "train", "images": images, "method": "MinMax"},
@@ -403,7 +413,7 @@ def export_openvino(run: str, model_dir: Path, model: Any, pred: Any, quantize: 
             batches = calibration_batches(pred, splits["train"], n_calib)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ov_model = nncf.quantize(ov_model, nncf.Dataset(batches), subset_size=sum(len(b) for b in batches))
+                ov_model = nncf.quantize(ov_model, nncf.Dataset(batches), subset_size=len(batches))
             extra.update(calibration={"split": "train", "images": sum(len(b) for b in batches), "tool": "nncf"},
                          versions={**extra["versions"], "nncf": nncf.__version__})
         ov_model.set_rt_info(json.dumps(pred.classes), ["aether", "classes"])
