@@ -181,7 +181,7 @@ def test_clear_errors(trained: Dict) -> None:
         export(run, "format=onnx", "on_mismatch=maybe")
     with pytest.raises(AetherError, match="did you mean 'openvino'"):
         export(run, "format=openvnio")
-    with pytest.raises(AetherError, match="apply to format=onnx"):
+    with pytest.raises(AetherError, match="quantize= applies to format=onnx"):
         export(run, "quantize=int8")
     import importlib.util
 

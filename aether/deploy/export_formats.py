@@ -132,7 +132,7 @@ def export_package(run: str, fmt: str, quantize: Optional[str] = None, min_agree
                f"exported {measured['metric_exported']:.4f}, max |d logit| {measured['max_abs_diff']:.3g} "
                f"({info_path})")
         if on_mismatch == "fail":
-            raise AetherError(msg + f"; {artifact.name} was not kept (on_mismatch=warn keeps it, or lower "
+            raise AetherError(msg + f"; {_shown(artifact)} was not kept (on_mismatch=warn keeps it, or lower "
                               "min_agreement=)")
         log.warning("%s; kept (on_mismatch=warn)", msg)
         info["warning"] = msg
@@ -526,6 +526,11 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else 0
 
 
+def _shown(artifact: Path) -> str:
+    """The exported file as the user finds it in model/ (OpenVINO's is in its own folder)."""
+    return f"{artifact.parent.name}/{artifact.name}" if artifact.name == "model.xml" else artifact.name
+
+
 def _remove(artifact: Path) -> None:
     import shutil
 
@@ -545,7 +550,7 @@ def report_section(run_dir: Path, name: str, info: Dict[str, Any]) -> Optional[P
     verdict = "passed" if info["passed"] else ("below the threshold, kept (on_mismatch=warn)"
                                                if info.get("kept", True) else "failed, not kept")
     section = [title, "",
-               f"`{Path(info['path']).name}` ({info['bytes'] / 1e6:.2f} MB) against the PyTorch model on the "
+               f"`{_shown(Path(info['path']))}` ({info['bytes'] / 1e6:.2f} MB) against the PyTorch model on the "
                f"{info['images']} images of the run's {info['split']} split: {verdict} "
                f"(min_agreement {info['min_agreement']:g}).", "",
                "| measure | value |", "|---|---|",
