@@ -312,6 +312,8 @@ def cmd_export(args: List[str]) -> int:
                   f"{res['metric_pytorch']:.4f} vs exported {res['metric_exported']:.4f}, max |d logit| "
                   f"{res['max_abs_diff']:.2e}")
         print(f"wrote {res['json']}")
+        if res.get("warning"):
+            print(f"aether: warning: {res['warning']}; kept (on_mismatch=warn)", file=sys.stderr)
         return 0
     plan = res["batching"]
     print(f"{'stored' if res['created'] else 'already stored'} BentoML model {res['tag']} ({res['store_path']})\n"

@@ -134,8 +134,8 @@ def export_package(run: str, fmt: str, quantize: Optional[str] = None, min_agree
         if on_mismatch == "fail":
             raise AetherError(msg + f"; {_shown(artifact)} was not kept (on_mismatch=warn keeps it, or lower "
                               "min_agreement=)")
-        log.warning("%s; kept (on_mismatch=warn)", msg)
         info["warning"] = msg
+        info_path.write_text(json.dumps(info, indent=2))
     return {**info, "json": str(info_path)}
 
 
