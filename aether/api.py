@@ -224,8 +224,9 @@ class Run:
 
     def export(self, format: str = "bento", **options: Any) -> Dict[str, Any]:  # noqa: A002 - the CLI's name
         """`aether export run=RUN format=FORMAT key=value...`, same code and checks: format
-        "bento" (options name, max_upload_mb, batching, backend, score_threshold) or "onnx".
-        Returns what the export did (bento: tag, bento_dir, ...; onnx: path, max_abs_diff, ...)."""
+        "bento" (options name, max_upload_mb, batching, backend, score_threshold), or "onnx",
+        "torchscript", "openvino", "tensorrt" (options quantize, min_agreement, on_mismatch, agreement).
+        Returns what the export did (bento: tag, bento_dir, ...; the others: path, json, top1_agreement, ...)."""
         from aether.cli import export_run
 
         args = [f"run={self.dir}", f"format={format}"]

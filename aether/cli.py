@@ -21,7 +21,8 @@ usage:
   aether -m [+recipe=NAME] key=a,b ...                         sweep (Hydra multirun)
   aether +recipe=NAME +sweep=lora_optuna|full_optuna|auto ...  Optuna search, resumable (conf/sweep/)
   aether inspect data=PATH [--strict]                         the dataset doctor: check, describe, recommend
-  aether export run=RUN [format=bento|onnx] [name=NAME]        BentoML model store + RUN/bento/ (or model.onnx)
+  aether export run=RUN [format=bento|onnx|torchscript|openvino|tensorrt] [quantize=int8|fp16]
+                                                               BentoML store + RUN/bento/, or a checked package
   aether predict run=RUN images=PATH [out=DIR] [top_k=5]       classify files -> predictions.csv + .json
   aether explain run=RUN images=PATH [method=gradcam]         class-activation heatmaps -> RUN/explain/
   aether runs [DIR] | runs compare RUN RUN... [out=FILE.png]    runs as a table; configs, metrics, curves side by side
@@ -248,7 +249,13 @@ def _number(verb_name: str, opts: Dict[str, str], key: str, default: float, kind
     return value
 
 
-EXPORT_OPTIONS = {"run": "a finished run folder", "format": "bento (default) or onnx",
+EXPORT_OPTIONS = {"run": "a finished run folder",
+                  "format": "bento (default), onnx, torchscript, openvino or tensorrt",
+                  "quantize": "int8 (onnx: static, calibrated on the training split; openvino: nncf) or fp16",
+                  "min_agreement": "lowest top-1 agreement with PyTorch on the test split (0.99; int8 0.95)",
+                  "on_mismatch": "below min_agreement: fail (default; the file is not kept) or warn",
+                  "agreement": "measure agreement on the run's test split, true (default) or false",
+                  "calibration_images": "INT8: training images to calibrate on (100)",
                   "name": "model name in the BentoML store", "max_upload_mb": "upload limit",
                   "batching": "adaptive batching, true/false",
                   "score_threshold": "detection: lowest box score answered",
@@ -261,14 +268,25 @@ def export_run(args: List[str]) -> Tuple[str, Dict[str, Any]]:
     opts = _options("export", args, EXPORT_OPTIONS, ["run"])
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     fmt = opts.get("format", "bento")
-    if fmt == "onnx":
-        from aether.deploy.onnx_export import export_onnx
-
-        return fmt, export_onnx(opts["run"])
+    package_opts = ("quantize", "min_agreement", "on_mismatch", "agreement", "calibration_images")
     if fmt != "bento":
-        from aether.suggest import did_you_mean
+        from aether.deploy.export_formats import export_package
 
-        raise AetherError(f"export: format={fmt!r}: expected bento or onnx{did_you_mean(fmt, ['bento', 'onnx'])}")
+        agreement = opts.get("agreement", "true").lower()
+        if agreement not in ("true", "false"):
+            raise AetherError(f"export: agreement={opts['agreement']!r}: expected true or false")
+        try:
+            min_agreement = float(opts["min_agreement"]) if "min_agreement" in opts else None
+        except ValueError:
+            raise AetherError(f"export: min_agreement={opts['min_agreement']!r} is not a number") from None
+        return fmt, export_package(opts["run"], fmt, quantize=opts.get("quantize") or None,
+                                   min_agreement=min_agreement, on_mismatch=opts.get("on_mismatch", "fail"),
+                                   agreement=agreement == "true",
+                                   calibration_images=int(_number("export", opts, "calibration_images", 100)))
+    given = [k for k in package_opts if k in opts]
+    if given:
+        raise AetherError(f"export: {'= '.join(given)}= {'apply' if len(given) > 1 else 'applies'} to "
+                          "format=onnx|torchscript|openvino|tensorrt, not to format=bento")
     batching = opts.get("batching", "true").lower()
     if batching not in ("true", "false"):
         raise AetherError(f"export: batching={opts['batching']!r}: expected true or false")
@@ -283,12 +301,24 @@ def export_run(args: List[str]) -> Tuple[str, Dict[str, Any]]:
 
 @verb("export")
 def cmd_export(args: List[str]) -> int:
-    """`aether export run=RUN [format=bento|onnx] [name=NAME] [max_upload_mb=20] [batching=true]
+    """`aether export run=RUN [format=bento|onnx|torchscript|openvino|tensorrt] [quantize=int8|fp16]
+    [min_agreement=F] [on_mismatch=fail|warn] [name=NAME] [max_upload_mb=20] [batching=true]
     [backend=torch|onnx] [score_threshold=P]` (detection: boxes below P are left out)."""
     fmt, res = export_run(args)
-    if fmt == "onnx":
-        print(f"wrote {res['path']} (dynamic batch; onnxruntime vs PyTorch max |d logit| = "
-              f"{res['max_abs_diff']:.2e} <= {res['atol']:g})")
+    if fmt != "bento":
+        if fmt == "onnx" and res.get("atol") is not None:
+            print(f"wrote {res['path']} (dynamic batch; onnxruntime vs PyTorch max |d logit| = "
+                  f"{res.get('parity_max_abs_diff', res['max_abs_diff']):.2e} <= {res['atol']:g})")
+        else:
+            print(f"wrote {res['path']}")
+        if "top1_agreement" in res:
+            print(f"agreement with PyTorch on the {res['images']} images of the run's {res['split']} split: "
+                  f"top-1 {res['top1_agreement']:.4f} (min {res['min_agreement']:g}), accuracy PyTorch "
+                  f"{res['metric_pytorch']:.4f} vs exported {res['metric_exported']:.4f}, max |d logit| "
+                  f"{res['max_abs_diff']:.2e}")
+        print(f"wrote {res['json']}")
+        if res.get("warning"):
+            print(f"aether: warning: {res['warning']}; kept (on_mismatch=warn)", file=sys.stderr)
         return 0
     plan = res["batching"]
     print(f"{'stored' if res['created'] else 'already stored'} BentoML model {res['tag']} ({res['store_path']})\n"

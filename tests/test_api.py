@@ -132,7 +132,7 @@ def test_export_is_aether_export(trained: Dict) -> None:
     assert (run.paths["model"] / "onnx.json").is_file()
     with pytest.raises(AetherError, match="did you mean 'format'"):
         run.export(fromat="onnx")
-    with pytest.raises(AetherError, match="expected bento or onnx"):
+    with pytest.raises(AetherError, match="expected bento, onnx, torchscript, openvino or tensorrt"):
         run.export(format="tflite")
 
 

@@ -8,6 +8,8 @@
     serving.py          what the service needs besides the model: upload limit, JSON errors
     predict.py          `aether predict`: a folder or list of images -> CSV + JSON
     onnx_export.py      `aether export format=onnx`: model.onnx, parity-checked; the onnx backend
+    export_formats.py   `format=torchscript|openvino|tensorrt`, `quantize=int8|fp16`: packages with
+                        labels + preprocessing inside, agreement measured on the run's test split
 
 Nothing here knows a task: the task model.json records names its codec (aether.tasks.codec;
 each task's in aether/tasks/<task>/serving.py), which turns a file into the model's input and

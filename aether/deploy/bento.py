@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from aether.deploy.model_dir import check_run
+from aether.deploy.model_dir import check_run, is_exported
 from aether.errors import AetherError
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
@@ -31,7 +31,7 @@ def model_version(model_dir: Path, with_onnx: bool = False) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(model_dir).as_posix()
-        if rel in ONNX_FILES and not (with_onnx and rel == "model.onnx"):
+        if is_exported(rel) and not (with_onnx and rel == "model.onnx"):
             continue
         digest.update(rel.encode() + b"\0")
         with open(path, "rb") as fh:
@@ -150,7 +150,7 @@ def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DE
     except NotFound:
         with bentoml.models.create(tag, labels=labels, metadata=metadata) as stored:
             for item in model_dir.iterdir():  # model files + a LoRA adapter/ folder when present
-                if item.name in ONNX_FILES and backend != "onnx":
+                if is_exported(item.name) and not (backend == "onnx" and item.name in ONNX_FILES):
                     continue
                 dest = Path(stored.path) / item.name
                 shutil.copytree(item, dest) if item.is_dir() else shutil.copy2(item, dest)

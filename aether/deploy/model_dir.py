@@ -9,6 +9,18 @@ from pathlib import Path
 from aether.errors import AetherError
 
 MODEL_FILES = ("model.safetensors", "model.json", "labels.json", "preprocessing.json")
+# What `aether export format=...` derives from the weights and writes beside them (files, or a
+# folder for OpenVINO's model.xml + model.bin): never part of the model's identity (bento.py's
+# version hash) nor copied into the BentoML store unless it is what serves (model.onnx).
+EXPORTED = ("model.onnx", "onnx.json", "model-int8.onnx", "onnx-int8.json", "model-fp16.onnx", "onnx-fp16.json",
+            "model.torchscript.pt", "model.pt2", "torchscript.json", "openvino", "openvino.json",
+            "openvino-int8", "openvino-int8.json", "model.engine", "model-fp16.engine", "tensorrt.json",
+            "tensorrt-fp16.json")
+
+
+def is_exported(rel: str) -> bool:
+    """True for a path (relative to model/, POSIX) that an export wrote, not the training run."""
+    return rel.split("/", 1)[0] in EXPORTED or rel.endswith(".tmp")
 
 
 def check_run(run: str) -> Path:

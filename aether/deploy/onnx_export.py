@@ -83,9 +83,23 @@ def export_onnx(run: str, atol: float = DEFAULT_ATOL, opset: int = 18) -> Dict[s
             "task": task,
             "classes": pred.classes, "preprocessing": pred.pre.preprocessing, "atol": atol,
             "export_s": round(export_s, 3), "bytes": out.stat().st_size, **worst,
+            "weights_sha256": weights_digest(run_dir / "model"),
             "versions": {"torch": torch.__version__, "onnxruntime": _ort_version()}}
     (run_dir / "model" / "onnx.json").write_text(json.dumps(info, indent=2))
     return info
+
+
+def weights_digest(model_dir: Path) -> str:
+    """sha256 of model.safetensors (and a LoRA adapter kept separate): which weights a model.onnx is of."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in [model_dir / "model.safetensors", *sorted((model_dir / "adapter").rglob("*"))]:
+        if path.is_file():
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 def _ort_version() -> str:
