@@ -446,6 +446,14 @@ def cmd_explain(args: List[str]) -> int:
     return 0
 
 
+def no_vendor_telemetry() -> None:
+    """Aether sends nothing anywhere, nor do the libraries it drives: NNCF (export format=openvino
+    quantize=int8) reports usage to Google Analytics unless told it runs in CI (NNCF_CI, its only
+    off switch); OpenVINO's own converter sends only after an explicit opt-in."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("NNCF_CI", "1")
+
+
 def start_command(argv: List[str]) -> None:
     """What the `aether` command and the Python API (aether.api.train) set first."""
     import time
@@ -458,6 +466,7 @@ def start_command(argv: List[str]) -> None:
     if any(a.lower() in ("offline=true", "offline=1", "offline=yes") for a in argv):
         os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # no telemetry
+    no_vendor_telemetry()
 
 
 def main(argv: Optional[List[str]] = None) -> None:

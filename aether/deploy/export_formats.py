@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -407,6 +408,7 @@ def export_openvino(run: str, model_dir: Path, model: Any, pred: Any, quantize: 
     try:
         ov_model = ov.convert_model(str(src))
         if quantize == "int8":
+            os.environ.setdefault("NNCF_CI", "1")  # NNCF's only telemetry off switch (aether.cli.no_vendor_telemetry)
             import nncf
 
             assert splits is not None
