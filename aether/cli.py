@@ -25,6 +25,7 @@ usage:
                                                                BentoML store + RUN/bento/, or a checked package
   aether predict run=RUN images=PATH [out=DIR] [top_k=5]       classify files -> predictions.csv + .json
   aether explain run=RUN images=PATH [method=gradcam]         class-activation heatmaps -> RUN/explain/
+  aether benchmark run=RUN [formats=pytorch,onnx,...]          size, load time, latency, throughput, accuracy per format
   aether runs [DIR] | runs compare RUN RUN... [out=FILE.png]    runs as a table; configs, metrics, curves side by side
   aether list recipes|models|strategies|optimizers|schedulers|loggers|adapters|backbones|tasks|groups
   aether list strategy lora | task detection | data | trainer | config ...   options: type, default, meaning
@@ -423,6 +424,48 @@ def cmd_predict(args: List[str]) -> int:
           f"{res['out_dir']}/predictions.csv, predictions.json")
     for f in res["failed"]:
         print(f"  not classified: {f['path']}: {f['reason']} ({f['detail']})", file=sys.stderr)
+    return 0
+
+
+@verb("benchmark")
+def cmd_benchmark(args: List[str]) -> int:
+    """`aether benchmark run=RUN [formats=pytorch,onnx,...] [batch_sizes=1,8,32] [iters=30]`: every
+    format x precision this machine runs, measured (RUN/benchmark.json, RUN/benchmark.png)."""
+    opts = _options("benchmark", args, {"run": "a finished classification run folder",
+                                        "formats": "comma-separated, e.g. pytorch,onnx,onnx-int8 (default: all)",
+                                        "batch_sizes": "comma-separated batch sizes for throughput (1,8,32)",
+                                        "iters": "timed batch-1 calls per format (30)"}, ["run"])
+    from rich.console import Console
+    from rich.table import Table
+
+    from aether.deploy.benchmark import benchmark_run
+
+    try:
+        sizes = [int(b) for b in opts.get("batch_sizes", "1,8,32").split(",")]
+    except ValueError:
+        raise AetherError(f"benchmark: batch_sizes={opts['batch_sizes']!r}: expected integers, e.g. 1,8,32") from None
+    if any(b < 1 for b in sizes):
+        raise AetherError(f"benchmark: batch_sizes={opts['batch_sizes']!r}: expected integers >= 1")
+    res = benchmark_run(opts["run"], formats=opts["formats"].split(",") if opts.get("formats") else None,
+                        batch_sizes=sizes, iters=int(_number("benchmark", opts, "iters", 30)))
+    table = Table(title=f"{res['run']} - {res['images']} test images, this machine")
+    for col in ("format", "size MB", "load s", "p50 ms", "p99 ms", "images/s (batch)", "accuracy", "agreement"):
+        table.add_column(col, justify="left" if col == "format" else "right")
+    for r in res["rows"]:
+        if not r["available"]:
+            table.add_row(r["format"], "-", "-", "-", "-", "-", "-", "not here")
+            continue
+        agree = r.get("top1_agreement")
+        table.add_row(r["format"], f"{r['bytes'] / 1e6:.2f}", f"{r['load_s']:.2f}", f"{r['latency_ms_p50']:.2f}",
+                      f"{r['latency_ms_p99']:.2f}", f"{r['throughput_ips']:.0f} ({r['best_batch']})",
+                      f"{r['accuracy']:.4f}", "-" if agree is None else f"{agree:.4f}")
+    Console(width=160).print(table)
+    for r in res["rows"]:
+        if not r["available"]:
+            print(f"  {r['format']}: {r['reason']}")
+    rec = res["recommendation"]
+    print(f"serve: {rec['format']} - {rec['reason']}" if rec["format"] else f"serve: {rec['reason']}")
+    print(f"wrote {res['run']}/benchmark.json, benchmark.png")
     return 0
 
 

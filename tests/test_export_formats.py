@@ -219,3 +219,25 @@ def test_a_mismatch_fails_and_removes_the_export_or_warns(trained: Dict, tmp_pat
     assert info["passed"] is False and "below min_agreement" in info["warning"]
     assert (run / "model" / "openvino" / "model.xml").is_file()
     assert np.isclose(info["metric_exported"], 0.0)
+
+
+def test_benchmark_measures_each_format_and_recommends_one(trained: Dict) -> None:
+    """`aether benchmark`: every format asked for is exported, loaded with its own runtime, timed
+    and scored on the test split; what cannot run here (TensorRT without CUDA) says why."""
+    from aether.deploy.benchmark import benchmark_run
+
+    run = trained["run"]
+    res = benchmark_run(str(run), formats=["pytorch", "onnx", "torchscript", "tensorrt"], batch_sizes=(1, 4),
+                        iters=3, seconds=0.05)
+    rows = {r["format"]: r for r in res["rows"]}
+    assert list(rows) == ["pytorch", "onnx", "torchscript", "tensorrt"]
+    assert rows["tensorrt"]["available"] is False and "CUDA" in rows["tensorrt"]["reason"]
+    accuracy = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+    for name in ("pytorch", "onnx", "torchscript"):
+        r = rows[name]
+        assert r["bytes"] > 0 and r["load_s"] > 0 and 0 < r["latency_ms_p50"] <= r["latency_ms_p99"]
+        assert r["throughput_ips"] > 0 and r["best_batch"] in (1, 4)
+        assert r["accuracy"] == pytest.approx(accuracy)  # the same test split the run was scored on
+    assert res["recommendation"]["format"] in ("pytorch", "onnx", "torchscript")
+    assert json.loads((run / "benchmark.json").read_text())["rows"][0]["format"] == "pytorch"
+    assert (run / "benchmark.png").stat().st_size > 0
