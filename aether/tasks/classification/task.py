@@ -67,6 +67,15 @@ class Classification(Task):
             metrics["distill"] = summary(job.module.teacher, job.module.model, job.preprocessing,
                                          metrics["test"]["accuracy"], d.temperature, d.alpha)
             sections = report_lines(metrics["distill"])
+        analysis = rc_analysis(raw)
+        if analysis.enabled:
+            from aether.reporting.analysis import analyse, report_lines as analysis_lines
+
+            metrics["analysis"] = analyse(run_dir, job, analysis, int(raw.get("seed", 42)))
+            sections = analysis_lines(metrics["analysis"]) + sections
+        from aether.reporting.model_card import lineage, write_model_card
+
+        metrics["lineage"] = lineage(metrics, raw)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         confusion_matrix_png(metrics["confusion_matrix"], job.bundle.classes, run_dir / "confusion_matrix.png")
         curves_png(metrics["history"], run_dir / "curves.png")
@@ -74,8 +83,16 @@ class Classification(Task):
         exported, extra = job.strategy.export(job.module.model, run_dir / "model")
         save_model_dir(run_dir / "model", exported, {**job.backbone.info, **extra}, job.bundle.classes,
                        job.preprocessing)
+        write_model_card(run_dir / "model", metrics, raw, analysis.intended_use)
         write_report(run_dir, metrics, raw, sections)
         return f"test accuracy {metrics['test']['accuracy']:.4f}, macro F1 {metrics['test']['f1_macro']:.4f}"
+
+
+def rc_analysis(raw: Dict[str, Any]) -> Any:
+    """The run's `analysis:` section (validated; a config written before it existed gets the defaults)."""
+    from aether.config.schema import AnalysisCfg
+
+    return AnalysisCfg.model_validate(raw.get("analysis") or {})
 
 
 def class_weights(cfg: RunCfg, bundle: Any) -> Optional[Any]:
