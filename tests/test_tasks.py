@@ -55,9 +55,12 @@ def test_multilabel_trains_tunes_thresholds_and_beats_untrained(tmp_path: Path) 
     assert t["f1_macro"] > 0.7
     thresholds = json.loads((run / "model" / "thresholds.json").read_text())
     assert all(0 < v < 1 for v in thresholds.values())
-    for f in ("report.md", "curves.png", "confusion_matrix.png", "model/model.safetensors"):
+    for f in ("report.md", "curves.png", "confusion_matrix.png", "model/model.safetensors", "model/MODEL_CARD.md"):
         assert (run / f).exists(), f
     assert "mAP (macro)" in (run / "report.md").read_text()
+    card = (run / "model" / "MODEL_CARD.md").read_text()  # every task's model card: metrics, worst labels, lineage
+    assert f"| map | {t['map']:.4f} |" in card and "## Worst classes (lowest test F1)" in card
+    assert m["lineage"]["dataset"]["sha256"] in card
 
 
 def test_multilabel_reads_the_decoded_image_cache(tmp_path: Path) -> None:

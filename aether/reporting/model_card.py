@@ -76,6 +76,29 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def worst_class_lines(per_class: Dict[str, Any], worst_k: int) -> List[str]:
+    """The `worst_k` classes by the task's per-class score (F1; IoU for segmentation; AP for
+    detection), with every per-class number the task recorded."""
+    def num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    rows = {c: r for c, r in per_class.items() if isinstance(r, dict)}
+    key = next((k for k in ("f1", "iou", "ap") if any(num(r.get(k)) for r in rows.values())), None)
+    if key is None:
+        return []
+    cols: List[str] = []
+    for r in rows.values():
+        cols += [k for k, v in r.items() if num(v) and k not in cols]
+    scored = [(c, r) for c, r in rows.items() if num(r.get(key))]  # a class without test instances has none
+    worst = sorted(scored, key=lambda cr: (cr[1][key], cr[0]))[:worst_k]
+    lines = [f"## Worst classes (lowest test {'F1' if key == 'f1' else key.upper()})", "",
+             "| class | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for c, r in worst:
+        cells = [f"{r[k]:.3f}" if isinstance(r.get(k), float) else str(r.get(k, "-")) for k in cols]
+        lines.append(f"| {_cell(c)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write_model_card(model_dir: Path, metrics: Dict[str, Any], raw: Dict[str, Any],
                      intended_use: Optional[str] = None, worst_k: int = 5) -> Path:
     """model/MODEL_CARD.md from metrics.json's sections (test, data, lineage, analysis) and the config."""
@@ -140,15 +163,7 @@ def write_model_card(model_dir: Path, metrics: Dict[str, Any], raw: Dict[str, An
         lines += [f"| {k} | {_fmt(val)} |" for k, val in numeric]
     lines.append("")
 
-    per_class = test.get("per_class") or {}
-    scored = [(c, r) for c, r in per_class.items() if isinstance(r, dict) and isinstance(r.get("f1"), (int, float))]
-    if scored:
-        worst = sorted(scored, key=lambda cr: (cr[1]["f1"], cr[0]))[:worst_k]
-        lines += ["## Worst classes (lowest test F1)", "", "| class | precision | recall | F1 | support |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {_cell(c)} | {r.get('precision', 0):.3f} | {r.get('recall', 0):.3f} | {r['f1']:.3f} | "
-                  f"{r.get('support', '-')} |" for c, r in worst]
-        lines.append("")
+    lines += worst_class_lines(test.get("per_class") or {}, worst_k)
     pairs = an.get("confused_pairs") or []
     if pairs:
         lines += ["Most confused: " + "; ".join(f"{_cell(p['true'])} -> {_cell(p['predicted'])} ({p['count']})"
