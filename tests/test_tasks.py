@@ -61,6 +61,12 @@ def test_multilabel_trains_tunes_thresholds_and_beats_untrained(tmp_path: Path) 
     card = (run / "model" / "MODEL_CARD.md").read_text()  # every task's model card: metrics, worst labels, lineage
     assert f"| map | {t['map']:.4f} |" in card and "## Worst classes (lowest test F1)" in card
     assert m["lineage"]["dataset"]["sha256"] in card
+    errors = (run / "errors.csv").read_text().splitlines()  # the analysis: one row per test image, worst first
+    assert errors[0] == "path,true,predicted,confidence,loss,correct" and len(errors) == 1 + m["data"]["num_test"]
+    losses = [float(line.rsplit(",", 2)[1]) for line in errors[1:]]
+    assert losses == sorted(losses, reverse=True)
+    assert m["analysis"]["num_test"] == m["data"]["num_test"] and (run / "pr_curves.png").is_file()
+    assert (run / "label_issues.csv").read_text().startswith("rank,path,split,given_label,suggested_label,score")
 
 
 def test_multilabel_reads_the_decoded_image_cache(tmp_path: Path) -> None:

@@ -29,8 +29,15 @@ ERRORS_CSV = "errors.csv"
 SHOWN_ISSUES = 20  # rows of label_issues.csv shown in report.md
 
 
-def predict_probs(module: Any, datamodule: Any, split: str) -> np.ndarray:
-    """Softmax probabilities (N, K) of the split's samples, in `bundle.splits[split]` order: one
+def options(raw: Dict[str, Any]) -> Any:
+    """The run's `analysis:` section (validated; a config written before it existed gets the defaults)."""
+    from aether.config.schema import AnalysisCfg
+
+    return AnalysisCfg.model_validate(raw.get("analysis") or {})
+
+
+def predict_probs(module: Any, datamodule: Any, split: str, multilabel: bool = False) -> np.ndarray:
+    """Softmax (multilabel: sigmoid) probabilities (N, K) of the split's samples, in `bundle.splits[split]` order: one
     pass of the module's (best, already loaded) model with the evaluation transform, on the
     module's device, unsharded (only rank 0 calls this)."""
     import torch
@@ -51,7 +58,8 @@ def predict_probs(module: Any, datamodule: Any, split: str) -> np.ndarray:
                 x = x.to(param.device, non_blocking=True)
                 x, _ = datamodule.on_after_batch_transfer((x, y), 0)  # the cache's uint8 -> normalised
                 logits = module(x.to(param.dtype) if x.is_floating_point() else x)
-                out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+                logits = logits.float()
+                out.append((logits.sigmoid() if multilabel else torch.softmax(logits, dim=1)).cpu().numpy())
     finally:
         module.train(was_training)
     probs = np.concatenate(out) if out else np.zeros((0, len(module.classes)), dtype=np.float32)
@@ -157,29 +165,32 @@ def confused_png(pairs: Sequence[Tuple[int, int, int]], rows: Sequence[Dict[str,
 def pr_curves_png(labels: np.ndarray, probs: np.ndarray, classes: Sequence[str], path: Path,
                   most: int = 10) -> Dict[str, float]:
     """Per-class one-vs-rest precision-recall curves of the test split; with more than `most`
-    classes, the `most` lowest-AP ones. Returns each class's average precision (None: no test image)."""
+    classes, the `most` lowest-AP ones. `labels`: class indices (N,), or a multi-hot (N, K)
+    matrix (multilabel). Returns each class's average precision (None: no test image)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
+    positives = labels.astype(bool) if labels.ndim == 2 else labels[:, None] == np.arange(len(classes))[None, :]
     ap: Dict[str, Any] = {}
     for c, name in enumerate(classes):
-        pos = labels == c
+        pos = positives[:, c]
         ap[name] = float(average_precision_score(pos, probs[:, c])) if pos.any() else None
     present = [c for c in range(len(classes)) if ap[classes[c]] is not None]
     shown = sorted(present, key=lambda c: ap[classes[c]])[:most] if len(present) > most else present
     fig, ax = plt.subplots(figsize=(6.5, 5))
     for c in shown:
-        prec, rec, _ = precision_recall_curve(labels == c, probs[:, c])
+        prec, rec, _ = precision_recall_curve(positives[:, c], probs[:, c])
         ax.step(rec, prec, where="post", label=f"{classes[c]} (AP {ap[classes[c]]:.3f})")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1.0)
     ax.set_ylim(0, 1.03)
     ax.grid(alpha=0.3)
-    title = "Precision-recall per class (test split, one vs rest)"
+    title = "Precision-recall per class (test split, one vs rest)" if labels.ndim == 1 else \
+        "Precision-recall per label (test split)"
     if len(shown) < len(present):
         title += f"\nthe {len(shown)} lowest-AP classes of {len(present)}"
     ax.set_title(title, fontsize=10)
@@ -332,8 +343,10 @@ def report_lines(section: Dict[str, Any]) -> List[str]:
     if not section:
         return []
     lines = ["## Error analysis (test split)", "",
-             f"{section['num_wrong']} of {section['num_test']} test images are misclassified; `{ERRORS_CSV}` lists "
-             "every test image (path, true, predicted, confidence, loss), highest loss first.", ""]
+             f"{section['num_wrong']} of {section['num_test']} test images are "
+             f"{'misclassified' if section.get('task') != 'multilabel' else 'not labelled exactly right'}; "
+             f"`{ERRORS_CSV}` lists every test image (path, true, predicted, confidence, loss), highest loss first.",
+             ""]
     b = section.get("bootstrap") or {}
     if "low" in (b.get("accuracy") or {}):
         pct = f"{100 * b['confidence']:g}%"
@@ -378,3 +391,84 @@ def report_lines(section: Dict[str, Any]) -> List[str]:
 def _cell(text: Any) -> str:
     """Text for a markdown table cell (a class or file name may hold | or a newline)."""
     return str(text).replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+
+
+# ---------------------------------------------------------------- multilabel
+
+
+def _names(row: np.ndarray, classes: Sequence[str]) -> str:
+    return ";".join(classes[i] for i in np.flatnonzero(row)) or "(none)"
+
+
+def multilabel_rows(paths: Sequence[str], y: np.ndarray, probs: np.ndarray, thresholds: np.ndarray,
+                    classes: Sequence[str]) -> List[Dict[str, Any]]:
+    """One row per test image, highest loss first: true and predicted label sets (";"-joined),
+    confidence (the least certain of its per-label decisions: min over labels of max(p, 1 - p)),
+    loss (binary cross-entropy, mean over labels); correct = the predicted set is exactly right."""
+    p = np.clip(probs, 1e-12, 1 - 1e-12)
+    loss = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(1)
+    pred = (probs >= thresholds[None, :]).astype(np.int64)
+    conf = np.maximum(probs, 1 - probs).min(1)
+    order = sorted(range(len(paths)), key=lambda i: (-loss[i], paths[i]))
+    return [{"path": paths[i], "true": _names(y[i], classes), "predicted": _names(pred[i], classes),
+             "confidence": float(conf[i]), "loss": float(loss[i]), "correct": bool((pred[i] == y[i]).all())}
+            for i in order]
+
+
+def analyse_multilabel(run_dir: Path, job: Any, cfg: Any) -> Dict[str, Any]:
+    """task=multilabel's share of the analysis: errors.csv, the worst-errors gallery, per-label
+    precision-recall curves and suspected label errors (cleanlab's multi-label mode on the
+    held-out probabilities). No bootstrap intervals (its metrics are not single-label ones)."""
+    import time
+
+    t0 = time.perf_counter()
+    classes = list(job.bundle.classes)
+    thresholds = job.module.thresholds.detach().cpu().numpy().astype(np.float64)
+    splits = job.bundle.splits
+    probs = predict_probs(job.module, job.datamodule, "test", multilabel=True)
+    y = np.array([it.target for it in splits["test"]], dtype=np.int64).reshape(len(splits["test"]), len(classes))
+    rows = multilabel_rows([it.path for it in splits["test"]], y, probs, thresholds, classes)
+    write_errors_csv(rows, run_dir / ERRORS_CSV)
+    section: Dict[str, Any] = {"task": "multilabel", "errors_csv": ERRORS_CSV, "num_test": len(rows),
+                               "num_wrong": int(sum(not r["correct"] for r in rows))}
+    worst = rows[:cfg.worst_n]
+    if worst:
+        gallery_png(worst, run_dir / "worst_errors.png")
+        section["worst"] = [{key: r[key] for key in ("path", "true", "predicted", "confidence", "loss")}
+                            for r in worst]
+    section["average_precision"] = pr_curves_png(y, probs, classes, run_dir / "pr_curves.png")
+    if cfg.label_issues == "holdout":
+        parts = [("test", splits["test"], probs, y)]
+        if [it.path for it in splits["val"]] != [it.path for it in splits["test"]]:
+            vy = np.array([it.target for it in splits["val"]], dtype=np.int64).reshape(len(splits["val"]), len(classes))
+            parts.insert(0, ("val", splits["val"], predict_probs(job.module, job.datamodule, "val", multilabel=True),
+                             vy))
+        paths = [it.path for _, items, _, _ in parts for it in items]
+        names = [name for name, items, _, _ in parts for _ in items]
+        all_y = np.concatenate([t for _, _, _, t in parts])
+        all_p = np.concatenate([p for _, _, p, _ in parts])
+        info: Dict[str, Any] = {"method": "holdout", "csv": LABEL_ISSUES_CSV, "checked": len(paths),
+                                "splits": [name for name, _, _, _ in parts]}
+        issues: List[Dict[str, Any]] = []
+        try:
+            from cleanlab.filter import find_label_issues
+            from cleanlab.multilabel_classification import get_label_quality_scores
+
+            given = [list(np.flatnonzero(row)) for row in all_y]
+            ranked = find_label_issues(given, all_p, multi_label=True, return_indices_ranked_by="self_confidence",
+                                       n_jobs=1)
+            scores = get_label_quality_scores(given, all_p)
+            pred = (all_p >= thresholds[None, :]).astype(np.int64)
+            issues = [{"rank": r + 1, "path": paths[i], "split": names[i], "given_label": _names(all_y[i], classes),
+                       "suggested_label": _names(pred[i], classes), "score": float(scores[i])}
+                      for r, i in enumerate(int(i) for i in ranked)]
+        except Exception as exc:  # noqa: BLE001 - cleanlab refuses some tiny or degenerate sets: said, not fatal
+            log.warning("analysis: no label-issue search (cleanlab: %s)", exc)
+            info["error"] = f"cleanlab: {exc}"
+        write_issues_csv(issues, run_dir / LABEL_ISSUES_CSV)
+        info.update(count=len(issues), top=issues[:SHOWN_ISSUES])
+        section["label_issues"] = info
+    section["seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("analysis: %d of %d test images not exactly right (errors.csv), in %.1f s", section["num_wrong"],
+             len(rows), section["seconds"])
+    return section

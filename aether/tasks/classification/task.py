@@ -67,10 +67,10 @@ class Classification(Task):
             metrics["distill"] = summary(job.module.teacher, job.module.model, job.preprocessing,
                                          metrics["test"]["accuracy"], d.temperature, d.alpha)
             sections = report_lines(metrics["distill"])
-        analysis = rc_analysis(raw)
-        if analysis.enabled:
-            from aether.reporting.analysis import analyse, report_lines as analysis_lines
+        from aether.reporting.analysis import analyse, options, report_lines as analysis_lines
 
+        analysis = options(raw)
+        if analysis.enabled:
             metrics["analysis"] = analyse(run_dir, job, analysis, int(raw.get("seed", 42)))
             sections = analysis_lines(metrics["analysis"]) + sections
         from aether.reporting.model_card import lineage, write_model_card
@@ -86,13 +86,6 @@ class Classification(Task):
         write_model_card(run_dir / "model", metrics, raw, analysis.intended_use)
         write_report(run_dir, metrics, raw, sections)
         return f"test accuracy {metrics['test']['accuracy']:.4f}, macro F1 {metrics['test']['f1_macro']:.4f}"
-
-
-def rc_analysis(raw: Dict[str, Any]) -> Any:
-    """The run's `analysis:` section (validated; a config written before it existed gets the defaults)."""
-    from aether.config.schema import AnalysisCfg
-
-    return AnalysisCfg.model_validate(raw.get("analysis") or {})
 
 
 def class_weights(cfg: RunCfg, bundle: Any) -> Optional[Any]:
