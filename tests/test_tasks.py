@@ -184,6 +184,11 @@ def test_segmentation_trains_and_beats_untrained(tmp_path: Path, strategy: str) 
     m = json.loads((run / "metrics.json").read_text())
     t = m["test"]
     assert set(t["per_class"]) == {"class_0", "class_1", "class_2"} and {"iou", "dice"} <= set(t["per_class"]["class_1"])
+    errors = (run / "errors.csv").read_text().splitlines()  # the analysis: every test image, lowest IoU first
+    ious = [float(line.split(",")[-2]) for line in errors[1:]]
+    assert errors[0] == "path,miou,pixel_accuracy" and len(ious) == m["data"]["num_test"] and ious == sorted(ious)
+    assert [w["path"] for w in m["analysis"]["worst"]] == [line.rsplit(",", 2)[0] for line in errors[1:17]]
+    assert (run / "worst_overlays.png").is_file() and "lowest-IoU test images" in (run / "report.md").read_text()
     assert t["miou"] > before["miou"] + 0.2, (before["miou"], t["miou"])
     assert 0 < t["dice"] <= 1 and m["params"]["trainable"] < m["params"]["total"]
     assert (run / "overlays.png").exists() and "mIoU" in (run / "report.md").read_text()

@@ -472,3 +472,66 @@ def analyse_multilabel(run_dir: Path, job: Any, cfg: Any) -> Dict[str, Any]:
     log.info("analysis: %d of %d test images not exactly right (errors.csv), in %.1f s", section["num_wrong"],
              len(rows), section["seconds"])
     return section
+
+
+# ---------------------------------------------------------------- segmentation
+
+
+def image_ious(module: Any, datamodule: Any, k: int, ignore_index: Optional[int]) -> List[Dict[str, float]]:
+    """Per test image (in split order): its mean IoU over the classes in its true or predicted
+    mask (pixels of `ignore_index` left out) and its pixel accuracy; one unsharded pass of the
+    module's model (only rank 0 calls this)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from aether.data.loaders import loader_settings
+
+    n = len(datamodule.bundle.splits["test"])
+    settings = {**loader_settings(datamodule.cfg, n, train=False), "shuffle": False, "drop_last": False}
+    loader = DataLoader(datamodule.dataset("test", False), collate_fn=datamodule.collate, **settings)
+    param = next(module.parameters())
+    was_training = module.training
+    module.eval()
+    out: List[Dict[str, float]] = []
+    try:
+        with torch.no_grad():
+            for x, y in loader:
+                pred = module(x.to(param.device, dtype=param.dtype)).argmax(1).cpu()
+                for p, t in zip(pred, y):
+                    valid = (t >= 0) & (t < k) if ignore_index is None else (t != ignore_index) & (t >= 0) & (t < k)
+                    p, t = p[valid], t[valid]
+                    inter = torch.bincount(t[p == t], minlength=k).double()
+                    union = torch.bincount(t, minlength=k).double() + torch.bincount(p, minlength=k).double() - inter
+                    seen = union > 0
+                    out.append({"miou": float((inter[seen] / union[seen]).mean()) if seen.any() else 1.0,
+                                "pixel_accuracy": float((p == t).double().mean()) if len(t) else 1.0})
+    finally:
+        module.train(was_training)
+    return out
+
+
+def write_segmentation_errors(paths: Sequence[str], scores: Sequence[Dict[str, float]], path: Path
+                              ) -> List[Dict[str, Any]]:
+    """errors.csv of a segmentation run: every test image with its IoU and pixel accuracy, lowest IoU first."""
+    rows = sorted(({"path": p, **s} for p, s in zip(paths, scores)), key=lambda r: (r["miou"], r["path"]))
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "miou", "pixel_accuracy"])
+        for r in rows:
+            w.writerow([r["path"], f"{r['miou']:.6f}", f"{r['pixel_accuracy']:.6f}"])
+    return rows
+
+
+def segmentation_lines(section: Dict[str, Any]) -> List[str]:
+    worst = section.get("worst") or []
+    lines = ["## Error analysis (test split)", "",
+             f"`{ERRORS_CSV}` lists every test image with its IoU (mean over the classes in its true or predicted "
+             "mask) and pixel accuracy, lowest IoU first.", ""]
+    if worst:
+        lines += [f"### The {len(worst)} lowest-IoU test images", "",
+                  "Image, true mask (middle), prediction (right):", "", "![worst overlays](worst_overlays.png)", "",
+                  "| # | image | IoU | pixel accuracy |", "|---|---|---|---|"]
+        lines += [f"| {i} | {_cell(Path(r['path']).name)} | {r['miou']:.3f} | {r['pixel_accuracy']:.3f} |"
+                  for i, r in enumerate(worst, 1)]
+        lines.append("")
+    return lines
