@@ -185,3 +185,16 @@ def test_kfold_is_refused_clearly_and_off_switches_it_off() -> None:
         validate(compose_raw(["analysis.label_issues=kfold"]))
     rc = validate(compose_raw(["analysis.label_issues=off", "analysis.worst_n=0"]))
     assert rc.analysis.label_issues == "off" and rc.analysis.worst_n == 0
+
+
+def test_per_image_ap_of_detection_errors() -> None:
+    import numpy as np
+
+    from aether.reporting.analysis import image_ap
+
+    assert image_ap(np.array([0.9, 0.8]), np.array([True, True]), 2) == 1.0
+    assert image_ap(np.array([0.9, 0.8]), np.array([False, True]), 1) == 0.5  # a false box ranked first
+    assert image_ap(np.array([0.9]), np.array([True]), 2) == 0.5  # one of two true boxes found
+    assert image_ap(np.array([]), np.array([], dtype=bool), 3) == 0.0
+    assert image_ap(np.array([]), np.array([], dtype=bool), 0) == 1.0  # nothing to find, nothing claimed
+    assert image_ap(np.array([0.4]), np.array([False]), 0) == 0.0

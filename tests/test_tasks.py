@@ -290,6 +290,10 @@ def test_detection_trains_and_beats_untrained(tmp_path: Path, det_scenes: list) 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["trainer"]["checkpoint"]["monitor"] == "val/map" and cfg["task"] == "detection"
     assert (run / "predictions.png").exists() and "mAP@.5" in (run / "report.md").read_text()
+    errors = (run / "errors.csv").read_text().splitlines()  # the analysis: every test image, lowest AP first
+    aps = [float(line.split(",")[-4]) for line in errors[1:]]
+    assert errors[0] == "path,ap50,true_boxes,predicted_boxes,matched_boxes" and len(aps) == m["data"]["num_test"]
+    assert aps == sorted(aps) and all(0 <= a <= 1 for a in aps) and (run / "worst_detections.png").is_file()
     assert_report_html(run)  # the self-contained page, its pictures inline
     # the model/ folder alone rebuilds the detector: boxes, labels and scores for each image
     import torch

@@ -535,3 +535,51 @@ def segmentation_lines(section: Dict[str, Any]) -> List[str]:
                   for i, r in enumerate(worst, 1)]
         lines.append("")
     return lines
+
+
+# ---------------------------------------------------------------- detection
+
+
+def image_ap(scores: np.ndarray, tp: np.ndarray, n_true: int) -> float:
+    """One image's AP at the matching IoU (all classes pooled; `tp` from class-aware matching):
+    the area under its all-point interpolated precision-recall curve. No true box: 1.0 without
+    predictions, 0.0 with any."""
+    if n_true == 0:
+        return 1.0 if len(scores) == 0 else 0.0
+    if len(scores) == 0:
+        return 0.0
+    order = np.argsort(-scores, kind="stable")
+    hits = tp[order].astype(np.float64)
+    ctp, cfp = np.cumsum(hits), np.cumsum(1 - hits)
+    rec = np.concatenate([[0.0], ctp / n_true, [1.0]])
+    prec = np.concatenate([[0.0], ctp / (ctp + cfp), [0.0]])
+    prec = np.maximum.accumulate(prec[::-1])[::-1]  # the precision envelope
+    steps = np.flatnonzero(rec[1:] != rec[:-1])
+    return float(np.sum((rec[steps + 1] - rec[steps]) * prec[steps + 1]))
+
+
+def write_detection_errors(rows: Sequence[Dict[str, Any]], path: Path) -> List[Dict[str, Any]]:
+    """errors.csv of a detection run: every test image, lowest AP first."""
+    rows = sorted(rows, key=lambda r: (r["ap50"], r["path"]))
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "ap50", "true_boxes", "predicted_boxes", "matched_boxes"])
+        for r in rows:
+            w.writerow([r["path"], f"{r['ap50']:.6f}", r["true_boxes"], r["predicted_boxes"], r["matched_boxes"]])
+    return list(rows)
+
+
+def detection_lines(section: Dict[str, Any], threshold: float) -> List[str]:
+    worst = section.get("worst") or []
+    lines = ["## Error analysis (test split)", "",
+             f"`{ERRORS_CSV}` lists every test image with its AP@.5 (all classes pooled), its true boxes, its "
+             f"predicted boxes with score >= {threshold} and how many of those match a true box, lowest AP first.", ""]
+    if worst:
+        lines += [f"### The {len(worst)} lowest-AP test images", "",
+                  f"True boxes in white, predictions with score >= {threshold}:", "",
+                  "![worst detections](worst_detections.png)", "",
+                  "| # | image | AP@.5 | true boxes | predicted | matched |", "|---|---|---|---|---|---|"]
+        lines += [f"| {i} | {_cell(Path(r['path']).name)} | {r['ap50']:.3f} | {r['true_boxes']} | "
+                  f"{r['predicted_boxes']} | {r['matched_boxes']} |" for i, r in enumerate(worst, 1)]
+        lines.append("")
+    return lines

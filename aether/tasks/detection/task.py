@@ -4,7 +4,7 @@ YOLO or VOC data; mAP@[.5:.95] and mAP@.5 (torchmetrics, pycocotools backend); p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -380,17 +380,60 @@ class Detection(Task):
                       f"| IoU 0.5 | {at['precision']:.3f} | {at['recall']:.3f} | {at['f1']:.3f} | "
                       f"{at['boxes_per_image']} | {at['true_boxes_per_image']} |"]
         lines += ["", f"Test images: true boxes in white, predictions with score >= {self.options.draw_threshold}:", "",
-                  "![predictions](predictions.png)"]
+                  "![predictions](predictions.png)", ""]
+        from aether.reporting.analysis import options
+
+        analysis = options(raw)
+        if analysis.enabled:
+            lines += self._analysis(run_dir, job, analysis.worst_n, metrics)
         save_run(run_dir, metrics, job, raw, self, lines)
         return f"test mAP {t['map']:.4f}, mAP@.5 {t['map_50']:.4f}"
 
-    def _draw(self, job: Any, path: Path, n: int = 8) -> None:
+    def _analysis(self, run_dir: Path, job: Any, worst_n: int, metrics: Dict[str, Any]) -> List[str]:
+        """errors.csv (every test image's AP@.5, lowest first) and worst_detections.png (the lowest `worst_n`)."""
+        import time
+
+        import numpy as np
+        from torch.utils.data import DataLoader
+
+        from aether.data.loaders import loader_settings
+        from aether.reporting.analysis import ERRORS_CSV, detection_lines, image_ap, write_detection_errors
+
+        t0 = time.perf_counter()
+        dm, module = job.datamodule, job.module
+        items = job.bundle.splits["test"]
+        settings = {**loader_settings(dm.cfg, len(items), train=False), "shuffle": False, "drop_last": False}
+        loader = DataLoader(dm.dataset("test", False), collate_fn=dm.collate, **settings)
+        thr = float(self.options.draw_threshold)
+        rows, i = [], 0
+        module.model.eval()
+        with torch.no_grad():
+            for images, targets in loader:
+                for p, t in zip(module([x.to(module.device) for x in images]), targets):
+                    scores, tp, n_true = match_boxes({k: v.detach().cpu() for k, v in p.items()},
+                                                     {k: v.cpu() for k, v in t.items()})
+                    kept = scores >= thr
+                    rows.append({"path": items[i].path, "ap50": image_ap(scores.numpy(), tp.numpy(), n_true),
+                                 "true_boxes": n_true, "predicted_boxes": int(kept.sum()),
+                                 "matched_boxes": int(tp[kept].sum())})
+                    i += 1
+        rows = write_detection_errors(rows, run_dir / ERRORS_CSV)
+        worst = rows[:worst_n]
+        if worst:
+            by_path = {it.path: it for it in items}
+            self._draw(job, run_dir / "worst_detections.png", items=[by_path[r["path"]] for r in worst])
+        metrics["analysis"] = {"errors_csv": ERRORS_CSV, "num_test": len(rows), "worst": worst,
+                               "mean_image_ap50": float(np.mean([r["ap50"] for r in rows])) if rows else None,
+                               "seconds": round(time.perf_counter() - t0, 3)}
+        return detection_lines(metrics["analysis"], thr)
+
+    def _draw(self, job: Any, path: Path, n: int = 8, items: Optional[List[Any]] = None) -> None:
         from torchvision.transforms.functional import to_pil_image
 
         from aether.tasks.detection.data import DetectionDataset, box_transforms
         from aether.tasks.detection.sheets import detection_sheet
 
-        items = job.bundle.splits["test"][:n]
+        items = job.bundle.splits["test"][:n] if items is None else items
         ds = DetectionDataset(items, box_transforms(job.preprocessing["input_size"][-1], None))
         model = job.module.model.eval()
         samples = []
