@@ -4,7 +4,7 @@ YOLO or VOC data; mAP@[.5:.95] and mAP@.5 (torchmetrics, pycocotools backend); p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -405,35 +405,48 @@ class Detection(Task):
         settings = {**loader_settings(dm.cfg, len(items), train=False), "shuffle": False, "drop_last": False}
         loader = DataLoader(dm.dataset("test", False), collate_fn=dm.collate, **settings)
         thr = float(self.options.draw_threshold)
-        rows, i = [], 0
+        rows: List[Dict[str, Any]] = []
+        preds: List[Dict[str, Any]] = []  # boxes only (small): the worst images are drawn from them, not re-run
         module.model.eval()
         with torch.no_grad():
             for images, targets in loader:
                 for p, t in zip(module([x.to(module.device) for x in images]), targets):
-                    scores, tp, n_true = match_boxes({k: v.detach().cpu() for k, v in p.items()},
-                                                     {k: v.cpu() for k, v in t.items()})
+                    p = {k: v.detach().cpu() for k, v in p.items()}
+                    scores, tp, n_true = match_boxes(p, {k: v.cpu() for k, v in t.items()})
                     kept = scores >= thr
-                    rows.append({"path": items[i].path, "ap50": image_ap(scores.numpy(), tp.numpy(), n_true),
-                                 "true_boxes": n_true, "predicted_boxes": int(kept.sum()),
-                                 "matched_boxes": int(tp[kept].sum())})
-                    i += 1
+                    rows.append({"path": items[len(rows)].path, "index": len(rows),
+                                 "ap50": image_ap(scores.numpy(), tp.numpy(), n_true), "true_boxes": n_true,
+                                 "predicted_boxes": int(kept.sum()), "matched_boxes": int(tp[kept].sum())})
+                    preds.append(p)
         rows = write_detection_errors(rows, run_dir / ERRORS_CSV)
         worst = rows[:worst_n]
         if worst:
-            by_path = {it.path: it for it in items}
-            self._draw(job, run_dir / "worst_detections.png", items=[by_path[r["path"]] for r in worst])
+            from torchvision.transforms.functional import to_pil_image
+
+            from aether.tasks.detection.data import DetectionDataset, box_transforms
+            from aether.tasks.detection.sheets import detection_sheet
+
+            ds = DetectionDataset(items, box_transforms(job.preprocessing["input_size"][-1], None))
+            samples = []
+            for r in worst:
+                x, target = ds[r["index"]]
+                samples.append((to_pil_image(x), {k: v.tolist() for k, v in target.items()},
+                                {k: v.tolist() for k, v in preds[r["index"]].items()}))
+            detection_sheet(samples, job.bundle.classes, thr, run_dir / "worst_detections.png")
+        for r in rows:
+            r.pop("index")
         metrics["analysis"] = {"errors_csv": ERRORS_CSV, "num_test": len(rows), "worst": worst,
                                "mean_image_ap50": float(np.mean([r["ap50"] for r in rows])) if rows else None,
                                "seconds": round(time.perf_counter() - t0, 3)}
         return detection_lines(metrics["analysis"], thr)
 
-    def _draw(self, job: Any, path: Path, n: int = 8, items: Optional[List[Any]] = None) -> None:
+    def _draw(self, job: Any, path: Path, n: int = 8) -> None:
         from torchvision.transforms.functional import to_pil_image
 
         from aether.tasks.detection.data import DetectionDataset, box_transforms
         from aether.tasks.detection.sheets import detection_sheet
 
-        items = job.bundle.splits["test"][:n] if items is None else items
+        items = job.bundle.splits["test"][:n]
         ds = DetectionDataset(items, box_transforms(job.preprocessing["input_size"][-1], None))
         model = job.module.model.eval()
         samples = []
