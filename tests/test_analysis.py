@@ -198,3 +198,14 @@ def test_per_image_ap_of_detection_errors() -> None:
     assert image_ap(np.array([]), np.array([], dtype=bool), 3) == 0.0
     assert image_ap(np.array([]), np.array([], dtype=bool), 0) == 1.0  # nothing to find, nothing claimed
     assert image_ap(np.array([0.4]), np.array([False]), 0) == 0.0
+
+
+def test_a_failing_analysis_is_reported_not_fatal() -> None:
+    from aether.reporting.analysis import guarded, report_lines
+
+    def broken() -> dict:
+        raise OSError("disk full")
+
+    section = guarded(broken)
+    assert section == {"error": "OSError: disk full"}
+    assert "- not done: OSError: disk full" in report_lines(section)

@@ -36,6 +36,22 @@ def options(raw: Dict[str, Any]) -> Any:
     return AnalysisCfg.model_validate(raw.get("analysis") or {})
 
 
+def guarded(fn: Any, *args: Any) -> Dict[str, Any]:
+    """`fn(*args)`, the analysis section; a failure is logged and recorded, never fatal: the run
+    has trained and tested, and its model and report must still be written."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - any failure of the extra analysis
+        log.warning("analysis: not done (%s: %s); the run's model and report are written without it",
+                    type(exc).__name__, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def error_lines(section: Dict[str, Any]) -> List[str]:
+    """report.md's line for an analysis that failed."""
+    return ["## Error analysis (test split)", "", f"- not done: {_cell(section['error'])}", ""]
+
+
 def predict_probs(module: Any, datamodule: Any, split: str, multilabel: bool = False) -> np.ndarray:
     """Softmax (multilabel: sigmoid) probabilities (N, K) of the split's samples, in `bundle.splits[split]` order: one
     pass of the module's (best, already loaded) model with the evaluation transform, on the
@@ -342,6 +358,8 @@ def report_lines(section: Dict[str, Any]) -> List[str]:
     """report.md's "Error analysis" and "Suspected label errors" sections."""
     if not section:
         return []
+    if "error" in section:
+        return error_lines(section)
     lines = ["## Error analysis (test split)", "",
              f"{section['num_wrong']} of {section['num_test']} test images are "
              f"{'misclassified' if section.get('task') != 'multilabel' else 'not labelled exactly right'}; "
@@ -523,6 +541,8 @@ def write_segmentation_errors(paths: Sequence[str], scores: Sequence[Dict[str, f
 
 
 def segmentation_lines(section: Dict[str, Any]) -> List[str]:
+    if "error" in section:
+        return error_lines(section)
     worst = section.get("worst") or []
     lines = ["## Error analysis (test split)", "",
              f"`{ERRORS_CSV}` lists every test image with its IoU (mean over the classes in its true or predicted "
@@ -570,6 +590,8 @@ def write_detection_errors(rows: Sequence[Dict[str, Any]], path: Path) -> List[D
 
 
 def detection_lines(section: Dict[str, Any], threshold: float) -> List[str]:
+    if "error" in section:
+        return error_lines(section)
     worst = section.get("worst") or []
     lines = ["## Error analysis (test split)", "",
              f"`{ERRORS_CSV}` lists every test image with its AP@.5 (all classes pooled), its true boxes, its "

@@ -67,11 +67,11 @@ class Classification(Task):
             metrics["distill"] = summary(job.module.teacher, job.module.model, job.preprocessing,
                                          metrics["test"]["accuracy"], d.temperature, d.alpha)
             sections = report_lines(metrics["distill"])
-        from aether.reporting.analysis import analyse, options, report_lines as analysis_lines
+        from aether.reporting.analysis import analyse, guarded, options, report_lines as analysis_lines
 
         analysis = options(raw)
         if analysis.enabled:
-            metrics["analysis"] = analyse(run_dir, job, analysis, int(raw.get("seed", 42)))
+            metrics["analysis"] = guarded(analyse, run_dir, job, analysis, int(raw.get("seed", 42)))
             sections = analysis_lines(metrics["analysis"]) + sections
         from aether.reporting.model_card import lineage, write_model_card
 

@@ -381,15 +381,16 @@ class Detection(Task):
                       f"{at['boxes_per_image']} | {at['true_boxes_per_image']} |"]
         lines += ["", f"Test images: true boxes in white, predictions with score >= {self.options.draw_threshold}:", "",
                   "![predictions](predictions.png)", ""]
-        from aether.reporting.analysis import options
+        from aether.reporting.analysis import detection_lines, guarded, options
 
         analysis = options(raw)
-        if analysis.enabled:
-            lines += self._analysis(run_dir, job, analysis.worst_n, metrics)
+        if analysis.enabled:  # errors.csv and the worst images; a failure is logged, not fatal
+            metrics["analysis"] = guarded(self._analysis, run_dir, job, analysis.worst_n)
+            lines += detection_lines(metrics["analysis"], float(self.options.draw_threshold))
         save_run(run_dir, metrics, job, raw, self, lines)
         return f"test mAP {t['map']:.4f}, mAP@.5 {t['map_50']:.4f}"
 
-    def _analysis(self, run_dir: Path, job: Any, worst_n: int, metrics: Dict[str, Any]) -> List[str]:
+    def _analysis(self, run_dir: Path, job: Any, worst_n: int) -> Dict[str, Any]:
         """errors.csv (every test image's AP@.5, lowest first) and worst_detections.png (the lowest `worst_n`)."""
         import time
 
@@ -397,7 +398,7 @@ class Detection(Task):
         from torch.utils.data import DataLoader
 
         from aether.data.loaders import loader_settings
-        from aether.reporting.analysis import ERRORS_CSV, detection_lines, image_ap, write_detection_errors
+        from aether.reporting.analysis import ERRORS_CSV, image_ap, write_detection_errors
 
         t0 = time.perf_counter()
         dm, module = job.datamodule, job.module
@@ -435,10 +436,9 @@ class Detection(Task):
             detection_sheet(samples, job.bundle.classes, thr, run_dir / "worst_detections.png")
         for r in rows:
             r.pop("index")
-        metrics["analysis"] = {"errors_csv": ERRORS_CSV, "num_test": len(rows), "worst": worst,
-                               "mean_image_ap50": float(np.mean([r["ap50"] for r in rows])) if rows else None,
-                               "seconds": round(time.perf_counter() - t0, 3)}
-        return detection_lines(metrics["analysis"], thr)
+        return {"errors_csv": ERRORS_CSV, "num_test": len(rows), "worst": worst,
+                "mean_image_ap50": float(np.mean([r["ap50"] for r in rows])) if rows else None,
+                "seconds": round(time.perf_counter() - t0, 3)}
 
     def _draw(self, job: Any, path: Path, n: int = 8) -> None:
         from torchvision.transforms.functional import to_pil_image

@@ -146,11 +146,11 @@ class Multilabel(Task):
                  f"| F1 (micro) | {t['f1_micro']:.4f} |", f"| exact match | {t['exact_match']:.4f} |", ""]
         lines += per_class_table(t["per_class"], ["ap", "precision", "recall", "f1", "threshold", "support"])
         lines += ["", "![label confusion](confusion_matrix.png) (row: a true label; column: a predicted label)", ""]
-        from aether.reporting.analysis import analyse_multilabel, options, report_lines
+        from aether.reporting.analysis import analyse_multilabel, guarded, options, report_lines
 
         analysis = options(raw)
         if analysis.enabled:  # errors.csv, the worst errors, PR curves, label_issues.csv
-            metrics["analysis"] = analyse_multilabel(run_dir, job, analysis)
+            metrics["analysis"] = guarded(analyse_multilabel, run_dir, job, analysis)
             lines += report_lines(metrics["analysis"])
         save_run(run_dir, metrics, job, raw, self, lines)
         thresholds = {c: r["threshold"] for c, r in t["per_class"].items()}
