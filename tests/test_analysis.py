@@ -26,7 +26,7 @@ FLIPPED = [("val", "red", 0, "green"), ("val", "blue", 1, "red"), ("test", "gree
 
 def _dataset(root: Path) -> Dict[str, List[Path]]:
     """root/{train,val,test}/<colour>/*.png, 32 px; FLIPPED images filed under the wrong colour."""
-    sizes = {"train": 20, "val": 8, "test": 8}
+    sizes = {"train": 12, "val": 8, "test": 8}
     flipped = {(s, c, i): wrong for s, c, i, wrong in FLIPPED}
     out: Dict[str, List[Path]] = {"flipped": []}
     for si, (split, n) in enumerate(sizes.items()):
@@ -47,7 +47,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Dict:
     data = root / "colours"
     made = _dataset(data)
     run_dir = root / "run"
-    run_in_process(run_dir, [f"data={data}", "trainer.max_epochs=3", "optimizer.lr=0.003",
+    run_in_process(run_dir, [f"data={data}", "optimizer.lr=0.003",
                              f"analysis.worst_n={WORST_N}"])
     return {"run": run_dir, "data": data, "flipped": made["flipped"], "root": root}
 
