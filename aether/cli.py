@@ -20,7 +20,8 @@ usage:
   aether [train] [+recipe=NAME] [data=PATH] [key=value ...]   train, evaluate, report
   aether -m [+recipe=NAME] key=a,b ...                         sweep (Hydra multirun)
   aether +recipe=NAME +sweep=lora_optuna|full_optuna|auto ...  Optuna search, resumable (conf/sweep/)
-  aether inspect data=PATH [--strict]                         the dataset doctor: check, describe, recommend
+  aether inspect data=PATH [run=RUN] [--strict]               the dataset doctor: check, describe, recommend
+                                                               (run=: that run's suspected label errors too)
   aether export run=RUN [format=bento|onnx|torchscript|openvino|tensorrt] [quantize=int8|fp16]
                                                                BentoML store + RUN/bento/, or a checked package
   aether predict run=RUN images=PATH [out=DIR] [top_k=5]       classify files -> predictions.csv + .json
@@ -78,14 +79,16 @@ def cmd_list(args: List[str]) -> int:
 
 @verb("inspect")
 def cmd_inspect(args: List[str]) -> int:
-    """The dataset doctor: `aether inspect data=PATH [--strict] [hydra.run.dir=DIR]`."""
+    """The dataset doctor: `aether inspect data=PATH [run=RUN] [--strict] [hydra.run.dir=DIR]`;
+    run=RUN adds the suspected label errors that run found (RUN/label_issues.csv) in this data."""
     import time
     from pathlib import Path
 
     from aether.config import hydra_setup, preflight
 
     strict = "--strict" in args
-    args = preflight.rewrite_data_shorthand([a for a in args if a != "--strict"])
+    runs = [a.split("=", 1)[1] for a in args if a.startswith("run=")]  # a run's suspected label errors
+    args = preflight.rewrite_data_shorthand([a for a in args if a != "--strict" and not a.startswith("run=")])
     out = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
     overrides = [a for a in args if not a.startswith("hydra.")]
     _notes(preflight.check(overrides))
@@ -97,7 +100,16 @@ def cmd_inspect(args: List[str]) -> int:
 
     from aether.doctor.inspect import build_report, examine, inspect_structured, print_summary
 
+    issues = None
+    if runs:
+        from aether.doctor.label_issues import run_label_issues
+
+        issues = run_label_issues(runs[-1], rc.data.path)  # a bad run= fails before the doctor's work
     report = inspect_structured(rc.data, out_dir) or build_report(examine(rc.data), out_dir)
+    if issues is not None:
+        from aether.doctor.label_issues import add_label_issues
+
+        add_label_issues(report, issues, out_dir)
     print_summary(report, out_dir)
     if report["errors"]:
         return 2

@@ -71,6 +71,8 @@ def test_export_writes_store_version_and_bento_dir(deploy: Dict) -> None:
     assert (stored / "model.safetensors").is_file() and (stored / "labels.json").is_file()
     assert not list(stored.rglob("*.pkl"))  # weights and label map travel as safetensors + JSON
     assert "lock_packages: false" in (run / "bento" / "bentofile.yaml").read_text()
+    card = (run / "model" / "MODEL_CARD.md").read_text()  # the model card travels with the model
+    assert (stored / "MODEL_CARD.md").read_text() == card == (run / "bento" / "MODEL_CARD.md").read_text()
     assert settings["batching"]["enabled"] and settings["batching"]["max_batch_size"] >= 4
     assert settings["limits"]["max_pixels"] == MAX_PIXELS
 

@@ -55,9 +55,18 @@ def test_multilabel_trains_tunes_thresholds_and_beats_untrained(tmp_path: Path) 
     assert t["f1_macro"] > 0.7
     thresholds = json.loads((run / "model" / "thresholds.json").read_text())
     assert all(0 < v < 1 for v in thresholds.values())
-    for f in ("report.md", "curves.png", "confusion_matrix.png", "model/model.safetensors"):
+    for f in ("report.md", "curves.png", "confusion_matrix.png", "model/model.safetensors", "model/MODEL_CARD.md"):
         assert (run / f).exists(), f
     assert "mAP (macro)" in (run / "report.md").read_text()
+    card = (run / "model" / "MODEL_CARD.md").read_text()  # every task's model card: metrics, worst labels, lineage
+    assert f"| map | {t['map']:.4f} |" in card and "## Worst classes (lowest test F1)" in card
+    assert m["lineage"]["dataset"]["sha256"] in card
+    errors = (run / "errors.csv").read_text().splitlines()  # the analysis: one row per test image, worst first
+    assert errors[0] == "path,true,predicted,confidence,loss,correct" and len(errors) == 1 + m["data"]["num_test"]
+    losses = [float(line.rsplit(",", 2)[1]) for line in errors[1:]]
+    assert losses == sorted(losses, reverse=True)
+    assert m["analysis"]["num_test"] == m["data"]["num_test"] and (run / "pr_curves.png").is_file()
+    assert (run / "label_issues.csv").read_text().startswith("rank,path,split,given_label,suggested_label,score")
 
 
 def test_multilabel_reads_the_decoded_image_cache(tmp_path: Path) -> None:
@@ -175,6 +184,11 @@ def test_segmentation_trains_and_beats_untrained(tmp_path: Path, strategy: str) 
     m = json.loads((run / "metrics.json").read_text())
     t = m["test"]
     assert set(t["per_class"]) == {"class_0", "class_1", "class_2"} and {"iou", "dice"} <= set(t["per_class"]["class_1"])
+    errors = (run / "errors.csv").read_text().splitlines()  # the analysis: every test image, lowest IoU first
+    ious = [float(line.split(",")[-2]) for line in errors[1:]]
+    assert errors[0] == "path,miou,pixel_accuracy" and len(ious) == m["data"]["num_test"] and ious == sorted(ious)
+    assert [w["path"] for w in m["analysis"]["worst"]] == [line.rsplit(",", 2)[0] for line in errors[1:17]]
+    assert (run / "worst_overlays.png").is_file() and "lowest-IoU test images" in (run / "report.md").read_text()
     assert t["miou"] > before["miou"] + 0.2, (before["miou"], t["miou"])
     assert 0 < t["dice"] <= 1 and m["params"]["trainable"] < m["params"]["total"]
     assert (run / "overlays.png").exists() and "mIoU" in (run / "report.md").read_text()
@@ -276,6 +290,10 @@ def test_detection_trains_and_beats_untrained(tmp_path: Path, det_scenes: list) 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["trainer"]["checkpoint"]["monitor"] == "val/map" and cfg["task"] == "detection"
     assert (run / "predictions.png").exists() and "mAP@.5" in (run / "report.md").read_text()
+    errors = (run / "errors.csv").read_text().splitlines()  # the analysis: every test image, lowest AP first
+    aps = [float(line.split(",")[-4]) for line in errors[1:]]
+    assert errors[0] == "path,ap50,true_boxes,predicted_boxes,matched_boxes" and len(aps) == m["data"]["num_test"]
+    assert aps == sorted(aps) and all(0 <= a <= 1 for a in aps) and (run / "worst_detections.png").is_file()
     assert_report_html(run)  # the self-contained page, its pictures inline
     # the model/ folder alone rebuilds the detector: boxes, labels and scores for each image
     import torch

@@ -355,6 +355,44 @@ class CostCfg(Strict):
     currency: str = Field("USD", description="currency of the two prices, shown with the estimate")
 
 
+class AnalysisCfg(Strict):
+    """What a run works out about its own predictions after testing (aether.reporting.analysis):
+    the worst test failures, the most confused classes, precision-recall curves, suspected label
+    errors and the model card's confidence intervals (classification; the other tasks write the
+    model card)."""
+
+    enabled: bool = Field(True, description="analyse the test predictions after testing (errors.csv, the "
+                          "galleries, label_issues.csv, the intervals in model/MODEL_CARD.md); false = none of "
+                          "it (the model card then carries the metrics without intervals)")
+    worst_n: int = Field(16, ge=0, le=256, description="test images with the highest loss shown in "
+                         "worst_errors.png and report.md (errors.csv lists every test image); 0 = no gallery")
+    confused_pairs: int = Field(5, ge=0, le=50, description="most confused (true, predicted) class pairs shown "
+                                "with example images in confused_pairs.png; 0 = none")
+    examples_per_pair: int = Field(4, ge=1, le=16, description="example images per confused class pair")
+    # holdout: the model never trained on val or test, so their probabilities are out-of-sample
+    # as cleanlab's find_label_issues needs them; kfold would cover the training split too, at
+    # the cost of k more trainings
+    label_issues: Literal["holdout", "kfold", "off"] = Field(
+        "holdout", description="suspected label errors (cleanlab's find_label_issues) from out-of-sample "
+        "predicted probabilities: holdout = the validation and test splits; kfold = k-fold on the training "
+        "split (not implemented yet: refused); off = none")
+    bootstrap_resamples: int = Field(1000, ge=0, le=100000, description="bootstrap resamples of the test "
+                                     "split behind the model card's confidence intervals (seeded by `seed`); "
+                                     "0 = no intervals")
+    confidence: float = Field(0.95, gt=0, lt=1, description="coverage of the bootstrap confidence intervals "
+                              "(0.95: the 2.5th and 97.5th percentiles)")
+    intended_use: Optional[str] = Field(None, description="the model card's 'Intended use' text; null = a "
+                                        "generic one naming the task, the classes and the training data")
+
+    @field_validator("label_issues")
+    @classmethod
+    def _kfold_not_yet(cls, v: str) -> str:
+        if v == "kfold":
+            raise ValueError("kfold (cross-validated probabilities on the training split) is not implemented "
+                             "yet; use analysis.label_issues=holdout (the validation and test splits) or off")
+        return v
+
+
 class AutoCfg(Strict):
     """`+recipe=auto`: the budgeted search (aether.sweeps.auto_search), plus one `KEY: reason`
     entry per value it chose (strings, written by the command line)."""
@@ -415,6 +453,8 @@ class RunCfg(Strict):
                         "weights are validated, tested and exported (aether list ema)")
     cost: CostCfg = Field(default_factory=CostCfg, description="device-hour prices for the run's cost "
                           "estimate (aether list cost)")
+    analysis: AnalysisCfg = Field(default_factory=AnalysisCfg, description="error analysis, suspected "
+                                  "label errors and the model card after testing (aether list analysis)")
     sweep: Optional[SweepCfg] = Field(None, description="`+sweep=NAME` (conf/sweep/): an Optuna search "
                                       "around this run (aether list sweep); null = one run")
     auto: Optional[AutoCfg] = Field(None, description="`+recipe=auto`: its search settings, and each chosen "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 from aether.data.index import DatasetIndex, IndexView, Sample
 
@@ -14,6 +14,8 @@ class DataBundle(IndexView):
     index: DatasetIndex
     splits: Dict[str, List[Sample]]
     notes: List[str] = field(default_factory=list)
+    # the used images as a file count and content hash (aether.tasks.classification.data.fingerprint)
+    fingerprint: Optional[Dict[str, Any]] = None
 
     def summary(self) -> Dict[str, object]:
         return {
@@ -30,4 +32,5 @@ class DataBundle(IndexView):
             "ignored": dict(self.index.ignored),
             "notes": list(self.notes),
             "warnings": list(self.index.warnings),
+            **({"fingerprint": self.fingerprint} if self.fingerprint else {}),
         }

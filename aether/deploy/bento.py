@@ -23,6 +23,7 @@ from aether.errors import AetherError
 DEFAULT_MAX_UPLOAD_MB = 20.0
 SERVICE_CLASS = "AetherClassifier"
 ONNX_FILES = ("model.onnx", "onnx.json")  # derived from the weights by `format=onnx`
+CARD = "MODEL_CARD.md"  # model/'s model card (aether.reporting.model_card): documents, defines no prediction
 
 
 def model_version(model_dir: Path, with_onnx: bool = False) -> str:
@@ -31,7 +32,7 @@ def model_version(model_dir: Path, with_onnx: bool = False) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(model_dir).as_posix()
-        if is_exported(rel) and not (with_onnx and rel == "model.onnx"):
+        if (is_exported(rel) and not (with_onnx and rel == "model.onnx")) or rel == CARD:
             continue
         digest.update(rel.encode() + b"\0")
         with open(path, "rb") as fh:
@@ -64,8 +65,13 @@ def _metrics(run_dir: Path) -> Dict[str, Any]:
 
 
 def dataset_fingerprint(metrics: Dict[str, Any]) -> str:
-    """Hash of the data the model saw: source, classes, per-class counts and split sizes."""
+    """Hash of the data the model saw: the content hash of its images when the run recorded one
+    (metrics.json data.fingerprint: every file's hash, label and split), else of its source,
+    classes, per-class counts and split sizes."""
     data = metrics.get("data") or {}
+    fp = data.get("fingerprint")
+    if isinstance(fp, dict) and isinstance(fp.get("sha256"), str):
+        return fp["sha256"][:16]
     keys = ("source", "format", "classes", "class_counts", "num_train", "num_val", "num_test")
     blob = json.dumps({k: data.get(k) for k in keys}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -173,22 +179,29 @@ def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DE
         "task_options": task_options,
         "batching": plan,
     }
-    bento_dir = write_bento_dir(run_dir / "bento", settings)
+    bento_dir = write_bento_dir(run_dir / "bento", settings, model_dir / CARD)
     return {"tag": str(stored.tag), "created": created, "bento_dir": str(bento_dir),
             "store_path": str(bentoml.models.get(tag).path), "batching": plan, "backend": backend,
             "task": task_options["task"]}
 
 
-def write_bento_dir(bento_dir: Path, settings: Dict[str, Any]) -> Path:
+def write_bento_dir(bento_dir: Path, settings: Dict[str, Any], card: Optional[Path] = None) -> Path:
+    """RUN/bento/: service.py, aether_serve.json, bentofile.yaml and, when the run has one, the
+    model card (the bento's description: `bentoml build` carries it)."""
     bento_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(__file__).with_name("service_template.py"), bento_dir / "service.py")
     (bento_dir / "aether_serve.json").write_text(json.dumps(settings, indent=2))
+    with_card = card is not None and card.is_file()
+    if with_card:
+        shutil.copyfile(card, bento_dir / CARD)
+    elif (bento_dir / CARD).exists():
+        (bento_dir / CARD).unlink()  # a card left by an earlier export of another model
     name = settings["tag"].split(":")[0]
-    (bento_dir / "bentofile.yaml").write_text(_bentofile(name, settings))
+    (bento_dir / "bentofile.yaml").write_text(_bentofile(name, settings, with_card))
     return bento_dir
 
 
-def _bentofile(name: str, settings: Dict[str, Any]) -> str:
+def _bentofile(name: str, settings: Dict[str, Any], with_card: bool = False) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
@@ -206,8 +219,10 @@ def _bentofile(name: str, settings: Dict[str, Any]) -> str:
     return (f"# Written by `aether export`; `bentoml serve .` or `bentoml build` from this folder.\n"
             f"service: \"service:{SERVICE_CLASS}\"\n"
             f"name: {name}\n"
-            f"labels:\n{labels}\n"
+            + (f"description: \"file: ./{CARD}\"\n" if with_card else "")
+            + f"labels:\n{labels}\n"
             f"include:\n  - \"service.py\"\n  - \"aether_serve.json\"\n"
-            f"models:\n  - \"{settings['tag']}\"\n"
+            + (f"  - \"{CARD}\"\n" if with_card else "")
+            + f"models:\n  - \"{settings['tag']}\"\n"
             f"envs:\n  - name: BENTOML_DO_NOT_TRACK\n    value: \"true\"\n  - name: HF_HUB_OFFLINE\n    value: \"1\"\n"
             f"python:\n  lock_packages: false\n  packages:\n{packages}\n")

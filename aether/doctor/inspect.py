@@ -293,4 +293,9 @@ def print_summary(report: Dict[str, Any], out_dir: Path) -> None:
         con.print(f"[red]error[/] {e}")
     for key, r in report["recommendations"].items():
         con.print(f"[green]recommend[/] {key} = {r['value']}: {r['reason']}")
+    if report.get("label_issues"):
+        from aether.doctor.label_issues import print_label_issues
+
+        print_label_issues(con, report["label_issues"])
     con.print(f"report: {out_dir / 'report.json'}")
+

@@ -91,17 +91,21 @@ def fit_input_and_batch(rc: Any, train: List[Item], task: str) -> Dict[str, Any]
 
 def save_run(run_dir: Path, metrics: Dict[str, Any], job: Any, raw: Dict[str, Any], task: Any,
              test_lines: List[str]) -> Path:
-    """metrics.json, curves.png, model/ (the strategy's export: LoRA merged) and report.md."""
+    """metrics.json, curves.png, model/ (the strategy's export: LoRA merged, and its model card)
+    and report.md."""
     from aether.models.saved import save_model_dir
+    from aether.reporting.model_card import lineage, write_model_card
     from aether.reporting.plots import curves_png
     from aether.reporting.report import header_lines, training_lines
 
+    metrics["lineage"] = lineage(metrics, raw)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     curves_png(metrics["history"], run_dir / "curves.png")
     (run_dir / "model").mkdir(parents=True, exist_ok=True)
     exported, extra = job.strategy.export(job.module.model, run_dir / "model")
     info = {**job.backbone.info, **extra, **task.model_info()}
     save_model_dir(run_dir / "model", exported, info, job.bundle.classes, job.preprocessing)
+    write_model_card(run_dir / "model", metrics, raw, (raw.get("analysis") or {}).get("intended_use"))
     lines = header_lines(metrics, raw) + [f"- task: **{task.name}**", ""] + test_lines + [""] + training_lines(metrics)
     lines += ["", "Files: `config.yaml` (resolved config), `metrics.json`, `checkpoints/` (best, last), "
               f"`model/` (safetensors weights, labels, preprocessing; model.json names the task `{task.name}`).", ""]

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+from typing import Any, Dict, List
 
 from aether.config.schema import DataCfg
 from aether.data.dataset import DataBundle
@@ -18,7 +21,8 @@ def build_data(cfg: DataCfg, seed: int) -> DataBundle:
 
     # The doctor's verdict gates training: every file is checked (in parallel, cached by path,
     # size and mtime); a bad file is skipped AND reported, never silently lost.
-    index = examine(cfg).index
+    ex = examine(cfg)
+    index = ex.index
     for w in index.warnings:
         log.warning("data: %s", w)
     for s in index.skipped[:10]:
@@ -51,4 +55,19 @@ def build_data(cfg: DataCfg, seed: int) -> DataBundle:
         notes.append(f"classes with fewer than 3 images (not in every split): {', '.join(small)}")
     for n in notes:
         log.info("data: %s", n)
-    return DataBundle(index, splits, notes)
+    return DataBundle(index, splits, notes, fingerprint=fingerprint(ex.records, index.samples))
+
+
+def fingerprint(records: List[Any], samples: List[Any]) -> Dict[str, Any]:
+    """The data the run used, as a file count and one content hash: SHA-256 over the sorted lines
+    `relative path, class, split, file SHA-256` of every used image (the doctor hashed each file
+    while checking it). Paths are relative to the images' common folder, so the same dataset
+    copied elsewhere has the same fingerprint; any changed file, label or split changes it."""
+    used = {s.path for s in samples}
+    rows = [r for r in records if r.path in used]
+    if not rows:
+        return {"files": 0, "sha256": hashlib.sha256(b"").hexdigest()}
+    base = os.path.commonpath([os.path.dirname(r.path) for r in rows])
+    lines = sorted(f"{os.path.relpath(r.path, base)}\t{r.label}\t{r.split or ''}\t{r.sha256 or ''}" for r in rows)
+    digest = hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+    return {"files": len(rows), "sha256": digest}

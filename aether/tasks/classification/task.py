@@ -81,6 +81,15 @@ class Classification(Task):
             metrics["distill"] = summary(job.module.teacher, job.module.model, job.preprocessing,
                                          metrics["test"]["accuracy"], d.temperature, d.alpha)
             sections = report_lines(metrics["distill"])
+        from aether.reporting.analysis import analyse, guarded, options, report_lines as analysis_lines
+
+        analysis = options(raw)
+        if analysis.enabled:
+            metrics["analysis"] = guarded(analyse, run_dir, job, analysis, int(raw.get("seed", 42)))
+            sections = analysis_lines(metrics["analysis"]) + sections
+        from aether.reporting.model_card import lineage, write_model_card
+
+        metrics["lineage"] = lineage(metrics, raw)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         confusion_matrix_png(metrics["confusion_matrix"], job.bundle.classes, run_dir / "confusion_matrix.png")
         curves_png(metrics["history"], run_dir / "curves.png")
@@ -88,6 +97,7 @@ class Classification(Task):
         exported, extra = job.strategy.export(job.module.model, run_dir / "model")
         save_model_dir(run_dir / "model", exported, {**job.backbone.info, **extra}, job.bundle.classes,
                        job.preprocessing)
+        write_model_card(run_dir / "model", metrics, raw, analysis.intended_use)
         write_report(run_dir, metrics, raw, sections)
         return f"test accuracy {metrics['test']['accuracy']:.4f}, macro F1 {metrics['test']['f1_macro']:.4f}"
 

@@ -380,9 +380,65 @@ class Detection(Task):
                       f"| IoU 0.5 | {at['precision']:.3f} | {at['recall']:.3f} | {at['f1']:.3f} | "
                       f"{at['boxes_per_image']} | {at['true_boxes_per_image']} |"]
         lines += ["", f"Test images: true boxes in white, predictions with score >= {self.options.draw_threshold}:", "",
-                  "![predictions](predictions.png)"]
+                  "![predictions](predictions.png)", ""]
+        from aether.reporting.analysis import detection_lines, guarded, options
+
+        analysis = options(raw)
+        if analysis.enabled:  # errors.csv and the worst images; a failure is logged, not fatal
+            metrics["analysis"] = guarded(self._analysis, run_dir, job, analysis.worst_n)
+            lines += detection_lines(metrics["analysis"], float(self.options.draw_threshold))
         save_run(run_dir, metrics, job, raw, self, lines)
         return f"test mAP {t['map']:.4f}, mAP@.5 {t['map_50']:.4f}"
+
+    def _analysis(self, run_dir: Path, job: Any, worst_n: int) -> Dict[str, Any]:
+        """errors.csv (every test image's AP@.5, lowest first) and worst_detections.png (the lowest `worst_n`)."""
+        import time
+
+        import numpy as np
+        from torch.utils.data import DataLoader
+
+        from aether.data.loaders import loader_settings
+        from aether.reporting.analysis import ERRORS_CSV, image_ap, write_detection_errors
+
+        t0 = time.perf_counter()
+        dm, module = job.datamodule, job.module
+        items = job.bundle.splits["test"]
+        settings = {**loader_settings(dm.cfg, len(items), train=False), "shuffle": False, "drop_last": False}
+        loader = DataLoader(dm.dataset("test", False), collate_fn=dm.collate, **settings)
+        thr = float(self.options.draw_threshold)
+        rows: List[Dict[str, Any]] = []
+        preds: List[Dict[str, Any]] = []  # boxes only (small): the worst images are drawn from them, not re-run
+        module.model.eval()
+        with torch.no_grad():
+            for images, targets in loader:
+                for p, t in zip(module([x.to(module.device) for x in images]), targets):
+                    p = {k: v.detach().cpu() for k, v in p.items()}
+                    scores, tp, n_true = match_boxes(p, {k: v.cpu() for k, v in t.items()})
+                    kept = scores >= thr
+                    rows.append({"path": items[len(rows)].path, "index": len(rows),
+                                 "ap50": image_ap(scores.numpy(), tp.numpy(), n_true), "true_boxes": n_true,
+                                 "predicted_boxes": int(kept.sum()), "matched_boxes": int(tp[kept].sum())})
+                    preds.append(p)
+        rows = write_detection_errors(rows, run_dir / ERRORS_CSV)
+        worst = rows[:worst_n]
+        if worst:
+            from torchvision.transforms.functional import to_pil_image
+
+            from aether.tasks.detection.data import DetectionDataset, box_transforms
+            from aether.tasks.detection.sheets import detection_sheet
+
+            ds = DetectionDataset(items, box_transforms(job.preprocessing["input_size"][-1], None))
+            samples = []
+            for r in worst:
+                x, target = ds[r["index"]]
+                samples.append((to_pil_image(x), {k: v.tolist() for k, v in target.items()},
+                                {k: v.tolist() for k, v in preds[r["index"]].items()}))
+            detection_sheet(samples, job.bundle.classes, thr, run_dir / "worst_detections.png")
+        for r in rows:
+            r.pop("index")
+        return {"errors_csv": ERRORS_CSV, "num_test": len(rows), "worst": worst,
+                "mean_image_ap50": float(np.mean([r["ap50"] for r in rows])) if rows else None,
+                "seconds": round(time.perf_counter() - t0, 3)}
 
     def _draw(self, job: Any, path: Path, n: int = 8) -> None:
         from torchvision.transforms.functional import to_pil_image

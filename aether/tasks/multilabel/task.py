@@ -145,7 +145,13 @@ class Multilabel(Task):
                  "| metric | value |", "|---|---|", f"| mAP (macro) | {t['map']:.4f} |", f"| F1 (macro) | {t['f1_macro']:.4f} |",
                  f"| F1 (micro) | {t['f1_micro']:.4f} |", f"| exact match | {t['exact_match']:.4f} |", ""]
         lines += per_class_table(t["per_class"], ["ap", "precision", "recall", "f1", "threshold", "support"])
-        lines += ["", "![label confusion](confusion_matrix.png) (row: a true label; column: a predicted label)"]
+        lines += ["", "![label confusion](confusion_matrix.png) (row: a true label; column: a predicted label)", ""]
+        from aether.reporting.analysis import analyse_multilabel, guarded, options, report_lines
+
+        analysis = options(raw)
+        if analysis.enabled:  # errors.csv, the worst errors, PR curves, label_issues.csv
+            metrics["analysis"] = guarded(analyse_multilabel, run_dir, job, analysis)
+            lines += report_lines(metrics["analysis"])
         save_run(run_dir, metrics, job, raw, self, lines)
         thresholds = {c: r["threshold"] for c, r in t["per_class"].items()}
         (run_dir / "model" / "thresholds.json").write_text(json.dumps(thresholds, indent=2))

@@ -110,12 +110,35 @@ class Segmentation(Task):
                  f"| mIoU | {t['miou']:.4f} |", f"| Dice (mean) | {t['dice']:.4f} |",
                  f"| pixel accuracy | {t['pixel_accuracy']:.4f} |", ""]
         lines += per_class_table(t["per_class"], ["iou", "dice", "pixels"])
-        lines += ["", "Test images: true mask (middle), prediction (right):", "", "![overlays](overlays.png)"]
+        lines += ["", "Test images: true mask (middle), prediction (right):", "", "![overlays](overlays.png)", ""]
+        from aether.reporting.analysis import guarded, options, segmentation_lines
+
+        analysis = options(raw)
+        if analysis.enabled:  # errors.csv and the worst images; a failure is logged, not fatal
+            metrics["analysis"] = guarded(self._analysis, run_dir, job, analysis.worst_n)
+            lines += segmentation_lines(metrics["analysis"])
         save_run(run_dir, metrics, job, raw, self, lines)
         return f"test mIoU {t['miou']:.4f}, Dice {t['dice']:.4f}"
 
+    def _analysis(self, run_dir: Path, job: Any, worst_n: int) -> Dict[str, Any]:
+        """errors.csv (every test image's IoU, lowest first) and worst_overlays.png (the lowest `worst_n`)."""
+        import time
+
+        from aether.reporting.analysis import ERRORS_CSV, image_ious, write_segmentation_errors
+
+        t0 = time.perf_counter()
+        items = job.bundle.splits["test"]
+        scores = image_ious(job.module, job.datamodule, len(job.bundle.classes), self.options.ignore_index)
+        rows = write_segmentation_errors([it.path for it in items], scores, run_dir / ERRORS_CSV)
+        worst = rows[:worst_n]
+        if worst:
+            by_path = {it.path: it for it in items}
+            self._overlays(job, run_dir / "worst_overlays.png", items=[by_path[r["path"]] for r in worst])
+        return {"errors_csv": ERRORS_CSV, "num_test": len(rows), "worst": worst,
+                "seconds": round(time.perf_counter() - t0, 3)}
+
     @staticmethod
-    def _overlays(job: Any, path: Path, n: int = 6) -> None:
+    def _overlays(job: Any, path: Path, n: int = 6, items: Optional[List[Any]] = None) -> None:
         import numpy as np
         from PIL import Image
 
@@ -125,7 +148,7 @@ class Segmentation(Task):
 
         pre = job.preprocessing
         size = pre["input_size"][-1]
-        items = job.bundle.splits["test"][:n]
+        items = job.bundle.splits["test"][:n] if items is None else items
         ds = SegmentationDataset(items, mask_transforms(size, None, pre["mean"], pre["std"]))
         model = job.module.model.eval()
         samples = []
