@@ -97,6 +97,16 @@ def test_errors_csv_lists_every_test_image_and_the_gallery_holds_the_highest_los
     assert "Error analysis" in html and "Suspected label errors" in html
 
 
+def test_heatmaps_of_the_worst_failures_and_one_right_image_per_class(run: Dict) -> None:
+    rows = _csv(run["run"] / "errors.csv")
+    heat = json.loads((run["run"] / "metrics.json").read_text())["analysis"]["heatmaps"]
+    wrong = [r for r in rows[:8] if r["correct"] == "0"]  # analysis.heatmaps=8 of the highest-loss rows
+    right = {r["true"] for r in rows if r["correct"] == "1"}
+    assert heat["method"] == "gradcam" and heat["images"] == len(wrong) + len(right) > 0
+    assert (run["run"] / "explanations.png").stat().st_size > 1000
+    assert "](explanations.png)" in (run["run"] / "report.md").read_text()
+
+
 def test_mislabelled_holdout_images_top_the_label_issues(run: Dict) -> None:
     issues = _csv(run["run"] / "label_issues.csv")
     assert list(issues[0]) == ["rank", "path", "split", "given_label", "suggested_label", "score"]

@@ -383,6 +383,11 @@ class AnalysisCfg(Strict):
                               "(0.95: the 2.5th and 97.5th percentiles)")
     intended_use: Optional[str] = Field(None, description="the model card's 'Intended use' text; null = a "
                                         "generic one naming the task, the classes and the training data")
+    heatmaps: int = Field(8, ge=0, le=64, description="class-activation heatmaps (Grad-CAM) in explanations.png: "
+                          "this many of the highest-loss test images plus one correctly classified image per class "
+                          "(at most 16 classes); 0 = none")
+    heatmap_method: Literal["gradcam", "layercam", "gradcam++"] = Field(
+        "gradcam", description="the heatmaps' method (pytorch-grad-cam): gradcam | layercam | gradcam++")
 
     @field_validator("label_issues")
     @classmethod

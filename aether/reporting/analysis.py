@@ -318,6 +318,8 @@ def analyse(run_dir: Path, job: Any, cfg: Any, seed: int) -> Dict[str, Any]:
     section["average_precision"] = pr_curves_png(labels, probs, classes, run_dir / "pr_curves.png")
     section["bootstrap"] = {"resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence, "seed": seed,
                             **bootstrap(labels, pred, k, cfg.bootstrap_resamples, cfg.confidence, seed)}
+    if cfg.heatmaps:
+        section["heatmaps"] = _heatmaps(run_dir, job, rows, classes, cfg)
     if cfg.label_issues == "holdout":
         section["label_issues"] = _holdout_issues(run_dir, job, probs, classes)
     section["seconds"] = round(time.perf_counter() - t0, 3)
@@ -326,6 +328,39 @@ def analyse(run_dir: Path, job: Any, cfg: Any, seed: int) -> Dict[str, Any]:
              f"; {li['count']} suspected label errors of {li['checked']} held-out images (label_issues.csv)"
              if li else "", section["seconds"])
     return section
+
+
+EXPLAIN_CLASSES = 16  # classes that get a correctly classified example in explanations.png
+
+
+def _heatmaps(run_dir: Path, job: Any, rows: Sequence[Dict[str, Any]], classes: List[str], cfg: Any
+              ) -> Dict[str, Any]:
+    """explanations.png: where the network looked (Grad-CAM, aether.reporting.heatmaps) on the
+    `cfg.heatmaps` highest-loss test images - for the class it chose - and on the most confident
+    correct image of each class. A backbone Grad-CAM cannot read is said, not fatal."""
+    from aether.reporting.heatmaps import heatmap_sheet
+
+    picks = [(r["path"], f"{_short(r['true'])} -> {_short(r['predicted'])} ({r['confidence']:.2f})",
+              classes.index(r["predicted"])) for r in rows[:cfg.heatmaps] if not r["correct"]]
+    right: Dict[str, Dict[str, Any]] = {}
+    for r in rows:  # highest loss first: the last correct row of a class is its most confident
+        if r["correct"]:
+            right[r["true"]] = r
+    picks += [(r["path"], f"{_short(r['true'])} ok ({r['confidence']:.2f})", classes.index(r["true"]))
+              for name, r in list(sorted(right.items(), key=lambda kv: classes.index(kv[0])))[:EXPLAIN_CLASSES]]
+    info: Dict[str, Any] = {"png": "explanations.png", "method": cfg.heatmap_method, "images": len(picks)}
+    try:
+        model = job.module.model
+        if not heatmap_sheet(model, job.preprocessing, picks, run_dir / "explanations.png", cfg.heatmap_method):
+            info.update(images=0, png=None)
+    except Exception as exc:  # noqa: BLE001 - heatmaps are an extra: a model they cannot read is said, not fatal
+        log.warning("analysis: no heatmaps (%s: %s)", type(exc).__name__, exc)
+        info.update(error=f"{type(exc).__name__}: {exc}", images=0, png=None)
+    return info
+
+
+def _short(name: str, width: int = 14) -> str:
+    return name if len(name) <= width else name[:width - 1] + "~"
 
 
 def _holdout_issues(run_dir: Path, job: Any, test_probs: np.ndarray, classes: List[str]) -> Dict[str, Any]:
@@ -386,6 +421,15 @@ def report_lines(section: Dict[str, Any]) -> List[str]:
         lines += ["", "![confused pairs](confused_pairs.png)", ""]
     elif "confused_pairs" in section:
         lines += ["- no two classes were confused on the test split", ""]
+    heat = section.get("heatmaps") or {}
+    if heat.get("png"):
+        lines += ["### Where the network looked", "",
+                  f"{heat['method']} heatmaps (red: what drove the class named) on the highest-loss test images "
+                  "(true -> predicted, confidence) and on one correctly classified image per class; "
+                  "`aether explain run=RUN images=DIR` draws them for any images.", "",
+                  "![heatmaps](explanations.png)", ""]
+    elif heat.get("error"):
+        lines += [f"- no heatmaps: {_cell(heat['error'])}", ""]
     lines += ["### Precision-recall per class", "", "![precision-recall curves](pr_curves.png)", ""]
     li = section.get("label_issues")
     if li:
