@@ -136,18 +136,26 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.pre = Preprocessor(pre, classes, limits or ImageLimits())
         self.info = json.loads((self.model_dir / "model.json").read_text())
+        from aether.tasks.classification.calibration import read
+
+        # a classifier's temperature (model/calibration.json; 1 without one) and its run's test.tta
+        self.temperature = float(read(self.model_dir)["temperature"])
+        self.tta = str(self.info.get("test_tta", "none"))
 
     @property
     def classes(self) -> List[str]:
         return self.pre.classes
 
     def probabilities(self, batch: Any) -> Any:
-        """(N, 3, H, W) array or tensor -> (N, classes) numpy probabilities."""
+        """(N, 3, H, W) array or tensor -> (N, classes) numpy probabilities: softmax(logits / T)
+        with the model's temperature, averaged over its test-time augmentation views."""
         import torch
+
+        from aether.tasks.classification.tta import probabilities
 
         x = torch.as_tensor(batch, dtype=torch.float32).to(self.device, non_blocking=True)
         with torch.inference_mode():
-            return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+            return probabilities(self.model, x, self.tta, self.temperature).cpu().numpy()
 
     def predict_paths(self, paths: Sequence[str], batch_size: int = 32, k: int = 5,
                       progress: Any = None) -> Tuple[List[Dict[str, Any]], List[Dict[str, str]]]:

@@ -49,6 +49,8 @@ class Task:
     # service finds without importing the Task (aether.tasks.codec.codec_class).
     codec: Any = ""
     distills = False  # True: the task's module learns from `distill.teacher` (a run's soft targets)
+    tta = False  # True: the task's module scores the test split with `test.tta`'s views
+    calibrates = False  # True: the task fits `calibration=temperature` and honours calibration.reject_below
 
     def __init__(self, options: Any) -> None:
         self.options = options
