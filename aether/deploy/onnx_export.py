@@ -142,9 +142,9 @@ class OnnxRunner:
     def probabilities(self, batch: Any) -> Any:
         """(N, 3, H, W) -> (N, classes) probabilities of a classifier: softmax(logits / T) with the
         model's temperature, averaged over its test-time augmentation views (as Predictor's)."""
-        from aether.tasks.classification.serving import ClassificationCodec
+        from aether.tasks.codec import DEFAULT_TASK, codec_class
 
-        return ClassificationCodec.onnx_outputs(self.logits, batch, self.options)
+        return codec_class(DEFAULT_TASK).onnx_outputs(self.logits, batch, self.options)
 
     def outputs(self, batch: Any) -> Any:
         return self.codec.onnx_outputs(self.logits, batch, self.options)

@@ -136,11 +136,11 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.pre = Preprocessor(pre, classes, limits or ImageLimits())
         self.info = json.loads((self.model_dir / "model.json").read_text())
-        from aether.tasks.classification.calibration import read
+        from aether.tasks.codec import codec_class, model_task
 
-        # a classifier's temperature (model/calibration.json; 1 without one) and its run's test.tta
-        self.temperature = float(read(self.model_dir)["temperature"])
-        self.tta = str(self.info.get("test_tta", "none"))
+        # what the task's codec reads beside the weights: a classifier's temperature
+        # (model/calibration.json) and its run's test-time augmentation (model.json test_tta)
+        self.runner_options = codec_class(model_task(self.info)).runner_options(self.model_dir)
 
     @property
     def classes(self) -> List[str]:
@@ -151,11 +151,11 @@ class Predictor:
         with the model's temperature, averaged over its test-time augmentation views."""
         import torch
 
-        from aether.tasks.classification.tta import probabilities
+        from aether.tasks.codec import DEFAULT_TASK, codec_class
 
         x = torch.as_tensor(batch, dtype=torch.float32).to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            return probabilities(self.model, x, self.tta, self.temperature).cpu().numpy()
+        with torch.inference_mode():  # the classifier's codec: softmax(logits / T) over the views
+            return codec_class(DEFAULT_TASK)(self.pre, self.runner_options).forward(self.model, x)
 
     def predict_paths(self, paths: Sequence[str], batch_size: int = 32, k: int = 5,
                       progress: Any = None) -> Tuple[List[Dict[str, Any]], List[Dict[str, str]]]:

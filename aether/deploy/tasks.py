@@ -51,7 +51,8 @@ class TaskPredictor(Predictor):
                  reject_below: Optional[float] = None) -> None:
         super().__init__(model_dir, device=device, limits=limits)
         self.options = serve_options(self.model_dir, score_threshold, top_k, tta=tta, reject_below=reject_below)
-        self.tta = self.options.get("tta", self.tta)
+        self.runner_options = {**self.runner_options, **{k: v for k, v in self.options.items()
+                                                         if k in self.runner_options}}
         self.codec = make_codec(self.pre, self.options)
 
     @property

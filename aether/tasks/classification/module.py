@@ -94,11 +94,12 @@ class ClassificationModule(StrategyModule):
         if dm is None or not len(dm.bundle.splits.get("val", [])):
             return torch.zeros((0, k)), torch.zeros((0,), dtype=torch.long)
         loader = dm.val_dataloader()
-        plugin = getattr(self.trainer, "precision_plugin", None)
-        context = plugin.forward_context() if plugin is not None else contextlib.nullcontext()
+        plugin = getattr(self.trainer, "precision_plugin", None)  # as the test loop: input dtype, autocast
+        context = plugin.test_step_context() if plugin is not None else contextlib.nullcontext()
         logits, labels = [], []
         with torch.no_grad(), context:
-            for x, y in loader:
+            for batch in loader:
+                x, y = plugin.convert_input(batch) if plugin is not None else batch
                 x, y = dm.on_after_batch_transfer((x.to(self.device), y.to(self.device)), 0)
                 logits.append(self(x).float().cpu())
                 labels.append(y.cpu())
