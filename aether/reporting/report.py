@@ -142,7 +142,7 @@ def calibration_lines(metrics: Dict[str, Any]) -> List[str]:
                   "| test split | ECE (15 bins) |", "|---|---|",
                   f"| uncalibrated | {_num(c.get('ece_uncalibrated'))} |",
                   f"| calibrated | {_num(c.get('ece'))} |", ""]
-        if fit.get("note"):
+        if fit.get("note"):  # "" = nothing to say
             lines += [f"- note: {fit['note']}", ""]
     else:
         lines += [f"`calibration=none`: the network's own softmax; test ECE (15 bins) {_num(c.get('ece'))}.", ""]

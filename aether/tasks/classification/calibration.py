@@ -32,7 +32,8 @@ def fit_temperature(logits: Any, labels: Any) -> Tuple[float, Dict[str, Any]]:
         z = logits.detach().clone().double().cpu()
         y = labels.detach().clone().long().cpu()
         n = int(z.shape[0])
-        info: Dict[str, Any] = {"split": "val", "num_images": n}
+        # the same keys whatever the data (metrics.json has one shape); note "" = nothing to say
+        info: Dict[str, Any] = {"split": "val", "num_images": n, "nll_before": None, "nll_after": None, "note": ""}
         if n == 0:
             return 1.0, {**info, "note": "no validation images: the temperature is left at 1"}
         nll = torch.nn.functional.cross_entropy
@@ -76,7 +77,8 @@ def ece(probs: Any, labels: Any) -> Optional[float]:
 
 def reliability(probs: Any, labels: Any, n_bins: int = N_BINS) -> List[Dict[str, Any]]:
     """The reliability diagram's bins: per equal-width bin of top-1 confidence, its images, mean
-    confidence and accuracy (empty bins: count 0, confidence and accuracy null)."""
+    confidence and accuracy (an empty bin: count 0, confidence and accuracy 0, so that
+    metrics.json has the same shape whatever the data)."""
     import torch
 
     conf, pred = probs.float().max(1)
@@ -87,8 +89,8 @@ def reliability(probs: Any, labels: Any, n_bins: int = N_BINS) -> List[Dict[str,
         m = which == b
         c = int(m.sum())
         out.append({"lo": round(b / n_bins, 4), "hi": round((b + 1) / n_bins, 4), "count": c,
-                    "confidence": round(float(conf[m].mean()), 6) if c else None,
-                    "accuracy": round(float(right[m].mean()), 6) if c else None})
+                    "confidence": round(float(conf[m].mean()), 6) if c else 0.0,
+                    "accuracy": round(float(right[m].mean()), 6) if c else 0.0})
     return out
 
 

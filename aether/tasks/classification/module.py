@@ -96,12 +96,19 @@ class ClassificationModule(StrategyModule):
         loader = dm.val_dataloader()
         plugin = getattr(self.trainer, "precision_plugin", None)  # as the test loop: input dtype, autocast
         context = plugin.test_step_context() if plugin is not None else contextlib.nullcontext()
+        # FSDP gathers its sharded parameters only inside its root wrapper's forward (which the
+        # test loop's steps run in): call through it. Every rank reads the whole split, so the
+        # ranks make the same calls.
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        root = getattr(self.trainer.strategy, "model", None)
+        forward = root if isinstance(root, FullyShardedDataParallel) else self
         logits, labels = [], []
         with torch.no_grad(), context:
             for batch in loader:
                 x, y = plugin.convert_input(batch) if plugin is not None else batch
                 x, y = dm.on_after_batch_transfer((x.to(self.device), y.to(self.device)), 0)
-                logits.append(self(x).float().cpu())
+                logits.append(forward(x).float().cpu())
                 labels.append(y.cpu())
         return torch.cat(logits), torch.cat(labels)
 
