@@ -233,9 +233,11 @@ class Run:
         args += [f"{key}={_cli_value(value)}" for key, value in options.items() if value is not None]
         return export_run(args)[1]
 
-    def load(self, device: Optional[str] = None, top_k: int = 5, score_threshold: Optional[float] = None) -> "Model":
+    def load(self, device: Optional[str] = None, top_k: int = 5, score_threshold: Optional[float] = None,
+             tta: Optional[str] = None, reject_below: Optional[float] = None) -> "Model":
         """This run's model in memory (see aether.load)."""
-        return Model(self.dir, device=device, top_k=top_k, score_threshold=score_threshold)
+        return Model(self.dir, device=device, top_k=top_k, score_threshold=score_threshold, tta=tta,
+                     reject_below=reject_below)
 
     def predict(self, images: Any, batch_size: int = 32, **load_options: Any) -> List[Dict[str, Any]]:
         """`self.load(**load_options).predict(images, batch_size)`; to predict often, load once."""
@@ -255,11 +257,13 @@ def _positive_int(name: str, value: Any) -> int:
 class Model:
     """A finished run's model/ in memory, predicting with the code `aether predict` uses (the
     dataset doctor's file check, the run's evaluation transform, the task's decoding): the same
-    records for the same files. `top_k` (classification) and `score_threshold` (detection) are
-    `aether predict`'s options; device defaults to CUDA when available."""
+    records for the same files. `top_k`, `tta` and `reject_below` (classification) and
+    `score_threshold` (detection) are `aether predict`'s options; device defaults to CUDA when
+    available."""
 
     def __init__(self, run: PathLike, device: Optional[str] = None, top_k: int = 5,
-                 score_threshold: Optional[float] = None) -> None:
+                 score_threshold: Optional[float] = None, tta: Optional[str] = None,
+                 reject_below: Optional[float] = None) -> None:
         from aether.deploy.model_dir import check_run
         from aether.deploy.predictor import ImageLimits
         from aether.deploy.tasks import TaskPredictor
@@ -267,7 +271,7 @@ class Model:
         self.run_dir = check_run(os.fspath(run))  # an interrupted run: model/ from its best checkpoint, as the CLI
         self._predictor = TaskPredictor(self.run_dir / "model", device=device,
                                         limits=ImageLimits.from_run(self.run_dir), score_threshold=score_threshold,
-                                        top_k=_positive_int("top_k", top_k))
+                                        top_k=_positive_int("top_k", top_k), tta=tta, reject_below=reject_below)
 
     def __repr__(self) -> str:
         return f"Model({str(self.run_dir)!r}, task={self.task!r}, classes={len(self.classes)})"
@@ -340,7 +344,9 @@ def _save_image(image: Any, target: Path) -> str:
 
 
 def load(run: PathLike, device: Optional[str] = None, top_k: int = 5,
-         score_threshold: Optional[float] = None) -> Model:
+         score_threshold: Optional[float] = None, tta: Optional[str] = None,
+         reject_below: Optional[float] = None) -> Model:
     """A finished run's model, ready to predict: `aether.load(RUN).predict(images)` gives the
     records `aether predict run=RUN images=...` writes (see Model.predict)."""
-    return Model(run, device=device, top_k=top_k, score_threshold=score_threshold)
+    return Model(run, device=device, top_k=top_k, score_threshold=score_threshold, tta=tta,
+                 reject_below=reject_below)

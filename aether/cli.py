@@ -262,6 +262,16 @@ def _number(verb_name: str, opts: Dict[str, str], key: str, default: float, kind
     return value
 
 
+def _probability(verb_name: str, opts: Dict[str, str], key: str) -> Optional[float]:
+    """A probability option in (0, 1], or None when not given."""
+    if key not in opts:
+        return None
+    value = _number(verb_name, opts, key, 0, float)
+    if value > 1:
+        raise AetherError(f"{verb_name}: {key}={opts[key]!r} must be a probability in (0, 1]")
+    return value
+
+
 EXPORT_OPTIONS = {"run": "a finished run folder",
                   "format": "bento (default), onnx, torchscript, openvino or tensorrt",
                   "quantize": "int8 (onnx: static, calibrated on the training split; openvino: nncf) or fp16",
@@ -272,7 +282,9 @@ EXPORT_OPTIONS = {"run": "a finished run folder",
                   "name": "model name in the BentoML store", "max_upload_mb": "upload limit",
                   "batching": "adaptive batching, true/false",
                   "score_threshold": "detection: lowest box score answered",
-                  "backend": "what serves: torch (default) or onnx (onnxruntime)"}
+                  "backend": "what serves: torch (default) or onnx (onnxruntime)",
+                  "tta": "classification: none, flip or multi_crop (default: the run's test.tta)",
+                  "reject_below": "classification: label `unknown` below this top probability"}
 
 
 def export_run(args: List[str]) -> Tuple[str, Dict[str, Any]]:
@@ -309,7 +321,8 @@ def export_run(args: List[str]) -> Tuple[str, Dict[str, Any]]:
                              max_upload_mb=_number("export", opts, "max_upload_mb", 20.0, float),
                              backend=opts.get("backend", "torch"),
                              score_threshold=_number("export", opts, "score_threshold", 0, float)
-                             if "score_threshold" in opts else None)
+                             if "score_threshold" in opts else None, tta=opts.get("tta"),
+                             reject_below=_probability("export", opts, "reject_below"))
 
 
 @verb("export")
@@ -419,19 +432,24 @@ def _print_compare(cmp: Dict[str, Any], png: Any) -> None:
 @verb("predict")
 def cmd_predict(args: List[str]) -> int:
     """`aether predict run=RUN images=PATH[,PATH...] [out=DIR] [batch_size=32] [top_k=5] [device=cpu]
-    [score_threshold=P]`; multilabel, detection and segmentation runs write their own layout."""
+    [score_threshold=P] [tta=none|flip|multi_crop] [reject_below=P]`; multilabel, detection and
+    segmentation runs write their own layout."""
     opts = _options("predict", args, {"run": "a finished run folder",
                                       "images": "folder, file or list.txt; comma-separated",
                                       "out": "output folder", "batch_size": "images per forward pass",
                                       "top_k": "classes per prediction", "device": "cpu, cuda, ...",
-                                      "score_threshold": "detection: lowest box score kept"}, ["run", "images"])
+                                      "score_threshold": "detection: lowest box score kept",
+                                      "tta": "classification: none, flip or multi_crop (default: the run's test.tta)",
+                                      "reject_below": "classification: label `unknown` below this top probability"},
+                    ["run", "images"])
     from aether.deploy.predict import predict_images
 
     res = predict_images(opts["run"], opts["images"].split(","), out=opts.get("out"),
                          batch_size=int(_number("predict", opts, "batch_size", 32)),
                          top_k=int(_number("predict", opts, "top_k", 5)), device=opts.get("device"),
                          score_threshold=_number("predict", opts, "score_threshold", 0, float)
-                         if "score_threshold" in opts else None)
+                         if "score_threshold" in opts else None, tta=opts.get("tta"),
+                         reject_below=_probability("predict", opts, "reject_below"))
     print(f"{res['num_predicted']} of {res['num_files']} files {res.get('verb', 'classified')} in {res['seconds']:.1f} s -> "
           f"{res['out_dir']}/predictions.csv, predictions.json")
     for f in res["failed"]:

@@ -31,7 +31,8 @@ KIND_OF = {**KINDS, **{r.plural: r for r in KINDS.values()}}
 OPTION_PREFIX = {"adapters": "data.options.", "backbones": "", "tasks": "task_options."}
 # the config groups whose files preset a part's options (conf/<group>/<name>.yaml)
 PART_GROUP = {"strategies": "strategy", "optimizers": "optimizer", "schedulers": "scheduler", "loggers": "logger"}
-SECTIONS = ["config", "data", "model", "trainer", "loss", "ema", "cost", "sweep", "auto"]  # the top of the tree
+SECTIONS = ["config", "data", "model", "trainer", "loss", "ema", "test", "calibration", "analysis", "cost", "sweep",
+            "auto"]  # the top of the tree
 
 
 # ---------------------------------------------------------------- options of a pydantic model

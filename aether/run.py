@@ -95,6 +95,7 @@ def prepare(rc: RunCfg) -> Job:
     if rc.loss.name not in task.losses:
         raise AetherError(f"loss.name={rc.loss.name}: task={task.name} trains with its own loss only "
                           f"({', '.join(task.losses)}); loss.name=focal is for classification")
+    check_test_options(rc, task)
     bundle = task.build_data(rc)
     backbone, preprocessing = task.build_network(rc, bundle)
     task.check_network(backbone.model, preprocessing, rc)
@@ -106,6 +107,21 @@ def prepare(rc: RunCfg) -> Job:
     module = task.build_module(rc, bundle, model, strategy)
     return Job(bundle, backbone, preprocessing, strategy, params, module,
                task.build_datamodule(rc, bundle, preprocessing), task)
+
+
+def check_test_options(rc: RunCfg, task: Any) -> None:
+    """test.tta and calibration are the classification task's (its outputs are one class
+    distribution per image); another task refuses them when asked for. calibration=temperature
+    is the default: a task without it simply does not calibrate unless the run names it."""
+    if rc.test.tta != "none" and not task.tta:
+        raise AetherError(f"test.tta={rc.test.tta}: task={task.name} has no test-time augmentation (it is "
+                          "classification's: one class distribution per image); set test.tta=none")
+    named = any(k.split(".")[0] == "calibration" for k in rc._explicit)
+    cal = rc.calibration
+    if not task.calibrates and (cal.reject_below is not None or (named and cal.method != "none")):
+        key = "calibration.reject_below" if cal.reject_below is not None else f"calibration={cal.method}"
+        raise AetherError(f"{key}: task={task.name} has no confidence calibration (it is classification's: "
+                          "one class distribution per image); set calibration=none")
 
 
 def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[Any, Monitors]:

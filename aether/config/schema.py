@@ -346,6 +346,29 @@ class EmaCfg(Strict):
                              "of trainer.max_epochs)")
 
 
+class EvaluationCfg(Strict):
+    """How the test split is scored: test-time augmentation (classification)."""
+
+    # views of the evaluation input, made on the tensor so that training's test, `aether predict`,
+    # the ONNX runner and the BentoML service all see the same views (aether.tasks.classification.tta)
+    tta: Literal["none", "flip", "multi_crop"] = Field(
+        "none", description="test-time augmentation, the softmax averaged over the views: none | flip (the "
+        "image and its mirror) | multi_crop (the image and its 4 corner crops of 90% of the side, each resized "
+        "back); test metrics are with it, metrics.json `tta` holds plain and TTA side by side (classification)")
+
+
+class CalibrationCfg(Strict):
+    """Confidence calibration of the class probabilities (`calibration=none|temperature`)."""
+
+    method: Literal["none", "temperature"] = Field(
+        "temperature", description="none | temperature: one scalar T > 0 fitted on the validation split's logits "
+        "(LBFGS on the negative log-likelihood); probabilities are softmax(logits / T) in the test metrics and in "
+        "every exported model (predictor, ONNX runner, BentoML service) (classification)")
+    reject_below: Optional[float] = Field(
+        None, gt=0, le=1, description="answer the label `unknown` when the top (calibrated) probability is below "
+        "this, in `aether predict` and the served model (a predict/export option overrides it); null = never")
+
+
 class CostCfg(Strict):
     """Price of one device-hour, for the run's transparent cost estimate (edit to your cloud's)."""
 
@@ -456,6 +479,10 @@ class RunCfg(Strict):
                                 "finished run (aether list distill)")
     ema: EmaCfg = Field(default_factory=EmaCfg, description="weight averaging (EMA or SWA): the averaged "
                         "weights are validated, tested and exported (aether list ema)")
+    test: EvaluationCfg = Field(default_factory=EvaluationCfg, description="how the test split is scored: test-time "
+                          "augmentation (aether list test)")
+    calibration: CalibrationCfg = Field(default_factory=CalibrationCfg, description="confidence calibration "
+                                        "(`calibration=none|temperature`; aether list calibration)")
     cost: CostCfg = Field(default_factory=CostCfg, description="device-hour prices for the run's cost "
                           "estimate (aether list cost)")
     analysis: AnalysisCfg = Field(default_factory=AnalysisCfg, description="error analysis, suspected "

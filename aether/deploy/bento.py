@@ -111,11 +111,13 @@ def batch_plan(model_dir: Path, budget_s: float = 1.0) -> Dict[str, Any]:
 
 
 def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-                 batching: bool = True, backend: str = "torch", score_threshold: Optional[float] = None
-                 ) -> Dict[str, Any]:
+                 batching: bool = True, backend: str = "torch", score_threshold: Optional[float] = None,
+                 tta: Optional[str] = None, reject_below: Optional[float] = None) -> Dict[str, Any]:
     """Store the model, write RUN/bento/; return what was done (tag, paths). `backend="onnx"`
     serves RUN/model/model.onnx with onnxruntime (exported and parity-checked first if missing).
-    `score_threshold`: detections below it are left out of answers (default: the run's draw_threshold)."""
+    `score_threshold`: detections below it are left out of answers (default: the run's draw_threshold).
+    `tta`, `reject_below` (classification): the served views and the `unknown` threshold (default:
+    the run's test.tta and calibration.reject_below); the run's temperature is always applied."""
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -127,7 +129,8 @@ def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DE
     model_dir = run_dir / "model"
     if backend not in ("torch", "onnx"):
         raise AetherError(f"export: backend={backend!r}: expected torch or onnx")
-    task_options = serve_options(model_dir, score_threshold)  # before any work: a bad threshold stops here
+    # before any work: a bad threshold stops here
+    task_options = serve_options(model_dir, score_threshold, tta=tta, reject_below=reject_below)
     if backend == "onnx" and not (model_dir / "model.onnx").is_file():
         from aether.deploy.onnx_export import export_onnx
 

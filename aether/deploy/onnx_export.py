@@ -134,13 +134,16 @@ class OnnxRunner:
     `TaskPredictor.outputs`: the task's codec turns the logits into what the model worker
     returns: softmax for classification, sigmoid for multilabel, class-id masks for segmentation)."""
 
-    def __init__(self, path: Path, task: Optional[str] = None) -> None:
+    def __init__(self, path: Path, task: Optional[str] = None, options: Optional[Dict[str, Any]] = None) -> None:
+        """`options`: the served task options (a bento's aether_serve.json); by default the model
+        folder beside `path` decides (classification: its temperature and test-time augmentation)."""
         import onnxruntime as ort
 
         from aether.tasks.codec import model_task
 
         self.task = model_task({"task": task})
         self.codec = onnx_codec(self.task, f"{path}: the onnx backend")
+        self.options = {**self.codec.runner_options(Path(path).parent), **(options or {})}
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.session = ort.InferenceSession(str(path), providers=providers)
@@ -151,12 +154,11 @@ class OnnxRunner:
         return self.session.run(["logits"], {"images": np.asarray(batch, dtype=np.float32)})[0]
 
     def probabilities(self, batch: Any) -> Any:
-        """(N, 3, H, W) -> (N, classes) softmax probabilities of a classifier's logits."""
-        import numpy as np
+        """(N, 3, H, W) -> (N, classes) probabilities of a classifier: softmax(logits / T) with the
+        model's temperature, averaged over its test-time augmentation views (as Predictor's)."""
+        from aether.tasks.codec import DEFAULT_TASK, codec_class
 
-        logits = self.logits(batch)
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return codec_class(DEFAULT_TASK).onnx_outputs(self.logits, batch, self.options)
 
     def outputs(self, batch: Any) -> Any:
-        return self.codec.from_logits(self.logits(batch))
+        return self.codec.onnx_outputs(self.logits, batch, self.options)

@@ -134,7 +134,8 @@ def csv_rows(order: List[str], results: List[Dict[str, Any]], failed: List[Dict[
 
 def predict_images(run: str, images: List[str], out: Optional[str] = None, batch_size: int = 32, top_k: int = 5,
                    device: Optional[str] = None, progress: bool = True,
-                   score_threshold: Optional[float] = None) -> Dict[str, Any]:
+                   score_threshold: Optional[float] = None, tta: Optional[str] = None,
+                   reject_below: Optional[float] = None) -> Dict[str, Any]:
     """Predict every file named and write predictions.csv/.json (and the task's own files) to
     `out`; return predictions.json's content with `out_dir` and the summary line's `verb`."""
     from aether.deploy.model_dir import check_run
@@ -145,7 +146,7 @@ def predict_images(run: str, images: List[str], out: Optional[str] = None, batch
     out_dir = output_folder(out, run_dir)  # before listing or loading anything
     paths = collect(images)
     predictor = TaskPredictor(run_dir / "model", device=device, limits=ImageLimits.from_run(run_dir),
-                              score_threshold=score_threshold, top_k=top_k)
+                              score_threshold=score_threshold, top_k=top_k, tta=tta, reject_below=reject_below)
     codec = predictor.codec
     t0 = time.perf_counter()
     with _progress(len(paths), progress) as advance:

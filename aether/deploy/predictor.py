@@ -136,18 +136,26 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.pre = Preprocessor(pre, classes, limits or ImageLimits())
         self.info = json.loads((self.model_dir / "model.json").read_text())
+        from aether.tasks.codec import codec_class, model_task
+
+        # what the task's codec reads beside the weights: a classifier's temperature
+        # (model/calibration.json) and its run's test-time augmentation (model.json test_tta)
+        self.runner_options = codec_class(model_task(self.info)).runner_options(self.model_dir)
 
     @property
     def classes(self) -> List[str]:
         return self.pre.classes
 
     def probabilities(self, batch: Any) -> Any:
-        """(N, 3, H, W) array or tensor -> (N, classes) numpy probabilities."""
+        """(N, 3, H, W) array or tensor -> (N, classes) numpy probabilities: softmax(logits / T)
+        with the model's temperature, averaged over its test-time augmentation views."""
         import torch
 
+        from aether.tasks.codec import DEFAULT_TASK, codec_class
+
         x = torch.as_tensor(batch, dtype=torch.float32).to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+        with torch.inference_mode():  # the classifier's codec: softmax(logits / T) over the views
+            return codec_class(DEFAULT_TASK)(self.pre, self.runner_options).forward(self.model, x)
 
     def predict_paths(self, paths: Sequence[str], batch_size: int = 32, k: int = 5,
                       progress: Any = None) -> Tuple[List[Dict[str, Any]], List[Dict[str, str]]]:

@@ -40,15 +40,16 @@ class AetherModel:
     stored = bentoml.models.BentoModel(SETTINGS["tag"])
 
     def __init__(self) -> None:
+        options = SETTINGS.get("task_options") or {}  # classification: temperature, test-time augmentation
         if SETTINGS.get("backend") == "onnx":  # `aether export ... backend=onnx`
             from aether.deploy.onnx_export import OnnxRunner
 
-            self.predictor = OnnxRunner(Path(self.stored.path) / "model.onnx", task=TASK)
+            self.predictor = OnnxRunner(Path(self.stored.path) / "model.onnx", task=TASK, options=options)
         else:
             from aether.deploy.tasks import TaskPredictor
 
             # the model/ folder as exported: safetensors weights + JSON, loaded without pickle
-            self.predictor = TaskPredictor(Path(self.stored.path))
+            self.predictor = TaskPredictor(Path(self.stored.path), tta=options.get("tta"))
 
     @bentoml.api(batchable=bool(BATCHING["enabled"]), max_batch_size=max(2, int(BATCHING["max_batch_size"])),
                  max_latency_ms=int(BATCHING["max_latency_ms"]))

@@ -17,14 +17,24 @@ from aether.deploy.predictor import ImageLimits, Predictor, Preprocessor, in_bat
 from aether.tasks.codec import Codec, codec_class, model_task
 
 
-def serve_options(model_dir: Path, score_threshold: Optional[float] = None, top_k: int = 5) -> Dict[str, Any]:
+def serve_options(model_dir: Path, score_threshold: Optional[float] = None, top_k: int = 5,
+                  tta: Optional[str] = None, reject_below: Optional[float] = None) -> Dict[str, Any]:
     """{"task", "top_k", and what the task's codec needs to decode} for a model folder, from its
-    model.json `task_options` and files; `score_threshold` overrides a detection run's own."""
+    model.json `task_options` and files; `score_threshold` overrides a detection run's own,
+    `tta` and `reject_below` a classification run's (test.tta, calibration.reject_below)."""
+    from aether.errors import AetherError
+
     info = json.loads((model_dir / "model.json").read_text())
     classes = json.loads((model_dir / "labels.json").read_text())
     task = model_task(info)
-    given = {} if score_threshold is None else {"score_threshold": score_threshold}
-    own = codec_class(task).serve_options(model_dir, info.get("task_options") or {}, classes, given)
+    codec = codec_class(task)
+    given: Dict[str, Any] = {k: v for k, v in (("score_threshold", score_threshold), ("tta", tta),
+                                               ("reject_below", reject_below)) if v is not None}
+    for key in ("tta", "reject_below"):
+        if key in given and key not in codec.accepts:
+            raise AetherError(f"{key}={given[key]}: not available for task={task} (classification's: one class "
+                              "distribution per image)")
+    own = codec.serve_options(model_dir, info.get("task_options") or {}, classes, given)
     return {"task": task, "top_k": min(top_k, len(classes)), **own}
 
 
@@ -37,9 +47,12 @@ class TaskPredictor(Predictor):
     """A `model/` folder of any task, in process: the same codec as the service."""
 
     def __init__(self, model_dir: Path, device: Optional[str] = None, limits: Optional[ImageLimits] = None,
-                 score_threshold: Optional[float] = None, top_k: int = 5) -> None:
+                 score_threshold: Optional[float] = None, top_k: int = 5, tta: Optional[str] = None,
+                 reject_below: Optional[float] = None) -> None:
         super().__init__(model_dir, device=device, limits=limits)
-        self.options = serve_options(self.model_dir, score_threshold, top_k)
+        self.options = serve_options(self.model_dir, score_threshold, top_k, tta=tta, reject_below=reject_below)
+        self.runner_options = {**self.runner_options, **{k: v for k, v in self.options.items()
+                                                         if k in self.runner_options}}
         self.codec = make_codec(self.pre, self.options)
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import matplotlib
 
@@ -58,4 +58,37 @@ def curves_png(history: List[Dict[str, Any]], path: Path) -> None:
             ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def reliability_png(before: List[Dict[str, Any]], after: Optional[List[Dict[str, Any]]], temperature: float,
+                    path: Path) -> None:
+    """The reliability diagram of the test split: per confidence bin, accuracy against mean
+    confidence (the diagonal is perfect calibration), before and (when calibrated) after
+    temperature scaling; the bars below count the images per bin."""
+    # laid out by hand (no tight_layout): every classification run draws it, so it is kept cheap
+    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig.subplots_adjust(left=0.13, right=0.97, top=0.94, bottom=0.09, hspace=0.08)
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfect calibration")
+    width = before[0]["hi"] - before[0]["lo"] if before else 1 / 15
+    series = [("uncalibrated", before, "-o", "tab:red")]
+    if after is not None:
+        series.append((f"temperature T={temperature:.3g}", after, "-s", "tab:blue"))
+    for i, (label, bins, style, color) in enumerate(series):
+        xs = [b["confidence"] for b in bins if b["count"]]
+        ys = [b["accuracy"] for b in bins if b["count"]]
+        ax.plot(xs, ys, style, color=color, label=label, markersize=4)
+        offset = (i - (len(series) - 1) / 2) * width / len(series)
+        ax_n.bar([(b["lo"] + b["hi"]) / 2 + offset for b in bins], [b["count"] for b in bins],
+                 width=width / len(series), color=color, alpha=0.6)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability (test split, top-1 confidence)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax_n.set_xlabel("confidence")
+    ax_n.set_ylabel("images")
+    ax_n.grid(alpha=0.3)
+    fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -85,13 +85,15 @@ def write_report(run_dir: Path, metrics: Dict[str, Any], cfg: Dict[str, Any], ex
         f"| accuracy (top-1) | {_pct(t['accuracy'])} |",
         f"| accuracy (top-5) | {_pct(t['accuracy_top5'])} |",
         f"| F1 (macro) | {t['f1_macro']:.4f} |",
+        *([f"| expected calibration error (ECE) | {t['ece']:.4f} |"] if t.get("ece") is not None else []),
         "",
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
     ]
     for c, r in t["per_class"].items():
         lines.append(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
-    lines += ["", "![confusion matrix](confusion_matrix.png)", ""] + list(extra) + training_lines(metrics)
+    lines += ["", "![confusion matrix](confusion_matrix.png)", ""] + tta_lines(metrics) + calibration_lines(metrics)
+    lines += list(extra) + training_lines(metrics)
     lines += ["", "Files: `config.yaml` (resolved config), `metrics.json`, `checkpoints/` (best, last), "
               "`model/` (safetensors weights, labels, preprocessing).", ""]
     path = run_dir / "report.md"
@@ -114,3 +116,48 @@ def auto_lines(metrics: Dict[str, Any]) -> List[str]:
         lines.append(f"| {i} | {r['candidate']} | {v} | {r['seconds']:.1f} | {r['epochs'] or '-'} | {r['status']} | "
                      f"{r.get('error') or r['reason']} |")
     return lines + [""]
+
+
+def _num(x: Any, pct: bool = False) -> str:
+    return "-" if x is None else _pct(x) if pct else f"{x:.4f}"
+
+
+def tta_lines(metrics: Dict[str, Any]) -> List[str]:
+    """report.md's test-time augmentation section: the test split scored plain and with TTA."""
+    a = metrics.get("tta")
+    if not a:
+        return []
+    p, t = a["plain"], a["tta"]
+    return ["## Test-time augmentation", "",
+            f"`test.tta={a['mode']}`: the softmax averaged over {a['views']} views of each test image; the test "
+            f"results above are with it. {a['changed_predictions']} test image(s) changed their top class.", "",
+            "| metric | plain | with TTA |", "|---|---|---|",
+            f"| accuracy (top-1) | {_num(p['accuracy'], True)} | {_num(t['accuracy'], True)} |",
+            f"| accuracy (top-5) | {_num(p['accuracy_top5'], True)} | {_num(t['accuracy_top5'], True)} |",
+            f"| F1 (macro) | {_num(p['f1_macro'])} | {_num(t['f1_macro'])} |",
+            f"| ECE | {_num(p['ece'])} | {_num(t['ece'])} |", ""]
+
+
+def calibration_lines(metrics: Dict[str, Any]) -> List[str]:
+    """report.md's calibration section: the temperature, ECE before and after, the reliability diagram."""
+    c = metrics.get("calibration")
+    if not c:
+        return []
+    lines = ["## Calibration", ""]
+    fit = c.get("fit") or {}
+    if c["method"] == "temperature":
+        lines += [f"Temperature scaling fitted on the validation split ({fit.get('num_images', 0)} images): "
+                  f"**T = {c['temperature']:.4g}** (validation NLL {_num(fit.get('nll_before'))} -> "
+                  f"{_num(fit.get('nll_after'))}); probabilities are softmax(logits / T) here and in the exported "
+                  "model (`model/calibration.json`).", "",
+                  "| test split | ECE (15 bins) |", "|---|---|",
+                  f"| uncalibrated | {_num(c.get('ece_uncalibrated'))} |",
+                  f"| calibrated | {_num(c.get('ece'))} |", ""]
+        if fit.get("note"):  # "" = nothing to say
+            lines += [f"- note: {fit['note']}", ""]
+    else:
+        lines += [f"`calibration=none`: the network's own softmax; test ECE (15 bins) {_num(c.get('ece'))}.", ""]
+    if c.get("reject_below") is not None:
+        lines += [f"Answers whose top probability is below {c['reject_below']:g} are labelled `unknown` by "
+                  "`aether predict` and the served model.", ""]
+    return lines + ["![reliability diagram](reliability.png)", ""]

@@ -51,6 +51,8 @@ class Task:
     distills = False  # True: the task's module learns from `distill.teacher` (a run's soft targets)
     mixes = False  # True: the task's module trains on Mixup / CutMix batches (data.augment.mixup, .cutmix)
     losses: Tuple[str, ...] = ("ce",)  # the loss.name values its module implements (ce: the task's own loss)
+    tta = False  # True: the task's module scores the test split with `test.tta`'s views
+    calibrates = False  # True: the task fits `calibration=temperature` and honours calibration.reject_below
 
     def __init__(self, options: Any) -> None:
         self.options = options

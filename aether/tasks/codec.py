@@ -37,6 +37,9 @@ class Codec:
     # (the exported graph is the network alone: its logits); "" when it can
     onnx_refused = ""
     verb = "predicted"  # `aether predict`: "N of M files <verb>"
+    # the serve options beyond score_threshold this task takes from `aether predict` / `export`
+    # (classification: tta, reject_below); any other named for this task is refused
+    accepts: Tuple[str, ...] = ()
 
     def __init__(self, pre: Any, options: Dict[str, Any]) -> None:
         self.pre = pre
@@ -67,6 +70,18 @@ class Codec:
     def from_logits(logits: Any) -> Any:
         """The exported ONNX graph's logits (numpy) -> what `forward` returns (the onnx backend)."""
         raise NotImplementedError
+
+    @classmethod
+    def runner_options(cls, model_dir: Path) -> Dict[str, Any]:
+        """What the ONNX runner needs besides the graph, from the model folder beside it
+        (classification: the temperature and the views); given options override these."""
+        return {}
+
+    @classmethod
+    def onnx_outputs(cls, logits: Any, batch: Any, options: Dict[str, Any]) -> Any:
+        """The onnx backend's `forward`: `logits(batch)` (numpy in, numpy out) -> what `forward`
+        returns; by default `from_logits` of one pass."""
+        return cls.from_logits(logits(batch))
 
     @classmethod
     def onnx_output_shape(cls, num_classes: int, input_shape: Sequence[int]) -> List[Any]:

@@ -20,6 +20,8 @@ class Classification(Task):
     distills = True
     mixes = True  # one label per image: Mixup / CutMix make soft targets of them
     losses = ("ce", "focal")
+    tta = True  # test.tta (aether.tasks.classification.tta)
+    calibrates = True  # calibration=temperature (aether.tasks.classification.calibration)
 
     def build_data(self, rc: RunCfg) -> Any:
         from aether.tasks.classification.data import build_data
@@ -58,7 +60,8 @@ class Classification(Task):
                         "equally often, the weights correct the imbalance a second time", rc.loss.class_weights)
         return ClassificationModule(model, bundle.classes, strategy, rc.loss, class_weights(rc, bundle),
                                     rc.optimizer.model_dump(), rc.scheduler.model_dump(),
-                                    teacher=teacher, distill=rc.distill, mixing=mixing)
+                                    teacher=teacher, distill=rc.distill, mixing=mixing, tta=rc.test.tta,
+                                    calibration=rc.calibration)
 
     def build_datamodule(self, rc: RunCfg, bundle: Any, preprocessing: Dict[str, Any]) -> Any:
         from aether.data.datamodule import ClassificationData
@@ -70,8 +73,9 @@ class Classification(Task):
 
     def write_outputs(self, run_dir: Path, metrics: Dict[str, Any], job: Job, raw: Dict[str, Any]) -> str:
         from aether.models.saved import save_model_dir
-        from aether.reporting.plots import confusion_matrix_png, curves_png
+        from aether.reporting.plots import confusion_matrix_png, curves_png, reliability_png
         from aether.reporting.report import write_report
+        from aether.tasks.classification import calibration
 
         sections = []
         if job.module.teacher is not None:
@@ -90,14 +94,25 @@ class Classification(Task):
         from aether.reporting.model_card import lineage, write_model_card
 
         metrics["lineage"] = lineage(metrics, raw)
+        mod = job.module
+        if mod.tta_results:
+            metrics["tta"] = mod.tta_results
+        if mod.calibration_results:
+            metrics["calibration"] = mod.calibration_results
+            rel = mod.calibration_results["reliability"]
+            reliability_png(rel["uncalibrated"], rel["calibrated"] if mod.calibrate else None,
+                            mod.temperature, run_dir / "reliability.png")
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         confusion_matrix_png(metrics["confusion_matrix"], job.bundle.classes, run_dir / "confusion_matrix.png")
         curves_png(metrics["history"], run_dir / "curves.png")
         (run_dir / "model").mkdir(parents=True, exist_ok=True)
         exported, extra = job.strategy.export(job.module.model, run_dir / "model")
-        save_model_dir(run_dir / "model", exported, {**job.backbone.info, **extra}, job.bundle.classes,
+        tta = {"test_tta": mod.tta} if mod.tta != "none" else {}  # aether predict's default views
+        save_model_dir(run_dir / "model", exported, {**job.backbone.info, **extra, **tta}, job.bundle.classes,
                        job.preprocessing)
         write_model_card(run_dir / "model", metrics, raw, analysis.intended_use)
+        calibration.write(run_dir / "model", "temperature" if mod.calibrate else "none", mod.temperature,
+                          mod.reject_below, mod.calibration_fit)
         write_report(run_dir, metrics, raw, sections)
         return f"test accuracy {metrics['test']['accuracy']:.4f}, macro F1 {metrics['test']['f1_macro']:.4f}"
 
