@@ -289,6 +289,20 @@ def bootstrap(labels: np.ndarray, pred: np.ndarray, k: int, resamples: int, conf
 # ---------------------------------------------------------------- the whole analysis
 
 
+def errors_section(run_dir: Path, rows: Sequence[Dict[str, Any]], worst_n: int) -> Dict[str, Any]:
+    """errors.csv and the worst-errors gallery of `rows` (highest loss first): the start of the
+    `analysis` section of classification and multilabel."""
+    write_errors_csv(rows, run_dir / ERRORS_CSV)
+    section: Dict[str, Any] = {"errors_csv": ERRORS_CSV, "num_test": len(rows),
+                               "num_wrong": int(sum(not r["correct"] for r in rows))}
+    worst = rows[:worst_n]
+    if worst:
+        gallery_png(worst, run_dir / "worst_errors.png")
+        section["worst"] = [{key: r[key] for key in ("path", "true", "predicted", "confidence", "loss")}
+                            for r in worst]
+    return section
+
+
 def analyse(run_dir: Path, job: Any, cfg: Any, seed: int) -> Dict[str, Any]:
     """Run the analysis (cfg: aether.config.schema.AnalysisCfg) and write its files; returns
     metrics.json's `analysis` section."""
@@ -303,14 +317,7 @@ def analyse(run_dir: Path, job: Any, cfg: Any, seed: int) -> Dict[str, Any]:
     paths = [s.path for s in test]
     pred = probs.argmax(1)
     rows = error_rows(paths, labels, probs, classes)
-    write_errors_csv(rows, run_dir / ERRORS_CSV)
-    section: Dict[str, Any] = {"errors_csv": ERRORS_CSV, "num_test": len(rows),
-                               "num_wrong": int(sum(not r["correct"] for r in rows))}
-    worst = rows[:cfg.worst_n]
-    if worst:
-        gallery_png(worst, run_dir / "worst_errors.png")
-        section["worst"] = [{key: r[key] for key in ("path", "true", "predicted", "confidence", "loss")}
-                            for r in worst]
+    section = errors_section(run_dir, rows, cfg.worst_n)
     pairs = confused_pairs(labels, pred, k, cfg.confused_pairs) if cfg.confused_pairs else []
     section["confused_pairs"] = [{"true": classes[t], "predicted": classes[p], "count": n} for t, p, n in pairs]
     if pairs:
@@ -490,14 +497,7 @@ def analyse_multilabel(run_dir: Path, job: Any, cfg: Any) -> Dict[str, Any]:
     probs = predict_probs(job.module, job.datamodule, "test", multilabel=True)
     y = np.array([it.target for it in splits["test"]], dtype=np.int64).reshape(len(splits["test"]), len(classes))
     rows = multilabel_rows([it.path for it in splits["test"]], y, probs, thresholds, classes)
-    write_errors_csv(rows, run_dir / ERRORS_CSV)
-    section: Dict[str, Any] = {"task": "multilabel", "errors_csv": ERRORS_CSV, "num_test": len(rows),
-                               "num_wrong": int(sum(not r["correct"] for r in rows))}
-    worst = rows[:cfg.worst_n]
-    if worst:
-        gallery_png(worst, run_dir / "worst_errors.png")
-        section["worst"] = [{key: r[key] for key in ("path", "true", "predicted", "confidence", "loss")}
-                            for r in worst]
+    section = {"task": "multilabel", **errors_section(run_dir, rows, cfg.worst_n)}
     section["average_precision"] = pr_curves_png(y, probs, classes, run_dir / "pr_curves.png")
     if cfg.label_issues == "holdout":
         parts = [("test", splits["test"], probs, y)]
