@@ -53,7 +53,7 @@ def export_package(run: str, fmt: str, quantize: Optional[str] = None, min_agree
     """Export run=`run` as `fmt` (optionally quantized), check agreement on its test split; returns
     the JSON written beside the exported file (also with "json": its path)."""
     from aether.deploy.model_dir import check_run
-    from aether.tasks.codec import model_task
+    from aether.tasks.codec import codec_class, model_task
 
     if fmt not in FORMATS:
         from aether.suggest import did_you_mean
@@ -85,14 +85,14 @@ def export_package(run: str, fmt: str, quantize: Optional[str] = None, min_agree
     run_dir = check_run(run)
     model_dir = run_dir / "model"
     task = model_task(json.loads((model_dir / "model.json").read_text()))
-    if task != "classification" and fmt == "onnx" and quantize is None:  # as before: parity-checked model.onnx
+    packaged = codec_class(task).packages  # which tasks: their codec says (aether.tasks.codec)
+    if not packaged and fmt == "onnx" and quantize is None:  # as before: parity-checked model.onnx
         from aether.deploy.onnx_export import export_onnx
 
         return {**export_onnx(run), "json": str(model_dir / "onnx.json")}
-    if task != "classification":
-        raise AetherError(f"export format={fmt}{' quantize=' + quantize if quantize else ''}: only "
-                          f"task=classification runs so far; run={run} is task={task}"
-                          + " (format=onnx without quantize= exports it)")
+    if not packaged:
+        raise AetherError(f"export format={fmt}{' quantize=' + quantize if quantize else ''}: not yet for "
+                          f"task={task} (run={run}); format=onnx without quantize= exports it")
     from aether.deploy.predictor import Predictor
 
     pred = Predictor(model_dir, device="cpu")
@@ -258,6 +258,13 @@ def _ort_runner(path: Path) -> Runner:
     return lambda x: session.run(["logits"], {"images": x})[0]
 
 
+def _task(pred: Any) -> str:
+    """The exported model's task, as its model.json names it (aether.tasks.codec.model_task)."""
+    from aether.tasks.codec import model_task
+
+    return model_task(pred.info)
+
+
 def set_onnx_metadata(path: Path, classes: List[str], pre: Dict[str, Any], extra: Optional[Dict[str, str]] = None
                       ) -> None:
     """The label map and preprocessing inside the .onnx file (metadata_props; no effect on compute)."""
@@ -265,8 +272,7 @@ def set_onnx_metadata(path: Path, classes: List[str], pre: Dict[str, Any], extra
 
     m = onnx.load(str(path))
     props = {p.key: p.value for p in m.metadata_props}
-    props.update({"aether.classes": json.dumps(classes), "aether.preprocessing": json.dumps(pre),
-                  "aether.task": "classification", **(extra or {})})
+    props.update({"aether.classes": json.dumps(classes), "aether.preprocessing": json.dumps(pre), **(extra or {})})
     onnx.helper.set_model_props(m, props)
     onnx.save(m, str(path))
 
@@ -278,7 +284,7 @@ def export_onnx_format(run: str, model_dir: Path, model: Any, pred: Any, quantiz
         from aether.deploy.onnx_export import export_onnx
 
         src = Path(export_onnx(run)["path"])
-        set_onnx_metadata(src, classes, pre)
+        set_onnx_metadata(src, classes, pre, {"aether.task": _task(pred)})
         return src, _ort_runner(src), {}
     src = _onnx_fp32(run, model_dir)
     out = model_dir / f"model-{quantize}.onnx"
@@ -296,7 +302,7 @@ def export_onnx_format(run: str, model_dir: Path, model: Any, pred: Any, quantiz
         assert splits is not None
         extra = quantize_onnx_int8(src, tmp, calibration_batches(pred, splits["train"], n_calib))
     tmp.replace(out)
-    set_onnx_metadata(out, classes, pre, {"aether.quantize": quantize})
+    set_onnx_metadata(out, classes, pre, {"aether.task": _task(pred), "aether.quantize": quantize})
     return out, _ort_runner(out), extra
 
 
@@ -420,7 +426,7 @@ def export_openvino(run: str, model_dir: Path, model: Any, pred: Any, quantize: 
                          versions={**extra["versions"], "nncf": nncf.__version__})
         ov_model.set_rt_info(json.dumps(pred.classes), ["aether", "classes"])
         ov_model.set_rt_info(json.dumps(pred.pre.preprocessing), ["aether", "preprocessing"])
-        ov_model.set_rt_info("classification", ["aether", "task"])
+        ov_model.set_rt_info(_task(pred), ["aether", "task"])
         ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
         for name in ("labels.json", "preprocessing.json"):
             shutil.copyfile(model_dir / name, tmp / name)

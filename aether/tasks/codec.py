@@ -36,6 +36,10 @@ class Codec:
     # why `aether export format=onnx` cannot make a parity-checked graph of this task's network
     # (the exported graph is the network alone: its logits); "" when it can
     onnx_refused = ""
+    # True: `aether export format=...` (torchscript, openvino, tensorrt, quantize=) and `aether
+    # benchmark` take this task's network, checked by top-1 agreement and accuracy on the run's
+    # test split (aether.deploy.export_formats); False: format=onnx alone, checked on random inputs
+    packages = False
     verb = "predicted"  # `aether predict`: "N of M files <verb>"
     # the serve options beyond score_threshold this task takes from `aether predict` / `export`
     # (classification: tta, reject_below); any other named for this task is refused

@@ -3,9 +3,10 @@ optimizer NAME`), registered with them in aether.catalog."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Tuple, Union
+import math
+from typing import Annotated, Any, Literal, Optional, Tuple, Union
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field
 
 from aether.config.schema import Strict
 
@@ -13,18 +14,27 @@ from aether.config.schema import Strict
 # lr=auto: Lightning's LR range test before training (aether.training.tuning); the rate found is
 # what RUN/config.yaml records, with the request in a comment
 LR_HELP = "; auto = Lightning's LR range test picks it before training (this default if it finds none)"
-Lr = Union[float, Literal["auto"]]
 
 
-def _positive_or_auto(v: Union[float, str]) -> Union[float, str]:
-    if not isinstance(v, str) and v <= 0:
-        raise ValueError("expected 'auto' or a number greater than 0")
-    return v
+def _positive_or_auto(v: Any) -> Union[float, str]:
+    """One check before the union's own (which would report one error per member: `lr=inf` would
+    be two problems, `optimizer.lr.float` and `optimizer.lr`): 'auto' or a finite number > 0."""
+    if isinstance(v, str) and v.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = float(v) if not isinstance(v, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"expected 'auto' or a finite number greater than 0, got {v!r}")
+    return number
+
+
+Lr = Annotated[Union[float, Literal["auto"]], BeforeValidator(_positive_or_auto)]
 
 
 class AdamWCfg(Strict):
     lr: Lr = Field(1e-3, description="peak learning rate (the scheduler scales it)" + LR_HELP)
-    _lr = field_validator("lr")(_positive_or_auto)
     weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay; norms and biases get none")
     betas: Tuple[float, float] = Field((0.9, 0.999), description="[beta1, beta2]: decay rates of the "
                                        "gradient's running mean and of its square's")
@@ -38,7 +48,6 @@ class AdamCfg(AdamWCfg):
 
 class SGDCfg(Strict):
     lr: Lr = Field(0.01, description="peak learning rate (the scheduler scales it)" + LR_HELP)
-    _lr = field_validator("lr")(_positive_or_auto)
     momentum: float = Field(0.9, ge=0, lt=1, description="momentum factor; 0 = plain SGD")
     nesterov: bool = Field(True, description="Nesterov momentum (only when momentum > 0)")
     weight_decay: float = Field(1e-4, ge=0, description="L2 penalty added to the gradients; norms and "

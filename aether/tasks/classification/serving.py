@@ -26,6 +26,7 @@ class ClassificationCodec(Codec):
     metrics = ("accuracy", "accuracy_top5", "f1_macro", "f1_micro")
     verb = "classified"
     accepts = ("tta", "reject_below")
+    packages = True  # one class score vector per image: agreement and accuracy on the test split
 
     @classmethod
     def runner_options(cls, model_dir: Path) -> Dict[str, Any]:
