@@ -77,6 +77,24 @@ def test_the_old_presets_take_the_mixing_keys_and_a_bad_policy_names_itself() ->
         train_transform(PRE, AugmentCfg(auto_augment="rand-q9"))
 
 
+def test_posterize_at_full_magnitude_keeps_a_bit_on_both_paths() -> None:
+    """timm's `inc1` posterize keeps 0 bits at magnitude 10, which Pillow 13 refuses (ValueError):
+    the randaugment preset (m9, std 0.5, clipped at 10) crashed a real run mid-epoch that way."""
+    from PIL import Image
+
+    from aether.config.schema import AugmentCfg
+    from aether.data.transforms import train_transform
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (36, 40, 3), dtype=np.uint8))
+    for policy in ("rand-m10-n3-inc1", "rand-m9-mstd0.5-inc1", "augmix-m10-w3"):
+        whole = train_transform(PRE, AugmentCfg(auto_augment=policy))
+        geometry, colour, tensor = train_transform(PRE, AugmentCfg(auto_augment=policy), separate=True)
+        random.seed(0)
+        for _ in range(40):  # m10, 3 ops of 15: posterize is drawn in most rounds
+            assert tuple(whole(img).shape) == (3, 32, 32)
+            assert tuple(tensor(colour(geometry(img))).shape) == (3, 32, 32)
+
+
 def test_mixed_targets_are_soft_and_mixing_stops_at_the_off_epoch() -> None:
     from timm.loss import SoftTargetCrossEntropy
 

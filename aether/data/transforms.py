@@ -44,18 +44,46 @@ def train_transform(pre: Dict[str, Any], aug: AugmentCfg, separate: bool = False
     from timm.data import create_transform
 
     try:
-        return create_transform(separate=separate,
+        return _posterize_keeps_a_bit(create_transform(separate=separate,
             input_size=tuple(pre["input_size"]), is_training=True, interpolation=pre["interpolation"],
             mean=tuple(pre["mean"]), std=tuple(pre["std"]),
             scale=tuple(aug.scale), ratio=tuple(aug.ratio), hflip=aug.hflip, vflip=aug.vflip,
             color_jitter=aug.color_jitter or None, auto_augment=aug.auto_augment, re_prob=aug.re_prob,
-        )
+        ))
     except (AssertionError, ValueError, KeyError) as exc:  # timm's parser asserts on a section it does not know
         if aug.auto_augment is None:
             raise
         raise AetherError(f"data.augment.auto_augment={aug.auto_augment}: timm cannot read this policy "
                           f"({str(exc) or type(exc).__name__}); e.g. rand-m9-mstd0.5-inc1 (RandAugment), "
                           "augmix-m3-w3 (AugMix), original (AutoAugment)") from None
+
+
+def _at_least_one_bit(img: Any, bits_to_keep: int, **kwargs: Any) -> Any:
+    from timm.data import auto_augment
+
+    return auto_augment.posterize(img, max(1, int(bits_to_keep)), **kwargs)
+
+
+def _posterize_keeps_a_bit(transform: Any) -> Any:
+    """timm 1.0.31's "increasing" posterize (the `inc1` of rand-m9-mstd0.5-inc1, trivialaugment)
+    keeps 4 - int(m / 10 * 4) bits: 0 at magnitude 10, which m9 +- 0.5 reaches whenever the drawn
+    magnitude is clipped to the top. Pillow 13 refuses 0 bits (ValueError) where older Pillows
+    returned a black image, so one unlucky draw stopped a training run mid-epoch. Every posterize
+    op of the policy keeps at least one bit instead (an all-black image taught nothing anyway)."""
+    from timm.data import auto_augment
+
+    seen: List[Any] = [transform]
+    while seen:
+        t = seen.pop()
+        if isinstance(t, (tuple, list)):
+            seen.extend(t)
+        elif isinstance(t, auto_augment.AugmentOp):
+            if t.aug_fn is auto_augment.posterize:
+                t.aug_fn = _at_least_one_bit
+        else:
+            seen.extend(getattr(t, name) for name in ("transforms", "ops") if isinstance(getattr(t, name, None), list))
+            seen.extend(sub for policy in getattr(t, "policy", None) or [] for sub in policy)  # AutoAugment
+    return transform
 
 
 def joint_augment(size: int, aug: AugmentCfg, crop: bool = True) -> List[Any]:
