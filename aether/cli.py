@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from aether.about import __version__
@@ -61,6 +62,31 @@ def verb(name: str) -> Callable[[Callable[[List[str]], int]], Callable[[List[str
 
 def _err(msg: str) -> None:
     print(f"aether: error: {msg}", file=sys.stderr)
+
+
+def internal_error(exc: BaseException, run_dir: Path) -> str:
+    """The one line for an exception no check foresaw: what was raised and where, with its full
+    traceback written to RUN/error.log (a user can read and report it; the console stays one line)."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    if frames:
+        last = frames[-1]
+        parts = Path(last.filename).parts
+        short = "/".join(parts[parts.index("site-packages") + 1:] if "site-packages" in parts else parts[-2:])
+        where = f" (in {short}:{last.lineno}, {last.name})"
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    log = run_dir / "error.log"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log.write_text(text, encoding="utf-8")
+        kept = f"the traceback is in {log}"
+    except OSError:
+        kept = "set AETHER_TRACEBACK=1 for the traceback"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return (f"unexpected {type(exc).__name__}: {first}{where}; {kept}. This is a bug in Aether or a library "
+            "it uses, not in your input: please report it with that file")
 
 
 def _notes(notes: List[str]) -> None:
@@ -180,16 +206,21 @@ def cmd_train(args: List[str]) -> int:
     def task(cfg):  # type: ignore[no-untyped-def]
         from aether.launch import train  # the heavy imports start here
 
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
         try:
             return train(cfg)
         except AetherError as err:
             _err(str(err))
-            from hydra.core.hydra_config import HydraConfig
-            from hydra.types import RunMode
-
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise  # one trial of a sweep failed: the sweeper records it and goes on
             sys.exit(2)
+        except Exception as exc:  # a bug (ours or a library's): one line here, the traceback in the run
+            if HydraConfig.get().mode == RunMode.MULTIRUN or os.environ.get("AETHER_TRACEBACK"):
+                raise
+            _err(internal_error(exc, Path(HydraConfig.get().runtime.output_dir)))
+            sys.exit(1)
 
     # Hydra reads sys.argv: hand it the arguments without the verb, data= rewritten.
     sys.argv = [sys.argv[0]] + args

@@ -65,6 +65,26 @@ def test_missing_data_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
 
 
+def test_an_unforeseen_exception_is_one_line_with_the_traceback_kept(tmp_path: Path) -> None:
+    """A bug (here: a library raising mid-run, planted in the trainer's place) is one
+    `aether: error:` line naming what and where, exit 1; the traceback goes to RUN/error.log."""
+    data = make_folder(tmp_path / "imgs", per_class=2)
+    run = tmp_path / "run"
+    code = ("import aether.launch, sys\n"
+            "def boom(cfg):\n    raise ValueError('bits must be between or equal to 1 and 8')\n"
+            "aether.launch.train = boom\n"
+            "from aether.cli import main\n"
+            f"main(['+recipe=quickstart', 'data={data}', 'hydra.run.dir={run}'])\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert len([ln for ln in lines if ln.startswith("aether: error:")]) == 1, r.stderr
+    err = next(ln for ln in lines if ln.startswith("aether: error:"))
+    assert "unexpected ValueError: bits must be" in err and "test_cli" not in err and "boom" in err
+    assert str(run / "error.log") in err and "please report" in err
+    assert 'line 3, in boom\nValueError: bits must be' in (run / "error.log").read_text()
+
+
 def test_user_recipe_from_cwd_trains(tmp_path: Path) -> None:
     make_folder(tmp_path / "imgs", per_class=10)
     (tmp_path / "recipes").mkdir()
