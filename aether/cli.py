@@ -313,7 +313,9 @@ EXPORT_OPTIONS = {"run": "a finished run folder",
                   "name": "model name in the BentoML store", "max_upload_mb": "upload limit",
                   "batching": "adaptive batching, true/false",
                   "score_threshold": "detection: lowest box score answered",
-                  "backend": "what serves: torch (default) or onnx (onnxruntime)",
+                  "backend": "what serves: torch (default), onnx (onnxruntime) or openvino",
+                  "explain": "true adds the service's /explain heatmap endpoint (classifiers); default false",
+                  "explain_method": "the /explain heatmaps: gradcam (default), layercam or gradcam++",
                   "tta": "classification: none, flip or multi_crop (default: the run's test.tta)",
                   "reject_below": "classification: label `unknown` below this top probability"}
 
@@ -343,9 +345,10 @@ def export_run(args: List[str]) -> Tuple[str, Dict[str, Any]]:
     if given:
         raise AetherError(f"export: {'= '.join(given)}= {'apply' if len(given) > 1 else 'applies'} to "
                           "format=onnx|torchscript|openvino|tensorrt, not to format=bento")
-    batching = opts.get("batching", "true").lower()
-    if batching not in ("true", "false"):
-        raise AetherError(f"export: batching={opts['batching']!r}: expected true or false")
+    batching, explain = (opts.get(k, d).lower() for k, d in (("batching", "true"), ("explain", "false")))
+    for key, value in (("batching", batching), ("explain", explain)):
+        if value not in ("true", "false"):
+            raise AetherError(f"export: {key}={opts[key]!r}: expected true or false")
     from aether.deploy.bento import export_bento
 
     return fmt, export_bento(opts["run"], name=opts.get("name"), batching=batching == "true",
@@ -353,14 +356,16 @@ def export_run(args: List[str]) -> Tuple[str, Dict[str, Any]]:
                              backend=opts.get("backend", "torch"),
                              score_threshold=_number("export", opts, "score_threshold", 0, float)
                              if "score_threshold" in opts else None, tta=opts.get("tta"),
-                             reject_below=_probability("export", opts, "reject_below"))
+                             reject_below=_probability("export", opts, "reject_below"),
+                             explain=explain == "true", explain_method=opts.get("explain_method", "gradcam"))
 
 
 @verb("export")
 def cmd_export(args: List[str]) -> int:
     """`aether export run=RUN [format=bento|onnx|torchscript|openvino|tensorrt] [quantize=int8|fp16]
     [min_agreement=F] [on_mismatch=fail|warn] [name=NAME] [max_upload_mb=20] [batching=true]
-    [backend=torch|onnx] [score_threshold=P]` (detection: boxes below P are left out)."""
+    [backend=torch|onnx|openvino] [score_threshold=P] [explain=false]` (detection: boxes below P
+    are left out; explain=true: the service's /explain endpoint answers Grad-CAM heatmaps)."""
     fmt, res = export_run(args)
     if fmt != "bento":
         if fmt == "onnx" and res.get("atol") is not None:
@@ -383,7 +388,9 @@ def cmd_export(args: List[str]) -> int:
           f"adaptive batching "
           f"{'on, max ' + str(plan['max_batch_size']) + ' per batch' if plan['enabled'] else 'off'}\n"
           f"serve it:  bentoml serve {res['bento_dir']}\n"
-          f"try it:    curl -F image=@IMAGE localhost:3000/predict")
+          f"try it:    curl -F image=@IMAGE localhost:3000/predict"
+          + ("\n           curl -F image=@IMAGE localhost:3000/explain   (heatmap_png: base64 PNG)"
+             if res.get("explain") else ""))
     return 0
 
 

@@ -273,6 +273,48 @@ def test_export_onnx_dynamic_batch_and_parity(deploy: Dict) -> None:
     assert parity(pred.model, run / "model" / "model.onnx", (3, 32, 32))["max_abs_diff"] > 1e-4
 
 
+def test_openvino_backend_serves_the_same_labels_and_explain_answers_heatmaps(deploy: Dict) -> None:
+    """`backend=openvino explain=true`: the OpenVINO IR (agreement-checked on the run's test split)
+    serves the same labels and scores as PyTorch, and /explain answers a Grad-CAM overlay PNG;
+    the torch-backend server, exported without explain=true, answers /explain with a 404 JSON."""
+    import base64
+    import io
+
+    import httpx
+    from PIL import Image
+
+    run, env = deploy["run"], deploy["env"]
+    r = httpx.post(f"{deploy['url']}/explain", files={"image": ("a.png", _images(run)[0].read_bytes())}, timeout=60)
+    assert r.status_code == 404 and r.json()["error"] == "explain_not_enabled", r.text
+    res = run_cli(["export", f"run={run}", "backend=openvino", "explain=true", "explain_method=layercam"],
+                  cwd=deploy["root"], env=env)
+    assert res.returncode == 0 and "openvino backend" in res.stdout and "/explain" in res.stdout, res.stderr
+    settings = json.loads((run / "bento" / "aether_serve.json").read_text())
+    name, version = settings["tag"].split(":")
+    stored = Path(env["BENTOML_HOME"]) / "models" / name / version
+    assert settings["backend"] == "openvino" and (stored / "openvino" / "model.xml").is_file()
+    assert json.loads((stored / "openvino.json").read_text())["top1_agreement"] >= 0.99
+    assert "openvino==" in (run / "bento" / "bentofile.yaml").read_text()
+    paths = _images(run)[:4]
+    expected = _in_process(run, paths)
+    with BentoServer(run / "bento", deploy["root"] / "serve-openvino.log", env=env) as server:
+        assert httpx.post(f"{server.url}/metadata", timeout=10).json()["backend"] == "openvino"
+        for p in paths:
+            body = httpx.post(f"{server.url}/predict", files={"image": (p.name, p.read_bytes())}, timeout=60).json()
+            assert body["label"] == expected[str(p)]["label"], body
+            assert body["score"] == pytest.approx(expected[str(p)]["score"], abs=1e-4)
+        r = httpx.post(f"{server.url}/explain", files={"image": (paths[0].name, paths[0].read_bytes())}, timeout=120)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["label"] == expected[str(paths[0])]["label"] and body["method"] == "layercam"
+        heat = Image.open(io.BytesIO(base64.b64decode(body["heatmap_png"])))
+        assert heat.size == (32, 32) and heat.mode == "RGB"
+        r = httpx.post(f"{server.url}/explain", files={"image": ("x.png", b"not an image")}, timeout=60)
+        assert r.status_code == 400 and r.json()["error"] == "not_an_image"
+    res = run_cli(["export", f"run={run}", "backend=tensorflow"], cwd=deploy["root"], env=env)
+    assert res.returncode == 2 and "backend='tensorflow': expected one of torch, onnx, openvino" in res.stderr
+
+
 def test_export_and_predict_argument_errors(tmp_path: Path) -> None:
     res = run_cli(["export", f"run={tmp_path}"], cwd=tmp_path)
     assert res.returncode == 2 and "missing: model.safetensors" in res.stderr

@@ -8,6 +8,9 @@
     serving.py          what the service needs besides the model: upload limit, JSON errors
     predict.py          `aether predict`: a folder or list of images -> CSV + JSON
     onnx_export.py      `aether export format=onnx`: model.onnx, parity-checked; the onnx backend
+    openvino_runner.py  the openvino serving backend (`aether export backend=openvino`)
+    explain.py          `aether explain`: heatmaps for any images (the service's /explain: explain=true)
+    benchmark.py        `aether benchmark`: every format's size, latency, throughput and metric
     export_formats.py   `format=torchscript|openvino|tensorrt`, `quantize=int8|fp16`: packages with
                         labels + preprocessing inside, agreement measured on the run's test split
 

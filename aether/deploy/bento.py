@@ -22,17 +22,26 @@ from aether.errors import AetherError
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
 SERVICE_CLASS = "AetherClassifier"
-ONNX_FILES = ("model.onnx", "onnx.json")  # derived from the weights by `format=onnx`
+# What each backend serves besides the weights' JSON: the exported graph `aether export format=`
+# wrote (store entry and version hash both take it; the agreement JSON travels with it)
+BACKENDS = {"torch": (), "onnx": ("model.onnx",), "openvino": ("openvino",)}
+BACKEND_JSON = {"onnx": "onnx.json", "openvino": "openvino.json"}
+BACKEND_PACKAGES = {"onnx": ("onnxruntime",), "openvino": ("openvino",)}
 CARD = "MODEL_CARD.md"  # model/'s model card (aether.reporting.model_card): documents, defines no prediction
 
 
-def model_version(model_dir: Path, with_onnx: bool = False) -> str:
+def _served(rel: str, backend: str) -> bool:
+    """Whether `rel` (a path under model/) is the exported graph that `backend` serves."""
+    return rel.split("/", 1)[0] in BACKENDS[backend]
+
+
+def model_version(model_dir: Path, backend: str = "torch") -> str:
     """Content hash of what defines the predictions: weights, a LoRA adapter kept separate,
-    classes, preprocessing, architecture (and the ONNX graph when that is what serves)."""
+    classes, preprocessing, architecture (and the exported graph when that is what serves)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(model_dir).as_posix()
-        if (is_exported(rel) and not (with_onnx and rel == "model.onnx")) or rel == CARD:
+        if (is_exported(rel) and not _served(rel, backend)) or rel == CARD:
             continue
         digest.update(rel.encode() + b"\0")
         with open(path, "rb") as fh:
@@ -112,12 +121,17 @@ def batch_plan(model_dir: Path, budget_s: float = 1.0) -> Dict[str, Any]:
 
 def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                  batching: bool = True, backend: str = "torch", score_threshold: Optional[float] = None,
-                 tta: Optional[str] = None, reject_below: Optional[float] = None) -> Dict[str, Any]:
+                 tta: Optional[str] = None, reject_below: Optional[float] = None, explain: bool = False,
+                 explain_method: str = "gradcam") -> Dict[str, Any]:
     """Store the model, write RUN/bento/; return what was done (tag, paths). `backend="onnx"`
-    serves RUN/model/model.onnx with onnxruntime (exported and parity-checked first if missing).
+    serves RUN/model/model.onnx with onnxruntime (exported and parity-checked first if missing);
+    `backend="openvino"` RUN/model/openvino/ with OpenVINO (exported first if missing, which
+    checks agreement on the run's test split: `aether export format=openvino`).
     `score_threshold`: detections below it are left out of answers (default: the run's draw_threshold).
     `tta`, `reject_below` (classification): the served views and the `unknown` threshold (default:
-    the run's test.tta and calibration.reject_below); the run's temperature is always applied."""
+    the run's test.tta and calibration.reject_below); the run's temperature is always applied.
+    `explain`: the service's /explain endpoint answers heatmaps (`explain_method`: gradcam,
+    layercam or gradcam++) for the image classifiers (classification, multilabel)."""
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -127,15 +141,21 @@ def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DE
 
     run_dir = check_run(run)
     model_dir = run_dir / "model"
-    if backend not in ("torch", "onnx"):
-        raise AetherError(f"export: backend={backend!r}: expected torch or onnx")
-    # before any work: a bad threshold stops here
+    if backend not in BACKENDS:
+        raise AetherError(f"export: backend={backend!r}: expected one of {', '.join(BACKENDS)}")
+    # before any work: a bad threshold or explain= stops here
     task_options = serve_options(model_dir, score_threshold, tta=tta, reject_below=reject_below)
+    if explain:
+        _explainable(model_dir, explain_method)
     if backend == "onnx" and not (model_dir / "model.onnx").is_file():
         from aether.deploy.onnx_export import export_onnx
 
         export_onnx(run)
-    tag = f"{model_name(run_dir, name)}:{model_version(model_dir, with_onnx=backend == 'onnx')}"
+    if backend == "openvino" and not (model_dir / "openvino" / "model.xml").is_file():
+        from aether.deploy.export_formats import export_package
+
+        export_package(run, "openvino")
+    tag = f"{model_name(run_dir, name)}:{model_version(model_dir, backend)}"
     metrics = _metrics(run_dir)
     cfg = _config(run_dir)
     classes = json.loads((model_dir / "labels.json").read_text())
@@ -159,7 +179,7 @@ def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DE
     except NotFound:
         with bentoml.models.create(tag, labels=labels, metadata=metadata) as stored:
             for item in model_dir.iterdir():  # model files + a LoRA adapter/ folder when present
-                if is_exported(item.name) and not (backend == "onnx" and item.name in ONNX_FILES):
+                if is_exported(item.name) and not (_served(item.name, backend) or item.name == BACKEND_JSON.get(backend)):
                     continue
                 dest = Path(stored.path) / item.name
                 shutil.copytree(item, dest) if item.is_dir() else shutil.copy2(item, dest)
@@ -181,11 +201,23 @@ def export_bento(run: str, name: Optional[str] = None, max_upload_mb: float = DE
         "task": task_options["task"],
         "task_options": task_options,
         "batching": plan,
+        "explain": {"enabled": bool(explain), "method": explain_method},
     }
     bento_dir = write_bento_dir(run_dir / "bento", settings, model_dir / CARD)
     return {"tag": str(stored.tag), "created": created, "bento_dir": str(bento_dir),
             "store_path": str(bentoml.models.get(tag).path), "batching": plan, "backend": backend,
-            "task": task_options["task"]}
+            "task": task_options["task"], "explain": bool(explain)}
+
+
+def _explainable(model_dir: Path, method: str) -> None:
+    from aether.reporting.heatmaps import METHODS
+
+    if method not in METHODS:
+        raise AetherError(f"export: explain_method={method!r}: expected one of {', '.join(METHODS)}")
+    info = json.loads((model_dir / "model.json").read_text())
+    if info.get("features_only"):
+        raise AetherError(f"export: explain=true: not available for task={info.get('task')} (heatmaps explain "
+                          "image classifiers: classification, multilabel)")
 
 
 def write_bento_dir(bento_dir: Path, settings: Dict[str, Any], card: Optional[Path] = None) -> Path:
@@ -208,7 +240,9 @@ def _bentofile(name: str, settings: Dict[str, Any], with_card: bool = False) -> 
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
-    extra = ("onnxruntime",) if settings.get("backend") == "onnx" else ()
+    extra = BACKEND_PACKAGES.get(str(settings.get("backend")), ())
+    if (settings.get("explain") or {}).get("enabled"):
+        extra = (*extra, "grad-cam", "opencv-python-headless")
     for pkg in ("torch", "torchvision", "timm", "safetensors", "pillow", "numpy", "omegaconf", "pydantic", "bentoml",
                 *extra):
         try:

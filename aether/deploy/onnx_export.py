@@ -134,16 +134,23 @@ class OnnxRunner:
     `TaskPredictor.outputs`: the task's codec turns the logits into what the model worker
     returns: softmax for classification, sigmoid for multilabel, class-id masks for segmentation)."""
 
-    def __init__(self, path: Path, task: Optional[str] = None, options: Optional[Dict[str, Any]] = None) -> None:
-        """`options`: the served task options (a bento's aether_serve.json); by default the model
-        folder beside `path` decides (classification: its temperature and test-time augmentation)."""
-        import onnxruntime as ort
+    backend = "onnx"
 
+    def __init__(self, path: Path, task: Optional[str] = None, options: Optional[Dict[str, Any]] = None,
+                 model_dir: Optional[Path] = None) -> None:
+        """`options`: the served task options (a bento's aether_serve.json); by default the model
+        folder (`model_dir`, else the folder of `path`) decides (classification: its temperature
+        and test-time augmentation)."""
         from aether.tasks.codec import model_task
 
         self.task = model_task({"task": task})
-        self.codec = onnx_codec(self.task, f"{path}: the onnx backend")
-        self.options = {**self.codec.runner_options(Path(path).parent), **(options or {})}
+        self.codec = onnx_codec(self.task, f"{path}: the {self.backend} backend")
+        self.options = {**self.codec.runner_options(Path(model_dir or Path(path).parent)), **(options or {})}
+        self.open(Path(path))
+
+    def open(self, path: Path) -> None:
+        import onnxruntime as ort
+
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.session = ort.InferenceSession(str(path), providers=providers)

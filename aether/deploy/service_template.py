@@ -7,6 +7,8 @@
     # "areas", "mask_png"}
     curl -F images=@a.jpg -F images=@b.png localhost:3000/predict_batch
     curl -X POST localhost:3000/metadata             # tag, classes, metrics, input size, limits
+    curl -F image=@cat.jpg localhost:3000/explain    # exported with explain=true: the /predict answer
+                                                     # + "heatmap_png" (base64 Grad-CAM overlay)
     curl localhost:3000/readyz                       # 200 once the model is loaded (/livez, /healthz)
 
 Two services, BentoML's composition pattern: `AetherClassifier` takes uploads, checks and
@@ -21,6 +23,7 @@ served Bento loads aether.deploy, the codec and the network, nothing it does not
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -33,6 +36,7 @@ from aether.tasks.codec import model_task
 SETTINGS = load_settings(Path(__file__).with_name("aether_serve.json"))
 BATCHING = SETTINGS["batching"]
 TASK = model_task(SETTINGS)
+EXPLAIN = SETTINGS.get("explain") or {"enabled": False}
 
 
 @bentoml.service(name="aether_model", workers=1, traffic={"timeout": 120})
@@ -41,10 +45,16 @@ class AetherModel:
 
     def __init__(self) -> None:
         options = SETTINGS.get("task_options") or {}  # classification: temperature, test-time augmentation
-        if SETTINGS.get("backend") == "onnx":  # `aether export ... backend=onnx`
+        backend = SETTINGS.get("backend")
+        if backend == "onnx":  # `aether export ... backend=onnx`
             from aether.deploy.onnx_export import OnnxRunner
 
             self.predictor = OnnxRunner(Path(self.stored.path) / "model.onnx", task=TASK, options=options)
+        elif backend == "openvino":  # `aether export ... backend=openvino`
+            from aether.deploy.openvino_runner import OpenVinoRunner
+
+            self.predictor = OpenVinoRunner(Path(self.stored.path) / "openvino" / "model.xml", task=TASK,
+                                            options=options, model_dir=Path(self.stored.path))
         else:
             from aether.deploy.tasks import TaskPredictor
 
@@ -71,6 +81,8 @@ class AetherClassifier:
         self.pre = Preprocessor(SETTINGS["preprocessing"], SETTINGS["classes"], ImageLimits(**SETTINGS["limits"]))
         self.top = int(SETTINGS["top_k"])
         self.codec = make_codec(self.pre, SETTINGS.get("task_options") or {"task": TASK, "top_k": self.top})
+        self._explainer: Any = None  # built on the first /explain call (loads the PyTorch network here)
+        self._explain_lock = threading.Lock()  # grad-cam's hooks hold one image's activations at a time
 
     async def _tensor(self, path: Path) -> Any:
         """(preprocessed tensor, original (width, height)) of one upload."""
@@ -135,6 +147,47 @@ class AetherClassifier:
         return {"predictions": [{"index": i, **row} for i, row in enumerate(out)]}
 
     @bentoml.api
+    async def explain(self, image: Path) -> Dict[str, Any]:
+        """One image file -> the /predict answer plus "method" and "heatmap_png": the base64 PNG of
+        the class-activation heatmap of the top-scoring class over the preprocessed image (at the
+        model's input size). Needs the PyTorch weights and grad-cam, whatever backend serves
+        /predict, so it is off unless the bento was exported with explain=true."""
+        import anyio
+
+        from aether.deploy.predictor import BadImage
+
+        if not EXPLAIN.get("enabled"):
+            return error_response("explain_not_enabled", "this bento was exported without explain=true; "
+                                  "`aether export run=RUN explain=true` adds the heatmap endpoint", 404)
+        try:
+            x, size = await self._tensor(image)
+        except BadImage as bad:
+            return error_response(bad.code, bad.detail)
+        rows = await self._classify(x.unsqueeze(0).numpy())
+        answer = self.codec.decode(rows, [size])[0]
+        png = await anyio.to_thread.run_sync(self._heatmap_png, x, int(np.argmax(rows[0])))
+        return {**answer, "method": EXPLAIN["method"], "heatmap_png": png}
+
+    def _heatmap_png(self, x: Any, target: int) -> str:
+        import base64
+        import io
+
+        from PIL import Image
+
+        with self._explain_lock:
+            if self._explainer is None:
+                from aether.deploy.predictor import Predictor
+                from aether.reporting.heatmaps import Heatmapper
+
+                network = Predictor(Path(bentoml.models.get(SETTINGS["tag"]).path), device="cpu").model
+                self._explainer = Heatmapper(network, SETTINGS["preprocessing"], EXPLAIN["method"])
+            cams, _ = self._explainer.heatmaps(x.unsqueeze(0), targets=[target])
+            overlay = self._explainer.overlay(x, cams[0])
+        buf = io.BytesIO()
+        Image.fromarray(overlay).save(buf, format="PNG")
+        return base64.b64encode(buf.getvalue()).decode("ascii")
+
+    @bentoml.api
     def metadata(self) -> Dict[str, Any]:
         """What is served: model tag, classes, test metrics, input size, limits, batching."""
         return {
@@ -150,8 +203,10 @@ class AetherClassifier:
             "top_k": self.top,
             "task": TASK,
             "task_options": SETTINGS.get("task_options") or {},
+            "explain": EXPLAIN,
         }
 
 
 AetherClassifier.add_asgi_middleware(RequestGuard, max_bytes=int(SETTINGS["max_upload_bytes"]),
-                                      fields={"/predict": {"image": 1}, "/predict_batch": {"images": 0}})
+                                      fields={"/predict": {"image": 1}, "/predict_batch": {"images": 0},
+                                              "/explain": {"image": 1}})
