@@ -21,6 +21,11 @@ Target: served throughput (batching on) >= 0.7x in-process.
     python benchmarks/serve.py --model test_vit --image-size 64 --requests 200
     python benchmarks/serve.py --memory                 # peak worker RSS under 8 concurrent 9000x9000 PNGs
 
+`--backends torch onnx openvino`: the serving backends compared instead - the same model exported
+once per backend (`aether export backend=...`; the ONNX and OpenVINO files without the agreement
+check, which needs a run's data: random weights), every server up at once, rounds alternating
+between them under the same load (batching on). Results: serve-backends.json/.md.
+
 `--memory`: the hostile-upload load instead - `--big-count` valid `--big-side` px PNGs (a few
 hundred kB each, under the pixel limit, 243 MB each decoded) POSTed at once, twice; reports the
 peak RSS (VmHWM) of each serving process and their RSS afterwards. Results: serve-memory.json/.md.
@@ -67,11 +72,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--name", default="serve", help="results file stem")
     p.add_argument("--memory", action="store_true", help="measure peak worker RSS under large uploads instead")
+    p.add_argument("--backends", nargs="+", choices=("torch", "onnx", "openvino"),
+                   help="compare these serving backends instead (results: serve-backends)")
     p.add_argument("--big-side", type=int, default=9000, help="--memory: side of the uploaded PNGs")
     p.add_argument("--big-count", type=int, default=8, help="--memory: uploads in flight at once")
     args = p.parse_args(argv)
     if args.memory and args.name == "serve":
         args.name = "serve-memory"
+    if args.backends and args.name == "serve":
+        args.name = "serve-backends"
     return args
 
 
@@ -293,6 +302,78 @@ def measure(run: Path, env: Dict[str, str], photos: List[Path], batch: int, args
     return out
 
 
+def export_backends(run: Path, env: Dict[str, str], backends: List[str], root: Path) -> Dict[str, Path]:
+    """{backend: a bento folder serving it}: one `aether export backend=B` each, its RUN/bento copied
+    aside (each export rewrites RUN/bento; the copies point at their own store versions)."""
+    import shutil
+
+    aether = str(BIN / "aether")
+    pre = {"onnx": ["format=onnx", "agreement=false"], "openvino": ["format=openvino", "agreement=false"]}
+    out: Dict[str, Path] = {}
+    for backend in backends:
+        for args in ([pre[backend]] if backend in pre else []) + [[f"backend={backend}"]]:
+            res = subprocess.run([aether, "export", f"run={run}", *args], env=env, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise SystemExit(f"aether export {' '.join(args)} failed:\n{res.stdout}{res.stderr}")
+        out[backend] = root / f"bento-{backend}"
+        shutil.copytree(run / "bento", out[backend])
+    return out
+
+
+def measure_backends(bentos: Dict[str, Path], env: Dict[str, str], photos: List[Path], args: argparse.Namespace,
+                     root: Path) -> Dict[str, Any]:
+    """Every backend's server up at once; rounds alternate between them under the same load."""
+    from contextlib import ExitStack
+
+    from aether.deploy.server import BentoServer
+
+    blobs = [p.read_bytes() for p in photos]
+    per_round = max(1, args.requests // args.rounds)
+    rows: Dict[str, List[Dict[str, Any]]] = {b: [] for b in bentos}
+    with ExitStack() as stack:
+        servers = {b: stack.enter_context(BentoServer(d, root / f"{b}.log", env={**env, "AETHER_SERVE_BATCHING": "1"}))
+                   for b, d in bentos.items()}
+        for server in servers.values():
+            asyncio.run(load(server.url, blobs, args.warmup, args.concurrency))
+        for r in range(args.rounds):
+            for b, server in servers.items():
+                rows[b].append(asyncio.run(load(server.url, blobs, per_round, args.concurrency)))
+            print(f"[serve] round {r + 1}/{args.rounds}: " + ", ".join(f"{b} {rows[b][-1]['req_per_s']:.1f} req/s"
+                                                                  for b in servers), flush=True)
+    med = statistics.median
+    out: Dict[str, Any] = {}
+    for b in bentos:
+        lat = sorted(x for row in rows[b] for x in row["latencies"])
+        out[b] = {"req_per_s": round(med(x["req_per_s"] for x in rows[b]), 2),
+                  "rounds_req_per_s": [x["req_per_s"] for x in rows[b]],
+                  "p50_ms": round(1000 * med(lat), 1), "p99_ms": round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1),
+                  "non_200": sum(v for row in rows[b] for k, v in row["statuses"].items() if k != "200"),
+                  "requests": len(lat)}
+    return out
+
+
+def write_backends_md(path: Path, res: Dict[str, Any]) -> None:
+    a, r = res["args"], res["results"]
+    base = r.get("torch", next(iter(r.values())))["req_per_s"]
+    rows = "\n".join(f"| {b} | **{s['req_per_s']:.1f}** | {s['p50_ms']:.0f} | {s['p99_ms']:.0f} | "
+                     f"{s['req_per_s'] / base:.2f}x | {s['non_200']} |" for b, s in r.items())
+    path.write_text(f"""# Aether serving backends
+
+`bentoml serve` of one model exported once per backend (`aether export backend=...`), all servers up
+at once, {a['requests']} single-image POST /predict per backend in {a['rounds']} alternating rounds, at most
+{a['concurrency']} in flight, adaptive batching on, after {a['warmup']} warm-up requests; medians over rounds.
+Generated by `python benchmarks/serve.py --backends {' '.join(a['backends'])}` on {res['when']} ({res['total_s']:.0f} s);
+{res['machine']}; {res['software']}. Model {a['model']} ({a['image_size']} px input, random weights), {a['threads']} thread(s)
+per serving process.
+
+| backend | req/s | p50 ms | p99 ms | vs torch | non-200 answers |
+|---|---:|---:|---:|---:|---:|
+{rows}
+
+Per round (req/s): {', '.join(f"{b} {s['rounds_req_per_s']}" for b, s in r.items())}.
+""")
+
+
 def write_md(path: Path, res: Dict[str, Any]) -> None:
     r, a = res["results"], res["args"]
     ip = r["in_process"]
@@ -357,6 +438,18 @@ def finish_memory(args: argparse.Namespace, results: Dict[str, Any], t_start: fl
     return 0 if results["met"] else 1
 
 
+def finish_backends(args: argparse.Namespace, results: Dict[str, Any], t_start: float) -> int:
+    res = {"when": _dt.datetime.now().isoformat(timespec="seconds"), "total_s": round(time.perf_counter() - t_start, 1),
+           **describe_machine(), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+           "results": results}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{args.name}.json").write_text(json.dumps(res, indent=2))
+    write_backends_md(args.out_dir / f"{args.name}.md", res)
+    print(f"[serve] " + ", ".join(f"{b} {s['req_per_s']:.1f} req/s" for b, s in results.items())
+          + f" -> {args.out_dir / (args.name + '.md')}", flush=True)
+    return 0 if all(s["non_200"] == 0 for s in results.values()) else 1
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
@@ -371,6 +464,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         run = make_model_run(root, args)
         photos = make_photos(root / "photos", args.images, args.photo_size)
+        if args.backends:
+            results = measure_backends(export_backends(run, env, args.backends, root), env, photos, args, root)
+            return finish_backends(args, results, t_start)
         out = subprocess.run([str(BIN / "aether"), "export", f"run={run}"], env=env, capture_output=True, text=True)
         if out.returncode != 0:
             print(out.stdout, out.stderr, file=sys.stderr)
