@@ -33,6 +33,9 @@ SHRINK = [
     "trainer.max_epochs=2",
     "trainer.progress=plain",
     "trainer.early_stopping.enabled=false",
+    # the post-test analysis (galleries, heatmaps, cleanlab, bootstrap) costs seconds per run;
+    # the tests of its content turn it on (analysis.enabled=true), the rest need only the run
+    "analysis.enabled=false",
 ]
 
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}

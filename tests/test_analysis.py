@@ -48,7 +48,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Dict:
     made = _dataset(data)
     run_dir = root / "run"
     run_in_process(run_dir, [f"data={data}", "optimizer.lr=0.003",
-                             f"analysis.worst_n={WORST_N}"])
+                             f"analysis.worst_n={WORST_N}", "analysis.enabled=true"])
     return {"run": run_dir, "data": data, "flipped": made["flipped"], "root": root}
 
 

@@ -35,7 +35,8 @@ def test_report_html_is_self_contained_and_escapes_names(tmp_path: Path) -> None
     # a class folder named like markup: shown as text, never run as a script
     folder = make_folder(tmp_path / "imgs", per_class=6, classes=("red", "<img src=x onerror=alert(1)>"))
     run = tmp_path / "run"
-    run_in_process(run, [f"data={folder}", "model.pretrained=false", "trainer.max_epochs=1"])
+    run_in_process(run, [f"data={folder}", "model.pretrained=false", "trainer.max_epochs=1",
+                         "analysis.enabled=true"])  # every section: the galleries and heatmaps too
     assert_report_html(run)
     page = (run / "report.html").read_text(encoding="utf-8")
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page

@@ -46,7 +46,7 @@ def test_multilabel_trains_tunes_thresholds_and_beats_untrained(tmp_path: Path) 
     ov = [f"data={manifest}", "model.pretrained=false", "data.batch_size=8", "optimizer.lr=3e-3"]
     before = untrained_test_results(ov)
     run = tmp_path / "run"
-    rc = run_in_process(run, [*ov, "trainer.max_epochs=4"])
+    rc = run_in_process(run, [*ov, "trainer.max_epochs=4", "analysis.enabled=true"])
     assert rc.task == "multilabel"  # detected from the manifest's `labels` column
     m = json.loads((run / "metrics.json").read_text())
     t = m["test"]
@@ -179,7 +179,7 @@ def test_segmentation_trains_and_beats_untrained(tmp_path: Path, strategy: str) 
         ov.append("strategy.merge=false")  # the saved model applies the adapter when it is loaded
     before = untrained_test_results(ov)
     run = tmp_path / "run"
-    rc = run_in_process(run, [*ov, "trainer.max_epochs=6"])
+    rc = run_in_process(run, [*ov, "trainer.max_epochs=6", "analysis.enabled=true"])
     assert rc.task == "segmentation" and rc.trainer.checkpoint.monitor == "val/miou"
     m = json.loads((run / "metrics.json").read_text())
     t = m["test"]
@@ -274,7 +274,7 @@ def test_detection_trains_and_beats_untrained(tmp_path: Path, det_scenes: list) 
           "+task_options.strides=[8,16,32,64,128]"]
     before = untrained_test_results(ov)
     run = tmp_path / "run"
-    rc = run_in_process(run, [*ov, "trainer.max_epochs=8"])
+    rc = run_in_process(run, [*ov, "trainer.max_epochs=8", "analysis.enabled=true"])
     assert rc.task == "detection" and rc.trainer.checkpoint.monitor == "val/map"
     m = json.loads((run / "metrics.json").read_text())
     t = m["test"]
