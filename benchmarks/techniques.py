@@ -20,6 +20,7 @@ own error line, recorded as such, instead of stopping the benchmark):
     mixup           data.augment.mixup=0.2
     cutmix          data.augment.cutmix=1.0
     smoothing       loss.label_smoothing=0.1
+    ema_smoothing   both (the two cheap gains together)
     tta_flip        test.tta=flip (metrics.json `tta`: plain and TTA accuracy of the same model)
     (calibration)   no row of its own: temperature scaling is the default, so every row's notes
                     hold test.ece (calibrated) beside test.ece_uncalibrated of the same model
@@ -30,6 +31,11 @@ own error line, recorded as such, instead of stopping the benchmark):
 
     python benchmarks/techniques.py [--datasets digits fashion ocvdigits] [--techniques ...]
                                     [--repeats 2] [--budget-minutes 5] [--tag techniques]
+                                    [--seed 1 --add]
+
+--add keeps the records already in <tag>.json (another seed, another technique) and adds these
+runs' records (a run of the same dataset, technique and seed replaces the old one), so repeats
+can be made in several sittings and still give one table; the file lists every command.
 
 Results: benchmarks/results/<tag>.{json,md}, rewritten after every run. Datasets come from
 benchmarks/real_data.py (built into /tmp/aether-bench-data on first use).
@@ -66,6 +72,7 @@ TECHNIQUES: Dict[str, List[str]] = {
     "mixup": ["data.augment.mixup=0.2"],
     "cutmix": ["data.augment.cutmix=1.0"],
     "smoothing": ["loss.label_smoothing=0.1"],
+    "ema_smoothing": ["ema.enabled=true", "loss.label_smoothing=0.1"],
     "tta_flip": ["test.tta=flip"],
     "balanced": ["data.sampler=balanced"],
     "focal": ["loss.name=focal"],
@@ -123,8 +130,8 @@ def write_results(meta: Dict[str, Any], records: List[Dict[str, Any]], tag: str)
         rows = [r for r in records if r["dataset"] == ds]
         base = _mean([r["test_accuracy"] for r in rows if r["technique"] == "baseline" and r["status"] == "ok"])
         student = _mean([r["test_accuracy"] for r in rows if r["technique"] == "student" and r["status"] == "ok"])
-        lines += [f"## {ds}", "", "| technique | test accuracy (mean) | vs its reference | seconds (mean) | runs ok | "
-                  "notes |", "|---|---:|---:|---:|---:|---|"]
+        lines += [f"## {ds}", "", "| technique | test accuracy (mean) | vs its reference | per seed | seconds (mean) | "
+                  "runs ok | notes |", "|---|---:|---:|---|---:|---:|---|"]
         for tech in meta["techniques"]:
             mine = [r for r in rows if r["technique"] == tech]
             ok = [r for r in mine if r["status"] == "ok"]
@@ -140,7 +147,8 @@ def write_results(meta: Dict[str, Any], records: List[Dict[str, Any]], tag: str)
             failed = [r for r in mine if r["status"] != "ok"]
             if failed:
                 notes.append(f"{failed[0]['status']}: {failed[0].get('error', '').splitlines()[-1][:160] if failed[0].get('error') else ''}")
-            lines.append(f"| {tech} | {'-' if acc is None else f'{acc:.4f}'} | {delta} | "
+            seeds = " / ".join(f"{r['test_accuracy']:.4f}" for r in sorted(ok, key=lambda r: r["seed"])) or "-"
+            lines.append(f"| {tech} | {'-' if acc is None else f'{acc:.4f}'} | {delta} | {seeds} | "
                          f"{_mean([r['seconds'] for r in ok]) or '-'} | {len(ok)}/{len(mine)} | {'; '.join(notes)} |")
         lines.append("")
     path = RESULTS / f"{tag}.md"
@@ -158,6 +166,7 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("/tmp/aether-techniques"))
     ap.add_argument("--tag", default="techniques")
+    ap.add_argument("--add", action="store_true", help="keep <tag>.json's records and add these runs' to them")
     args = ap.parse_args()
     import real_data
 
@@ -173,6 +182,14 @@ def main() -> None:
             "schedule": "the quickstart recipe's 8 epochs for every row, same split; seconds include start-up",
             "datasets": args.datasets, "techniques": techniques, "repeats": args.repeats}
     records: List[Dict[str, Any]] = []
+    if args.add and (RESULTS / f"{args.tag}.json").is_file():
+        old = json.loads((RESULTS / f"{args.tag}.json").read_text())
+        records = old["records"]
+        meta["command"] = "; ".join([old["meta"]["command"], meta["command"]])
+        meta["started"] = f"{old['meta']['started']} and {meta['started']}"
+        meta["git"] = f"{old['meta']['git']} and {git}"
+        meta["datasets"] = list(dict.fromkeys([*old["meta"]["datasets"], *meta["datasets"]]))
+        meta["techniques"] = list(dict.fromkeys([*old["meta"]["techniques"], *meta["techniques"]]))
     t0 = time.time()
     for rep in range(args.repeats):
         seed = args.seed + rep
@@ -186,6 +203,7 @@ def main() -> None:
             for tech in order:
                 rec = run_one(tech, folders[ds], seed, args.work, args.cpus, args.budget_minutes * 60, teacher)
                 rec["dataset"] = ds
+                records = [r for r in records if (r["dataset"], r["technique"], r["seed"]) != (ds, tech, seed)]
                 records.append(rec)
                 print(f"[{ds} s{seed}] {tech}: {rec['status']} acc {rec.get('test_accuracy')} {rec['seconds']} s",
                       flush=True)
