@@ -36,7 +36,7 @@ def test_auto_without_weights_trains_from_scratch_and_explains(tmp_path: Path) -
     assert "auto leaderboard" in r.stdout and "scratch" in r.stdout
     summary = json.loads((run / "auto.json").read_text())
     names = [row["candidate"] for row in summary["leaderboard"]]
-    assert names == ["scratch", "scratch_aug"]  # nothing pretrained can be loaded: no probe, no LoRA
+    assert names == ["scratch", "scratch_ema"]  # nothing pretrained can be loaded: no probe, no LoRA
     assert summary["winner"] in names and summary["monitor"] == "val/acc"
     for row in summary["leaderboard"]:
         assert {"val_metric", "seconds", "reason", "status", "epochs"} <= set(row)
@@ -91,13 +91,13 @@ def test_the_plan_holds_only_what_can_be_loaded_and_keeps_the_users_choices() ->
     counts = {"a": 200, "b": 200}
     none = recommend(560, counts, sizes, cpu, num_train=400, weights=lambda name: None)
     assert none["model"]["value"] == "resnet18" and none["model"]["pretrained"] is False
-    assert [c.name for c in plan(none, {}, 400, 200, gpu=False)] == ["scratch", "scratch_aug"]
+    assert [c.name for c in plan(none, {}, 400, 200, gpu=False)] == ["scratch", "scratch_ema"]
     # the preferred backbone's weights are missing but another's are cached: that one is chosen
     cached = recommend(560, counts, sizes, cpu, num_train=400, weights=lambda n: "cache" if n == "resnet18" else None)
     assert cached["model"]["value"] == "resnet18" and "convnext_atto's weights cannot be loaded" in cached["model"]["reason"]
     names = [c.name for c in plan(cached, {}, 400, 200, gpu=False)]
     assert names == ["probe", "lora", "full_llrd"]  # 200 px photos, 400 images: from scratch is not worth it
-    assert [c.name for c in plan(cached, {}, 400, 32, gpu=False)][-2:] == ["scratch", "scratch_aug"]  # small images
+    assert [c.name for c in plan(cached, {}, 400, 32, gpu=False)][-2:] == ["scratch", "scratch_ema"]  # small images
     mine = plan(cached, {"strategy": "lora", "optimizer.lr": "0.01"}, 400, 200, gpu=False)
     assert [c.name for c in mine] == ["lora"] and not any(o.startswith("optimizer.lr") for o in mine[0].overrides)
     assert default_budget(3000, cpu)["value"] == 5.0 and default_budget(20000, cpu)["value"] == 20.0
