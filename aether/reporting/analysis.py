@@ -52,10 +52,10 @@ def error_lines(section: Dict[str, Any]) -> List[str]:
     return ["## Error analysis (test split)", "", f"- not done: {_cell(section['error'])}", ""]
 
 
-def predict_probs(module: Any, datamodule: Any, split: str, multilabel: bool = False) -> np.ndarray:
-    """Softmax (multilabel: sigmoid) probabilities (N, K) of the split's samples, in `bundle.splits[split]` order: one
-    pass of the module's (best, already loaded) model with the evaluation transform, on the
-    module's device, unsharded (only rank 0 calls this)."""
+def eval_pass(module: Any, datamodule: Any, split: str, fn: Any) -> List[Any]:
+    """`fn(x)` of each batch of the split's images, in `bundle.splits[split]` order: the
+    evaluation transform, the module's device and dtype, eval mode, unsharded (only rank 0
+    calls this). The one loop behind the probabilities and the embeddings."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -67,17 +67,29 @@ def predict_probs(module: Any, datamodule: Any, split: str, multilabel: bool = F
     param = next(module.parameters())
     was_training = module.training
     module.eval()
-    out: List[np.ndarray] = []
+    out: List[Any] = []
     try:
         with torch.no_grad():
             for x, y in loader:
                 x = x.to(param.device, non_blocking=True)
                 x, _ = datamodule.on_after_batch_transfer((x, y), 0)  # the cache's uint8 -> normalised
-                logits = module(x.to(param.dtype) if x.is_floating_point() else x)
-                logits = logits.float()
-                out.append((logits.sigmoid() if multilabel else torch.softmax(logits, dim=1)).cpu().numpy())
+                out.append(fn(x.to(param.dtype) if x.is_floating_point() else x))
     finally:
         module.train(was_training)
+    return out
+
+
+def predict_probs(module: Any, datamodule: Any, split: str, multilabel: bool = False) -> np.ndarray:
+    """Softmax (multilabel: sigmoid) probabilities (N, K) of the split's samples, in
+    `bundle.splits[split]` order (one eval_pass of the module's best, already loaded, model)."""
+    import torch
+
+    def probs_of(x: Any) -> np.ndarray:
+        logits = module(x).float()
+        return (logits.sigmoid() if multilabel else torch.softmax(logits, dim=1)).cpu().numpy()
+
+    out = eval_pass(module, datamodule, split, probs_of)
+    n = len(datamodule.bundle.splits[split])
     probs = np.concatenate(out) if out else np.zeros((0, len(module.classes)), dtype=np.float32)
     if len(probs) != n:
         raise RuntimeError(f"analysis: {len(probs)} predictions for the {n} images of the {split} split")
@@ -327,14 +339,59 @@ def analyse(run_dir: Path, job: Any, cfg: Any, seed: int) -> Dict[str, Any]:
                             **bootstrap(labels, pred, k, cfg.bootstrap_resamples, cfg.confidence, seed)}
     if cfg.heatmaps:
         section["heatmaps"] = _heatmaps(run_dir, job, rows, classes, cfg)
-    if cfg.label_issues == "holdout":
-        section["label_issues"] = _holdout_issues(run_dir, job, probs, classes)
+    feats = _embeddings(job, cfg)
+    if cfg.label_issues != "off":
+        section["label_issues"] = _label_issues(run_dir, job, probs, classes, cfg.label_issues,
+                                                feats, seed)
+    if cfg.near_duplicates:
+        section["near_duplicates"] = _near_duplicates(run_dir, job, feats, cfg, seed)
     section["seconds"] = round(time.perf_counter() - t0, 3)
     li = section.get("label_issues") or {}
     log.info("analysis: %d of %d test images wrong (errors.csv)%s, in %.1f s", section["num_wrong"], len(rows),
-             f"; {li['count']} suspected label errors of {li['checked']} held-out images (label_issues.csv)"
+             f"; {li['count']} suspected label errors of {li['checked']} out-of-sample images (label_issues.csv)"
              if li else "", section["seconds"])
     return section
+
+
+def _splits_used(splits: Dict[str, Any]) -> List[str]:
+    """train, val, test - without test where it is a copy of val (no test split was given)."""
+    names = ["train", "val", "test"]
+    if [s.path for s in splits["val"]] == [s.path for s in splits["test"]]:
+        names.remove("test")
+    return names
+
+
+def _embeddings(job: Any, cfg: Any) -> Any:
+    """Every split's frozen features (aether.reporting.embeddings), when kfold or the
+    near-duplicate search needs them: {split: SplitFeatures}, or the exception that stopped them."""
+    if cfg.label_issues != "kfold" and not cfg.near_duplicates:
+        return None
+    import time
+
+    from aether.reporting.embeddings import embed_splits
+
+    t0 = time.perf_counter()
+    try:
+        feats = embed_splits(job.module, job.datamodule, _splits_used(job.bundle.splits))
+    except Exception as exc:  # noqa: BLE001 - a backbone without timm's feature API: said, not fatal
+        log.warning("analysis: no embeddings (%s: %s)", type(exc).__name__, exc)
+        return exc
+    log.info("analysis: embedded %d images in %.1f s", sum(len(f.pre_logits) for f in feats.values()),
+             time.perf_counter() - t0)
+    return feats
+
+
+def _near_duplicates(run_dir: Path, job: Any, feats: Any, cfg: Any, seed: int) -> Dict[str, Any]:
+    from aether.reporting import near_duplicates
+
+    if isinstance(feats, Exception):
+        return {"error": f"no embeddings: {type(feats).__name__}: {feats}", "count": 0}
+    paths = {name: [s.path for s in job.bundle.splits[name]] for name in feats}
+    try:
+        return near_duplicates.section(run_dir, feats, paths, cfg.near_duplicate_margin, seed)
+    except Exception as exc:  # noqa: BLE001 - an extra: said, not fatal
+        log.warning("analysis: no near-duplicate search (%s: %s)", type(exc).__name__, exc)
+        return {"error": f"{type(exc).__name__}: {exc}", "count": 0}
 
 
 EXPLAIN_CLASSES = 16  # classes that get a correctly classified example in explanations.png
@@ -370,23 +427,60 @@ def _short(name: str, width: int = 14) -> str:
     return name if len(name) <= width else name[:width - 1] + "~"
 
 
-def _holdout_issues(run_dir: Path, job: Any, test_probs: np.ndarray, classes: List[str]) -> Dict[str, Any]:
+KFOLDS = 3
+
+
+def kfold_probs(x: np.ndarray, labels: np.ndarray, k: int, seed: int) -> Tuple[np.ndarray, int]:
+    """Out-of-sample probabilities (N, k) of the training images: scikit-learn's logistic
+    regression on their frozen features (standardised), KFOLDS-fold cross_val_predict stratified
+    by class, so no image is scored by a fit that saw its label. Returns (probs, folds used):
+    fewer folds when the rarest class has fewer images."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    present, counts = np.unique(labels, return_counts=True)
+    folds = int(min(KFOLDS, counts.min())) if len(present) else 0
+    if len(present) < 2 or folds < 2:
+        raise ValueError(f"k-fold needs two classes with at least two training images each (have "
+                         f"{dict(zip(present.tolist(), counts.tolist()))})")
+    fit = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    oof = cross_val_predict(fit, x, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                            method="predict_proba")
+    probs = np.full((len(labels), k), 1e-6)  # a class absent from the training split: ~0, never exactly
+    probs[:, present] = oof
+    return probs / probs.sum(1, keepdims=True), folds
+
+
+def _label_issues(run_dir: Path, job: Any, test_probs: np.ndarray, classes: List[str], method: str, feats: Any,
+                  seed: int) -> Dict[str, Any]:
+    """label_issues.csv from out-of-sample probabilities: the model's on val and test
+    (holdout), plus (kfold) cross-validated ones on the training split."""
     splits = job.bundle.splits
-    val, test = splits["val"], splits["test"]
-    parts = [("test", test, test_probs)]
-    if [s.path for s in val] != [s.path for s in test]:  # test may be a copy of val (no test split given)
-        parts.insert(0, ("val", val, predict_probs(job.module, job.datamodule, "val")))
-    paths = [s.path for _, samples, _ in parts for s in samples]
-    names = [name for name, samples, _ in parts for _ in samples]
-    labels = np.array([s.label for _, samples, _ in parts for s in samples], dtype=np.int64)
-    probs = np.concatenate([p for _, _, p in parts])
-    info: Dict[str, Any] = {"method": "holdout", "csv": LABEL_ISSUES_CSV, "checked": len(labels),
-                            "splits": [name for name, _, _ in parts]}
+    parts = [("test", splits["test"], test_probs)]
+    if "test" in _splits_used(splits):
+        parts.insert(0, ("val", splits["val"], predict_probs(job.module, job.datamodule, "val")))
+    info: Dict[str, Any] = {"method": method, "csv": LABEL_ISSUES_CSV}
     try:
+        if method == "kfold":
+            if isinstance(feats, Exception):
+                raise RuntimeError(f"no embeddings for kfold ({type(feats).__name__}: {feats})")
+            train_labels = np.array([s.label for s in splits["train"]], dtype=np.int64)
+            train_probs, folds = kfold_probs(feats["train"].pre_logits, train_labels, len(classes), seed)
+            parts.insert(0, ("train", splits["train"], train_probs))
+            info["kfold"] = {"folds": folds, "features": "pre_logits",
+                             "cv_accuracy": float((train_probs.argmax(1) == train_labels).mean())}
+        paths = [s.path for _, samples, _ in parts for s in samples]
+        names = [name for name, samples, _ in parts for _ in samples]
+        labels = np.array([s.label for _, samples, _ in parts for s in samples], dtype=np.int64)
+        probs = np.concatenate([p for _, _, p in parts])
+        info.update(checked=len(labels), splits=[name for name, _, _ in parts])
         issues = find_issues(paths, names, labels, probs, classes)
     except Exception as exc:  # noqa: BLE001 - cleanlab refuses some tiny or degenerate sets: said, not fatal
-        log.warning("analysis: no label-issue search (cleanlab: %s)", exc)
-        info.update(error=f"cleanlab: {exc}", count=0)
+        log.warning("analysis: no label-issue search (%s)", exc)
+        info.update(error=f"{type(exc).__name__}: {exc}", checked=info.get("checked", 0),
+                    splits=info.get("splits", [name for name, _, _ in parts]))
         issues = []
     write_issues_csv(issues, run_dir / LABEL_ISSUES_CSV)
     info.update(count=len(issues), top=issues[:SHOWN_ISSUES])
@@ -447,14 +541,21 @@ def report_lines(section: Dict[str, Any]) -> List[str]:
             lines += [f"cleanlab's `find_label_issues` on the out-of-sample probabilities of the "
                       f"{' and '.join(li['splits'])} split{'s' if len(li['splits']) > 1 else ''} ({li['checked']} "
                       f"images): **{li['count']}** suspected; `{LABEL_ISSUES_CSV}` ranks them all "
-                      "(score: label quality, lower = more suspect); `aether inspect data=DIR run=RUN` shows them.",
-                      ""]
+                      "(split: where the image is; score: label quality, lower = more suspect); "
+                      "`aether inspect data=DIR run=RUN` shows them.", ""]
+            kf = li.get("kfold")
+            if kf:
+                lines += [f"- training split (analysis.label_issues=kfold): {kf['folds']}-fold cross-validated "
+                          "logistic regression on the trained backbone's frozen pre-logits features (accuracy "
+                          f"{kf['cv_accuracy']:.3f}); validation/test: the model's own probabilities", ""]
             if li["top"]:
                 lines += ["| # | image | split | given | suggested | score |", "|---|---|---|---|---|---|"]
                 lines += [f"| {r['rank']} | {_cell(r['path'])} | {r['split']} | {_cell(r['given_label'])} | "
                           f"{_cell(r['suggested_label'])} | {r['score']:.3f} |" for r in li["top"]]
                 lines.append("")
-    return lines
+    from aether.reporting.near_duplicates import report_lines as near_duplicate_lines
+
+    return lines + near_duplicate_lines(section.get("near_duplicates") or {})
 
 
 def _cell(text: Any) -> str:
@@ -499,7 +600,7 @@ def analyse_multilabel(run_dir: Path, job: Any, cfg: Any) -> Dict[str, Any]:
     rows = multilabel_rows([it.path for it in splits["test"]], y, probs, thresholds, classes)
     section = {"task": "multilabel", **errors_section(run_dir, rows, cfg.worst_n)}
     section["average_precision"] = pr_curves_png(y, probs, classes, run_dir / "pr_curves.png")
-    if cfg.label_issues == "holdout":
+    if cfg.label_issues != "off":  # kfold is single-label: multilabel searches its held-out splits
         parts = [("test", splits["test"], probs, y)]
         if [it.path for it in splits["val"]] != [it.path for it in splits["test"]]:
             vy = np.array([it.target for it in splits["val"]], dtype=np.int64).reshape(len(splits["val"]), len(classes))
@@ -511,6 +612,8 @@ def analyse_multilabel(run_dir: Path, job: Any, cfg: Any) -> Dict[str, Any]:
         all_p = np.concatenate([p for _, _, p, _ in parts])
         info: Dict[str, Any] = {"method": "holdout", "csv": LABEL_ISSUES_CSV, "checked": len(paths),
                                 "splits": [name for name, _, _, _ in parts]}
+        if cfg.label_issues == "kfold":
+            info["note"] = "kfold is for single-label classification; this multilabel run searched val + test"
         issues: List[Dict[str, Any]] = []
         try:
             from cleanlab.filter import find_label_issues
