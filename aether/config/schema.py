@@ -406,7 +406,7 @@ class AnalysisCfg(Strict):
                                   "finds crops and recolours a perceptual hash misses: near_duplicates.csv, a "
                                   "side-by-side gallery in the report and a warning in the run summary "
                                   "(classification)")
-    near_duplicate_margin: float = Field(8.0, gt=0, description="how clearly a pair must stand out to count "
+    near_duplicate_margin: float = Field(1.0, gt=0, description="how clearly a pair must stand out to count "
                                          "as near duplicates: each image's match must be this many robust "
                                          "standard deviations (1.4826 x MAD of its similarities) closer than "
                                          "its second-closest image; lower finds more, with more false pairs")
