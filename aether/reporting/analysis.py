@@ -22,6 +22,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from aether.doctor.label_issues import LABEL_ISSUE_COLUMNS, LABEL_ISSUES_CSV  # `aether inspect run=` reads it
+from aether.reporting.passes import eval_pass
+from aether.reporting.report import md_cell as _cell
+from aether.reporting.sheets import tile
 
 log = logging.getLogger("aether")
 
@@ -50,33 +53,6 @@ def guarded(fn: Any, *args: Any) -> Dict[str, Any]:
 def error_lines(section: Dict[str, Any]) -> List[str]:
     """report.md's line for an analysis that failed."""
     return ["## Error analysis (test split)", "", f"- not done: {_cell(section['error'])}", ""]
-
-
-def eval_pass(module: Any, datamodule: Any, split: str, fn: Any) -> List[Any]:
-    """`fn(x)` of each batch of the split's images, in `bundle.splits[split]` order: the
-    evaluation transform, the module's device and dtype, eval mode, unsharded (only rank 0
-    calls this). The one loop behind the probabilities and the embeddings."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from aether.data.loaders import loader_settings
-
-    n = len(datamodule.bundle.splits[split])
-    settings = {**loader_settings(datamodule.cfg, n, train=False), "shuffle": False, "drop_last": False}
-    loader = DataLoader(datamodule.dataset(split, False), collate_fn=datamodule.collate, **settings)
-    param = next(module.parameters())
-    was_training = module.training
-    module.eval()
-    out: List[Any] = []
-    try:
-        with torch.no_grad():
-            for x, y in loader:
-                x = x.to(param.device, non_blocking=True)
-                x, _ = datamodule.on_after_batch_transfer((x, y), 0)  # the cache's uint8 -> normalised
-                out.append(fn(x.to(param.dtype) if x.is_floating_point() else x))
-    finally:
-        module.train(was_training)
-    return out
 
 
 def predict_probs(module: Any, datamodule: Any, split: str, multilabel: bool = False) -> np.ndarray:
@@ -122,27 +98,6 @@ def write_errors_csv(rows: Sequence[Dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _tile(path: str, lines: Sequence[Tuple[str, Tuple[int, int, int]]], side: int = 128) -> Any:
-    """The image fitted into side x side, with caption lines under it."""
-    from PIL import Image, ImageDraw
-
-    from aether.data.images import load_rgb
-
-    tile = Image.new("RGB", (side, side + 13 * len(lines) + 4), (255, 255, 255))
-    try:
-        img = load_rgb(path)
-        scale = side / max(img.size)  # small images are enlarged (pixels kept sharp), large ones shrunk
-        img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))),
-                         Image.NEAREST if scale > 1 else Image.BILINEAR)
-        tile.paste(img, ((side - img.size[0]) // 2, (side - img.size[1]) // 2))
-    except Exception:  # noqa: BLE001 - a file gone since testing: an empty tile, the caption says which
-        lines = [("(unreadable)", (200, 0, 0)), *lines]
-    d = ImageDraw.Draw(tile)
-    for i, (text, colour) in enumerate(lines):
-        d.text((3, side + 2 + 13 * i), text[:24], fill=colour)
-    return tile
-
-
 def gallery_png(rows: Sequence[Dict[str, Any]], path: Path, cols: int = 4) -> Path:
     """The rows' images (the highest-loss ones) with true, predicted, confidence and loss."""
     from aether.reporting.sheets import grid
@@ -150,7 +105,7 @@ def gallery_png(rows: Sequence[Dict[str, Any]], path: Path, cols: int = 4) -> Pa
     tiles = []
     for r in rows:
         wrong = (200, 0, 0) if not r["correct"] else (0, 120, 0)
-        tiles.append(_tile(r["path"], [(f"true: {r['true']}", (0, 0, 0)),
+        tiles.append(tile(r["path"], [(f"true: {r['true']}", (0, 0, 0)),
                                        (f"pred: {r['predicted']} {r['confidence']:.2f}", wrong),
                                        (f"loss {r['loss']:.2f}", (90, 90, 90))]))
     grid(tiles, path, cols=min(cols, len(tiles)))
@@ -183,7 +138,7 @@ def confused_png(pairs: Sequence[Tuple[int, int, int]], rows: Sequence[Dict[str,
         examples = sorted((r for r in rows if r["true"] == classes[t] and r["predicted"] == classes[p]),
                           key=lambda r: -r["confidence"])[:per_pair]
         for r in examples:
-            tiles.append(_tile(r["path"], [(f"pred {r['confidence']:.2f}", (200, 0, 0)),
+            tiles.append(tile(r["path"], [(f"pred {r['confidence']:.2f}", (200, 0, 0)),
                                            (Path(r["path"]).name, (90, 90, 90))]))
         tiles += [Image.new("RGB", head.size, (255, 255, 255))] * (per_pair - len(examples))
     grid(tiles, path, cols=per_pair + 1)
@@ -556,11 +511,6 @@ def report_lines(section: Dict[str, Any]) -> List[str]:
     from aether.reporting.near_duplicates import report_lines as near_duplicate_lines
 
     return lines + near_duplicate_lines(section.get("near_duplicates") or {})
-
-
-def _cell(text: Any) -> str:
-    """Text for a markdown table cell (a class or file name may hold | or a newline)."""
-    return str(text).replace("|", "\\|").replace("\n", " ").replace("\r", " ")
 
 
 # ---------------------------------------------------------------- multilabel

@@ -1,5 +1,5 @@
 """Frozen features of every image of a run's splits, from the run's own trained backbone: one
-evaluation pass per split (aether.reporting.analysis.eval_pass), two views of each image:
+evaluation pass per split (aether.reporting.passes.eval_pass), two views of each image:
 
 - `pre_logits`: what the classifier head reads (timm's forward_head(pre_logits=True)); the
   k-fold label-issue search (analysis.label_issues=kfold) fits a logistic regression on them.
@@ -68,7 +68,7 @@ def features(net: Any, x: Any) -> Tuple[Any, List[Any]]:
 
 def embed_splits(module: Any, datamodule: Any, splits: Sequence[str]) -> Dict[str, SplitFeatures]:
     """Features of every image of each split, in `bundle.splits[split]` order."""
-    from aether.reporting.analysis import eval_pass
+    from aether.reporting.passes import eval_pass
     from aether.reporting.heatmaps import _network
 
     net = _network(module.model)

@@ -124,13 +124,12 @@ def write_csv(pairs: Sequence[Dict[str, Any]], path: Path) -> Path:
 
 def pairs_png(pairs: Sequence[Dict[str, Any]], path: Path) -> Path:
     """Each pair on one row, side by side: the earlier split's image, then the other one."""
-    from aether.reporting.analysis import _tile
-    from aether.reporting.sheets import grid
+    from aether.reporting.sheets import grid, tile
 
     tiles = []
     for p in pairs:
         for side in ("a", "b"):
-            tiles.append(_tile(p[f"path_{side}"], [(f"{p[f'split_{side}']}: {Path(p[f'path_{side}']).name}",
+            tiles.append(tile(p[f"path_{side}"], [(f"{p[f'split_{side}']}: {Path(p[f'path_{side}']).name}",
                                                     (0, 0, 0)),
                                                    (f"cos {p['similarity']:.3f} score {p['score']:.1f}"
                                                     if side == "a" else "", (90, 90, 90))]))
@@ -161,7 +160,7 @@ def warning(info: Dict[str, Any]) -> str:
 
 
 def report_lines(info: Dict[str, Any]) -> List[str]:
-    from aether.reporting.analysis import _cell
+    from aether.reporting.report import md_cell as _cell
 
     if not info:
         return []
