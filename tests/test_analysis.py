@@ -187,14 +187,15 @@ def test_model_card_has_intervals_and_the_dataset_fingerprint(run: Dict) -> None
         (run["run"] / "model" / "MODEL_CARD.md").write_text(card)
 
 
-def test_kfold_is_refused_clearly_and_off_switches_it_off() -> None:
+def test_label_issue_modes_validate_and_a_bad_one_is_named() -> None:
     from aether.config.validate import validate
     from aether.errors import AetherError
 
-    with pytest.raises(AetherError, match="kfold.*not implemented"):
-        validate(compose_raw(["analysis.label_issues=kfold"]))
-    rc = validate(compose_raw(["analysis.label_issues=off", "analysis.worst_n=0"]))
-    assert rc.analysis.label_issues == "off" and rc.analysis.worst_n == 0
+    assert validate(compose_raw(["analysis.label_issues=kfold"])).analysis.label_issues == "kfold"
+    rc = validate(compose_raw(["analysis.label_issues=off", "analysis.worst_n=0", "analysis.near_duplicates=false"]))
+    assert rc.analysis.label_issues == "off" and rc.analysis.worst_n == 0 and not rc.analysis.near_duplicates
+    with pytest.raises(AetherError, match="label_issues"):
+        validate(compose_raw(["analysis.label_issues=fivefold"]))
 
 
 def test_per_image_ap_of_detection_errors() -> None:

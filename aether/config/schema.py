@@ -393,12 +393,23 @@ class AnalysisCfg(Strict):
                                 "with example images in confused_pairs.png; 0 = none")
     examples_per_pair: int = Field(4, ge=1, le=16, description="example images per confused class pair")
     # holdout: the model never trained on val or test, so their probabilities are out-of-sample
-    # as cleanlab's find_label_issues needs them; kfold would cover the training split too, at
-    # the cost of k more trainings
+    # as cleanlab's find_label_issues needs them; kfold adds the training split without k more
+    # trainings: a logistic regression on the trained backbone's frozen features, cross-validated
     label_issues: Literal["holdout", "kfold", "off"] = Field(
         "holdout", description="suspected label errors (cleanlab's find_label_issues) from out-of-sample "
-        "predicted probabilities: holdout = the validation and test splits; kfold = k-fold on the training "
-        "split (not implemented yet: refused); off = none")
+        "predicted probabilities: holdout = the validation and test splits (the model's probabilities); "
+        "kfold = those plus the training split (3-fold cross-validated logistic regression on the trained "
+        "backbone's frozen pre-logits features; single-label classification, multilabel runs use holdout); "
+        "off = none")
+    near_duplicates: bool = Field(True, description="search the train/val/test images for near duplicates "
+                                  "across the splits (leakage) in the trained backbone's feature space, which "
+                                  "finds crops and recolours a perceptual hash misses: near_duplicates.csv, a "
+                                  "side-by-side gallery in the report and a warning in the run summary "
+                                  "(classification)")
+    near_duplicate_margin: float = Field(1.0, gt=0, description="how clearly a pair must stand out to count "
+                                         "as near duplicates: each image's match must be this many robust "
+                                         "standard deviations (1.4826 x MAD of its similarities) closer than "
+                                         "its second-closest image; lower finds more, with more false pairs")
     bootstrap_resamples: int = Field(1000, ge=0, le=100000, description="bootstrap resamples of the test "
                                      "split behind the model card's confidence intervals (seeded by `seed`); "
                                      "0 = no intervals")
@@ -411,14 +422,6 @@ class AnalysisCfg(Strict):
                           "(at most 16 classes); 0 = none")
     heatmap_method: Literal["gradcam", "layercam", "gradcam++"] = Field(
         "gradcam", description="the heatmaps' method (pytorch-grad-cam): gradcam | layercam | gradcam++")
-
-    @field_validator("label_issues")
-    @classmethod
-    def _kfold_not_yet(cls, v: str) -> str:
-        if v == "kfold":
-            raise ValueError("kfold (cross-validated probabilities on the training split) is not implemented "
-                             "yet; use analysis.label_issues=holdout (the validation and test splits) or off")
-        return v
 
 
 class AutoCfg(Strict):

@@ -44,12 +44,15 @@ class FastPath:
         """The split's dataset over its cache: opened at most once per process (and built once
         per machine on disk). `samples` have a `.path`; `target(sample)` is what each yields
         with its image (the class index; a multi-hot tensor for multilabel)."""
-        ds = self._datasets.get(split)
+        kind = "train" if train else "eval"
+        # the training split read the evaluation way (the run's analysis embeds it after training)
+        # is another dataset: the training one would hand out augmented, train-sized images
+        key = split if train == (split == "train") else f"{split}:{kind}"
+        ds = self._datasets.get(key)
         if ds is None or ds.samples is not samples:
-            kind = "train" if train else "eval"
             c = cache_mod.open_cache(samples, kind, self.eval_steps, self.side, mode)
             ds = CachedDataset(c, samples, self.train_pil if train else None, [target(s) for s in samples])
-            self._datasets[split] = ds
+            self._datasets[key] = ds
         return ds
 
     def complete(self, split: str, num_workers: Union[int, str]) -> None:

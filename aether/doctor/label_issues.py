@@ -24,7 +24,8 @@ SHOWN = 20  # rows printed by `aether inspect`; report.json holds them all
 
 def read_label_issues(path: Path, max_bytes: int = MAX_BYTES) -> List[Dict[str, Any]]:
     if not path.is_file():
-        raise AetherError(f"run=: {path} does not exist (a classification run with analysis.label_issues=holdout "
+        raise AetherError(f"run=: {path} does not exist (a classification run with "
+                          "analysis.label_issues=holdout or kfold "
                           "writes it after testing)")
     if path.stat().st_size > max_bytes:
         raise AetherError(f"run=: {path} is larger than {max_bytes // 2**20} MB; not read")

@@ -22,6 +22,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from aether.doctor.label_issues import LABEL_ISSUE_COLUMNS, LABEL_ISSUES_CSV  # `aether inspect run=` reads it
+from aether.reporting.passes import eval_pass
+from aether.reporting.report import md_cell as _cell
+from aether.reporting.sheets import tile
 
 log = logging.getLogger("aether")
 
@@ -53,31 +56,16 @@ def error_lines(section: Dict[str, Any]) -> List[str]:
 
 
 def predict_probs(module: Any, datamodule: Any, split: str, multilabel: bool = False) -> np.ndarray:
-    """Softmax (multilabel: sigmoid) probabilities (N, K) of the split's samples, in `bundle.splits[split]` order: one
-    pass of the module's (best, already loaded) model with the evaluation transform, on the
-    module's device, unsharded (only rank 0 calls this)."""
+    """Softmax (multilabel: sigmoid) probabilities (N, K) of the split's samples, in
+    `bundle.splits[split]` order (one eval_pass of the module's best, already loaded, model)."""
     import torch
-    from torch.utils.data import DataLoader
 
-    from aether.data.loaders import loader_settings
+    def probs_of(x: Any) -> np.ndarray:
+        logits = module(x).float()
+        return (logits.sigmoid() if multilabel else torch.softmax(logits, dim=1)).cpu().numpy()
 
+    out = eval_pass(module, datamodule, split, probs_of)
     n = len(datamodule.bundle.splits[split])
-    settings = {**loader_settings(datamodule.cfg, n, train=False), "shuffle": False, "drop_last": False}
-    loader = DataLoader(datamodule.dataset(split, False), collate_fn=datamodule.collate, **settings)
-    param = next(module.parameters())
-    was_training = module.training
-    module.eval()
-    out: List[np.ndarray] = []
-    try:
-        with torch.no_grad():
-            for x, y in loader:
-                x = x.to(param.device, non_blocking=True)
-                x, _ = datamodule.on_after_batch_transfer((x, y), 0)  # the cache's uint8 -> normalised
-                logits = module(x.to(param.dtype) if x.is_floating_point() else x)
-                logits = logits.float()
-                out.append((logits.sigmoid() if multilabel else torch.softmax(logits, dim=1)).cpu().numpy())
-    finally:
-        module.train(was_training)
     probs = np.concatenate(out) if out else np.zeros((0, len(module.classes)), dtype=np.float32)
     if len(probs) != n:
         raise RuntimeError(f"analysis: {len(probs)} predictions for the {n} images of the {split} split")
@@ -110,27 +98,6 @@ def write_errors_csv(rows: Sequence[Dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _tile(path: str, lines: Sequence[Tuple[str, Tuple[int, int, int]]], side: int = 128) -> Any:
-    """The image fitted into side x side, with caption lines under it."""
-    from PIL import Image, ImageDraw
-
-    from aether.data.images import load_rgb
-
-    tile = Image.new("RGB", (side, side + 13 * len(lines) + 4), (255, 255, 255))
-    try:
-        img = load_rgb(path)
-        scale = side / max(img.size)  # small images are enlarged (pixels kept sharp), large ones shrunk
-        img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))),
-                         Image.NEAREST if scale > 1 else Image.BILINEAR)
-        tile.paste(img, ((side - img.size[0]) // 2, (side - img.size[1]) // 2))
-    except Exception:  # noqa: BLE001 - a file gone since testing: an empty tile, the caption says which
-        lines = [("(unreadable)", (200, 0, 0)), *lines]
-    d = ImageDraw.Draw(tile)
-    for i, (text, colour) in enumerate(lines):
-        d.text((3, side + 2 + 13 * i), text[:24], fill=colour)
-    return tile
-
-
 def gallery_png(rows: Sequence[Dict[str, Any]], path: Path, cols: int = 4) -> Path:
     """The rows' images (the highest-loss ones) with true, predicted, confidence and loss."""
     from aether.reporting.sheets import grid
@@ -138,7 +105,7 @@ def gallery_png(rows: Sequence[Dict[str, Any]], path: Path, cols: int = 4) -> Pa
     tiles = []
     for r in rows:
         wrong = (200, 0, 0) if not r["correct"] else (0, 120, 0)
-        tiles.append(_tile(r["path"], [(f"true: {r['true']}", (0, 0, 0)),
+        tiles.append(tile(r["path"], [(f"true: {r['true']}", (0, 0, 0)),
                                        (f"pred: {r['predicted']} {r['confidence']:.2f}", wrong),
                                        (f"loss {r['loss']:.2f}", (90, 90, 90))]))
     grid(tiles, path, cols=min(cols, len(tiles)))
@@ -171,7 +138,7 @@ def confused_png(pairs: Sequence[Tuple[int, int, int]], rows: Sequence[Dict[str,
         examples = sorted((r for r in rows if r["true"] == classes[t] and r["predicted"] == classes[p]),
                           key=lambda r: -r["confidence"])[:per_pair]
         for r in examples:
-            tiles.append(_tile(r["path"], [(f"pred {r['confidence']:.2f}", (200, 0, 0)),
+            tiles.append(tile(r["path"], [(f"pred {r['confidence']:.2f}", (200, 0, 0)),
                                            (Path(r["path"]).name, (90, 90, 90))]))
         tiles += [Image.new("RGB", head.size, (255, 255, 255))] * (per_pair - len(examples))
     grid(tiles, path, cols=per_pair + 1)
@@ -327,14 +294,59 @@ def analyse(run_dir: Path, job: Any, cfg: Any, seed: int) -> Dict[str, Any]:
                             **bootstrap(labels, pred, k, cfg.bootstrap_resamples, cfg.confidence, seed)}
     if cfg.heatmaps:
         section["heatmaps"] = _heatmaps(run_dir, job, rows, classes, cfg)
-    if cfg.label_issues == "holdout":
-        section["label_issues"] = _holdout_issues(run_dir, job, probs, classes)
+    feats = _embeddings(job, cfg)
+    if cfg.label_issues != "off":
+        section["label_issues"] = _label_issues(run_dir, job, probs, classes, cfg.label_issues,
+                                                feats, seed)
+    if cfg.near_duplicates:
+        section["near_duplicates"] = _near_duplicates(run_dir, job, feats, cfg, seed)
     section["seconds"] = round(time.perf_counter() - t0, 3)
     li = section.get("label_issues") or {}
     log.info("analysis: %d of %d test images wrong (errors.csv)%s, in %.1f s", section["num_wrong"], len(rows),
-             f"; {li['count']} suspected label errors of {li['checked']} held-out images (label_issues.csv)"
+             f"; {li['count']} suspected label errors of {li['checked']} out-of-sample images (label_issues.csv)"
              if li else "", section["seconds"])
     return section
+
+
+def _splits_used(splits: Dict[str, Any]) -> List[str]:
+    """train, val, test - without test where it is a copy of val (no test split was given)."""
+    names = ["train", "val", "test"]
+    if [s.path for s in splits["val"]] == [s.path for s in splits["test"]]:
+        names.remove("test")
+    return names
+
+
+def _embeddings(job: Any, cfg: Any) -> Any:
+    """Every split's frozen features (aether.reporting.embeddings), when kfold or the
+    near-duplicate search needs them: {split: SplitFeatures}, or the exception that stopped them."""
+    if cfg.label_issues != "kfold" and not cfg.near_duplicates:
+        return None
+    import time
+
+    from aether.reporting.embeddings import embed_splits
+
+    t0 = time.perf_counter()
+    try:
+        feats = embed_splits(job.module, job.datamodule, _splits_used(job.bundle.splits))
+    except Exception as exc:  # noqa: BLE001 - a backbone without timm's feature API: said, not fatal
+        log.warning("analysis: no embeddings (%s: %s)", type(exc).__name__, exc)
+        return exc
+    log.info("analysis: embedded %d images in %.1f s", sum(len(f.pre_logits) for f in feats.values()),
+             time.perf_counter() - t0)
+    return feats
+
+
+def _near_duplicates(run_dir: Path, job: Any, feats: Any, cfg: Any, seed: int) -> Dict[str, Any]:
+    from aether.reporting import near_duplicates
+
+    if isinstance(feats, Exception):
+        return {"error": f"no embeddings: {type(feats).__name__}: {feats}", "count": 0}
+    paths = {name: [s.path for s in job.bundle.splits[name]] for name in feats}
+    try:
+        return near_duplicates.section(run_dir, feats, paths, cfg.near_duplicate_margin, seed)
+    except Exception as exc:  # noqa: BLE001 - an extra: said, not fatal
+        log.warning("analysis: no near-duplicate search (%s: %s)", type(exc).__name__, exc)
+        return {"error": f"{type(exc).__name__}: {exc}", "count": 0}
 
 
 EXPLAIN_CLASSES = 16  # classes that get a correctly classified example in explanations.png
@@ -370,23 +382,60 @@ def _short(name: str, width: int = 14) -> str:
     return name if len(name) <= width else name[:width - 1] + "~"
 
 
-def _holdout_issues(run_dir: Path, job: Any, test_probs: np.ndarray, classes: List[str]) -> Dict[str, Any]:
+KFOLDS = 3
+
+
+def kfold_probs(x: np.ndarray, labels: np.ndarray, k: int, seed: int) -> Tuple[np.ndarray, int]:
+    """Out-of-sample probabilities (N, k) of the training images: scikit-learn's logistic
+    regression on their frozen features (standardised), KFOLDS-fold cross_val_predict stratified
+    by class, so no image is scored by a fit that saw its label. Returns (probs, folds used):
+    fewer folds when the rarest class has fewer images."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    present, counts = np.unique(labels, return_counts=True)
+    folds = int(min(KFOLDS, counts.min())) if len(present) else 0
+    if len(present) < 2 or folds < 2:
+        raise ValueError(f"k-fold needs two classes with at least two training images each (have "
+                         f"{dict(zip(present.tolist(), counts.tolist()))})")
+    fit = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    oof = cross_val_predict(fit, x, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                            method="predict_proba")
+    probs = np.full((len(labels), k), 1e-6)  # a class absent from the training split: ~0, never exactly
+    probs[:, present] = oof
+    return probs / probs.sum(1, keepdims=True), folds
+
+
+def _label_issues(run_dir: Path, job: Any, test_probs: np.ndarray, classes: List[str], method: str, feats: Any,
+                  seed: int) -> Dict[str, Any]:
+    """label_issues.csv from out-of-sample probabilities: the model's on val and test
+    (holdout), plus (kfold) cross-validated ones on the training split."""
     splits = job.bundle.splits
-    val, test = splits["val"], splits["test"]
-    parts = [("test", test, test_probs)]
-    if [s.path for s in val] != [s.path for s in test]:  # test may be a copy of val (no test split given)
-        parts.insert(0, ("val", val, predict_probs(job.module, job.datamodule, "val")))
-    paths = [s.path for _, samples, _ in parts for s in samples]
-    names = [name for name, samples, _ in parts for _ in samples]
-    labels = np.array([s.label for _, samples, _ in parts for s in samples], dtype=np.int64)
-    probs = np.concatenate([p for _, _, p in parts])
-    info: Dict[str, Any] = {"method": "holdout", "csv": LABEL_ISSUES_CSV, "checked": len(labels),
-                            "splits": [name for name, _, _ in parts]}
+    parts = [("test", splits["test"], test_probs)]
+    if "test" in _splits_used(splits):
+        parts.insert(0, ("val", splits["val"], predict_probs(job.module, job.datamodule, "val")))
+    info: Dict[str, Any] = {"method": method, "csv": LABEL_ISSUES_CSV}
     try:
+        if method == "kfold":
+            if isinstance(feats, Exception):
+                raise RuntimeError(f"no embeddings for kfold ({type(feats).__name__}: {feats})")
+            train_labels = np.array([s.label for s in splits["train"]], dtype=np.int64)
+            train_probs, folds = kfold_probs(feats["train"].pre_logits, train_labels, len(classes), seed)
+            parts.insert(0, ("train", splits["train"], train_probs))
+            info["kfold"] = {"folds": folds, "features": "pre_logits",
+                             "cv_accuracy": float((train_probs.argmax(1) == train_labels).mean())}
+        paths = [s.path for _, samples, _ in parts for s in samples]
+        names = [name for name, samples, _ in parts for _ in samples]
+        labels = np.array([s.label for _, samples, _ in parts for s in samples], dtype=np.int64)
+        probs = np.concatenate([p for _, _, p in parts])
+        info.update(checked=len(labels), splits=[name for name, _, _ in parts])
         issues = find_issues(paths, names, labels, probs, classes)
     except Exception as exc:  # noqa: BLE001 - cleanlab refuses some tiny or degenerate sets: said, not fatal
-        log.warning("analysis: no label-issue search (cleanlab: %s)", exc)
-        info.update(error=f"cleanlab: {exc}", count=0)
+        log.warning("analysis: no label-issue search (%s)", exc)
+        info.update(error=f"{type(exc).__name__}: {exc}", checked=info.get("checked", 0),
+                    splits=info.get("splits", [name for name, _, _ in parts]))
         issues = []
     write_issues_csv(issues, run_dir / LABEL_ISSUES_CSV)
     info.update(count=len(issues), top=issues[:SHOWN_ISSUES])
@@ -447,19 +496,21 @@ def report_lines(section: Dict[str, Any]) -> List[str]:
             lines += [f"cleanlab's `find_label_issues` on the out-of-sample probabilities of the "
                       f"{' and '.join(li['splits'])} split{'s' if len(li['splits']) > 1 else ''} ({li['checked']} "
                       f"images): **{li['count']}** suspected; `{LABEL_ISSUES_CSV}` ranks them all "
-                      "(score: label quality, lower = more suspect); `aether inspect data=DIR run=RUN` shows them.",
-                      ""]
+                      "(split: where the image is; score: label quality, lower = more suspect); "
+                      "`aether inspect data=DIR run=RUN` shows them.", ""]
+            kf = li.get("kfold")
+            if kf:
+                lines += [f"- training split (analysis.label_issues=kfold): {kf['folds']}-fold cross-validated "
+                          "logistic regression on the trained backbone's frozen pre-logits features (accuracy "
+                          f"{kf['cv_accuracy']:.3f}); validation/test: the model's own probabilities", ""]
             if li["top"]:
                 lines += ["| # | image | split | given | suggested | score |", "|---|---|---|---|---|---|"]
                 lines += [f"| {r['rank']} | {_cell(r['path'])} | {r['split']} | {_cell(r['given_label'])} | "
                           f"{_cell(r['suggested_label'])} | {r['score']:.3f} |" for r in li["top"]]
                 lines.append("")
-    return lines
+    from aether.reporting.near_duplicates import report_lines as near_duplicate_lines
 
-
-def _cell(text: Any) -> str:
-    """Text for a markdown table cell (a class or file name may hold | or a newline)."""
-    return str(text).replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+    return lines + near_duplicate_lines(section.get("near_duplicates") or {})
 
 
 # ---------------------------------------------------------------- multilabel
@@ -499,7 +550,7 @@ def analyse_multilabel(run_dir: Path, job: Any, cfg: Any) -> Dict[str, Any]:
     rows = multilabel_rows([it.path for it in splits["test"]], y, probs, thresholds, classes)
     section = {"task": "multilabel", **errors_section(run_dir, rows, cfg.worst_n)}
     section["average_precision"] = pr_curves_png(y, probs, classes, run_dir / "pr_curves.png")
-    if cfg.label_issues == "holdout":
+    if cfg.label_issues != "off":  # kfold is single-label: multilabel searches its held-out splits
         parts = [("test", splits["test"], probs, y)]
         if [it.path for it in splits["val"]] != [it.path for it in splits["test"]]:
             vy = np.array([it.target for it in splits["val"]], dtype=np.int64).reshape(len(splits["val"]), len(classes))
@@ -511,6 +562,8 @@ def analyse_multilabel(run_dir: Path, job: Any, cfg: Any) -> Dict[str, Any]:
         all_p = np.concatenate([p for _, _, p, _ in parts])
         info: Dict[str, Any] = {"method": "holdout", "csv": LABEL_ISSUES_CSV, "checked": len(paths),
                                 "splits": [name for name, _, _, _ in parts]}
+        if cfg.label_issues == "kfold":
+            info["note"] = "kfold is for single-label classification; this multilabel run searched val + test"
         issues: List[Dict[str, Any]] = []
         try:
             from cleanlab.filter import find_label_issues

@@ -161,3 +161,8 @@ def calibration_lines(metrics: Dict[str, Any]) -> List[str]:
         lines += [f"Answers whose top probability is below {c['reject_below']:g} are labelled `unknown` by "
                   "`aether predict` and the served model.", ""]
     return lines + ["![reliability diagram](reliability.png)", ""]
+
+
+def md_cell(text: Any) -> str:
+    """Text for a markdown table cell (a class or file name may hold | or a newline)."""
+    return str(text).replace("|", "\\|").replace("\n", " ").replace("\r", " ")

@@ -1,5 +1,5 @@
 """Picture helpers for the tasks' report sheets (aether.tasks.<task>.sheets): a colour per class,
-masks tinted over their image, tiles pasted into one grid image."""
+masks tinted over their image, an image tile with a caption, tiles pasted into one grid image."""
 
 from __future__ import annotations
 
@@ -37,3 +37,24 @@ def overlay(image: Any, mask: np.ndarray, alpha: float = 0.5, background: int = 
         if c != background and c < 255:
             tint[mask == c] = color(int(c) - 1)
     return Image.fromarray((arr * (1 - alpha) + tint * alpha).astype(np.uint8))
+
+
+def tile(path: str, lines: Sequence[Tuple[str, Tuple[int, int, int]]], side: int = 128) -> Any:
+    """The image fitted into side x side, with caption lines under it."""
+    from PIL import Image, ImageDraw
+
+    from aether.data.images import load_rgb
+
+    out = Image.new("RGB", (side, side + 13 * len(lines) + 4), (255, 255, 255))
+    try:
+        img = load_rgb(path)
+        scale = side / max(img.size)  # small images are enlarged (pixels kept sharp), large ones shrunk
+        img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))),
+                         Image.NEAREST if scale > 1 else Image.BILINEAR)
+        out.paste(img, ((side - img.size[0]) // 2, (side - img.size[1]) // 2))
+    except Exception:  # noqa: BLE001 - a file gone since testing: an empty tile, the caption says which
+        lines = [("(unreadable)", (200, 0, 0)), *lines]
+    d = ImageDraw.Draw(out)
+    for i, (text, colour) in enumerate(lines):
+        d.text((3, side + 2 + 13 * i), text[:24], fill=colour)
+    return out

@@ -114,7 +114,11 @@ class Classification(Task):
         calibration.write(run_dir / "model", "temperature" if mod.calibrate else "none", mod.temperature,
                           mod.reject_below, mod.calibration_fit)
         write_report(run_dir, metrics, raw, sections)
-        return f"test accuracy {metrics['test']['accuracy']:.4f}, macro F1 {metrics['test']['f1_macro']:.4f}"
+        from aether.reporting.near_duplicates import warning
+
+        leak = warning((metrics.get("analysis") or {}).get("near_duplicates") or {})
+        return f"test accuracy {metrics['test']['accuracy']:.4f}, macro F1 {metrics['test']['f1_macro']:.4f}" + \
+            (f"\n{leak}" if leak else "")
 
 
 def class_weights(cfg: RunCfg, bundle: Any) -> Optional[Any]:
