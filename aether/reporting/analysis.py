@@ -32,6 +32,11 @@ ERRORS_CSV = "errors.csv"
 SHOWN_ISSUES = 20  # rows of label_issues.csv shown in report.md
 
 
+
+# the near-duplicate search compares every image with every other (time ~ N^2) and holds each
+# image's stage layouts (tens of kB): past this many images in the splits it is skipped, said so
+NEAR_DUPLICATES_MAX_IMAGES = 20_000
+
 def options(raw: Dict[str, Any]) -> Any:
     """The run's `analysis:` section (validated; a config written before it existed gets the defaults)."""
     from aether.config.schema import AnalysisCfg
@@ -294,11 +299,18 @@ def analyse(run_dir: Path, job: Any, cfg: Any, seed: int) -> Dict[str, Any]:
                             **bootstrap(labels, pred, k, cfg.bootstrap_resamples, cfg.confidence, seed)}
     if cfg.heatmaps:
         section["heatmaps"] = _heatmaps(run_dir, job, rows, classes, cfg)
-    feats = _embeddings(job, cfg)
+    n_images = sum(len(job.bundle.splits[s]) for s in _splits_used(job.bundle.splits))
+    too_many = cfg.near_duplicates and n_images > NEAR_DUPLICATES_MAX_IMAGES
+    feats = _embeddings(job, cfg, near_duplicates=cfg.near_duplicates and not too_many)
     if cfg.label_issues != "off":
         section["label_issues"] = _label_issues(run_dir, job, probs, classes, cfg.label_issues,
                                                 feats, seed)
-    if cfg.near_duplicates:
+    if too_many:
+        section["near_duplicates"] = {"count": 0, "error": f"{n_images:,} images: above "
+                                      f"{NEAR_DUPLICATES_MAX_IMAGES:,} the all-pairs search is skipped (its time "
+                                      "grows with the square of the images; analysis.near_duplicates=false "
+                                      "silences this); `aether inspect` still finds exact and hash duplicates"}
+    elif cfg.near_duplicates:
         section["near_duplicates"] = _near_duplicates(run_dir, job, feats, cfg, seed)
     section["seconds"] = round(time.perf_counter() - t0, 3)
     li = section.get("label_issues") or {}
@@ -316,10 +328,10 @@ def _splits_used(splits: Dict[str, Any]) -> List[str]:
     return names
 
 
-def _embeddings(job: Any, cfg: Any) -> Any:
+def _embeddings(job: Any, cfg: Any, near_duplicates: bool) -> Any:
     """Every split's frozen features (aether.reporting.embeddings), when kfold or the
     near-duplicate search needs them: {split: SplitFeatures}, or the exception that stopped them."""
-    if cfg.label_issues != "kfold" and not cfg.near_duplicates:
+    if cfg.label_issues != "kfold" and not near_duplicates:
         return None
     import time
 
