@@ -114,7 +114,7 @@ def shapes_run(tmp_path_factory: pytest.TempPathFactory) -> Dict:
     planted = _shapes_dataset(root / "data")
     run_dir = root / "run"
     run_in_process(run_dir, [f"data={root / 'data'}", "data.image_size=64", "analysis.heatmaps=0",
-                             "analysis.bootstrap_resamples=0"])
+                             "analysis.enabled=true", "analysis.bootstrap_resamples=0"])
     return {"run": run_dir, "planted": planted}
 
 
@@ -181,7 +181,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Dict:
     made = _digits_dataset(root / "data")
     run_dir = root / "run"
     run_in_process(run_dir, [f"data={root / 'data'}", "analysis.label_issues=kfold", "analysis.heatmaps=0",
-                             "analysis.bootstrap_resamples=0"])
+                             "analysis.enabled=true", "analysis.bootstrap_resamples=0"])
     return {"run": run_dir, **made}
 
 
