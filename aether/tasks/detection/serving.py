@@ -206,6 +206,10 @@ class BoxAgreement(Agreement):
             self.got.append(pg)
             self.targets.append({"boxes": t["boxes"].float(), "labels": t["labels"].long()})
 
+    def result(self) -> Dict[str, Any]:
+        return {**super().result(), "boxes_pytorch": sum(len(p["boxes"]) for p in self.ref),
+                "boxes_exported": sum(len(p["boxes"]) for p in self.got), "match_iou": MATCH_IOU}
+
     def scores(self) -> Tuple[float, float, float]:
         from aether.tasks.detection.task import map50
 
