@@ -54,16 +54,11 @@ def unavailable(fmt: str, quantize: Optional[str]) -> str:
     return ""
 
 
-def load_runner(fmt: str, path: Path, model: Any) -> Callable[[Any], Any]:
+def load_runner(fmt: str, path: Path) -> Callable[[Any], Any]:
     """A (N, 3, H, W) float32 numpy -> the graph's output ("logits") callable for the exported file,
-    loaded fresh; pytorch: `model` (the codec's export_module) itself."""
+    loaded fresh."""
     import torch
 
-    if fmt == "pytorch":
-        def run_torch(x: Any) -> Any:
-            with torch.inference_mode():
-                return model(torch.from_numpy(x)).float().numpy()
-        return run_torch
     if fmt == "onnx":
         from aether.deploy.export_formats import _ort_runner
 
@@ -127,7 +122,7 @@ def _throughput(runner: Callable[[Any], Any], images: Any, batch_sizes: Sequence
     return best
 
 
-def served(codec: Any, fmt: str, runner: Callable[[Any], Any], model: Any) -> Callable[[Any], Any]:
+def served(codec: Any, fmt: str, runner: Optional[Callable[[Any], Any]], model: Any) -> Callable[[Any], Any]:
     """(N, 3, H, W) float32 numpy -> what the model worker returns (`forward`'s output): PyTorch
     through the codec's `forward`, an exported file through its `onnx_outputs`."""
     import torch
@@ -137,6 +132,7 @@ def served(codec: Any, fmt: str, runner: Callable[[Any], Any], model: Any) -> Ca
             with torch.inference_mode():
                 return codec.forward(model, torch.from_numpy(x))
         return run_torch
+    assert runner is not None
     return lambda x: codec.onnx_outputs(runner, x, codec.options)
 
 
@@ -197,10 +193,9 @@ def benchmark_run(run: str, formats: Optional[Sequence[str]] = None, batch_sizes
                 res = export_package(run, fmt, quantize, on_mismatch="warn")
                 path, agreement = Path(res["path"]), res.get("top1_agreement")
             t0 = time.perf_counter()
-            runner = load_runner(fmt, path, codec.export_module(model) if fmt == "pytorch" else None)
-            runner(sample)  # loading includes the first call: some runtimes compile lazily
+            serve = served(codec, fmt, None if fmt == "pytorch" else load_runner(fmt, path), model)
+            serve(sample)  # loading includes the first call: some runtimes compile lazily
             load_s = time.perf_counter() - t0
-            serve = served(codec, fmt, runner, model)
             metric, value = metric_of(codec, serve, test, saved)
             p50, p99 = _latency(serve, sample, iters)
             ips, best_b = _throughput(serve, images, batch_sizes, seconds)
