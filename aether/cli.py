@@ -375,9 +375,9 @@ def cmd_export(args: List[str]) -> int:
             print(f"wrote {res['path']}")
         if "top1_agreement" in res:
             print(f"agreement with PyTorch on the {res['images']} images of the run's {res['split']} split: "
-                  f"top-1 {res['top1_agreement']:.4f} (min {res['min_agreement']:g}), accuracy PyTorch "
-                  f"{res['metric_pytorch']:.4f} vs exported {res['metric_exported']:.4f}, max |d logit| "
-                  f"{res['max_abs_diff']:.2e}")
+                  f"{res.get('agreement_of', 'top-1')} {res['top1_agreement']:.4f} (min {res['min_agreement']:g}), "
+                  f"{res.get('metric', 'accuracy')} PyTorch {res['metric_pytorch']:.4f} vs exported "
+                  f"{res['metric_exported']:.4f}, max |d output| {res['max_abs_diff']:.2e}")
         print(f"wrote {res['json']}")
         if res.get("warning"):
             print(f"aether: warning: {res['warning']}; kept (on_mismatch=warn)", file=sys.stderr)
@@ -499,7 +499,7 @@ def cmd_predict(args: List[str]) -> int:
 def cmd_benchmark(args: List[str]) -> int:
     """`aether benchmark run=RUN [formats=pytorch,onnx,...] [batch_sizes=1,8,32] [iters=30]`: every
     format x precision this machine runs, measured (RUN/benchmark.json, RUN/benchmark.png)."""
-    opts = _options("benchmark", args, {"run": "a finished classification run folder",
+    opts = _options("benchmark", args, {"run": "a finished run folder (any task)",
                                         "formats": "comma-separated, e.g. pytorch,onnx,onnx-int8 (default: all)",
                                         "batch_sizes": "comma-separated batch sizes for throughput (1,8,32)",
                                         "iters": "timed batch-1 calls per format (30)"}, ["run"])
@@ -517,7 +517,8 @@ def cmd_benchmark(args: List[str]) -> int:
     res = benchmark_run(opts["run"], formats=opts["formats"].split(",") if opts.get("formats") else None,
                         batch_sizes=sizes, iters=int(_number("benchmark", opts, "iters", 30)))
     table = Table(title=f"{res['run']} - {res['images']} test images, this machine")
-    for col in ("format", "size MB", "load s", "p50 ms", "p99 ms", "images/s (batch)", "accuracy", "agreement"):
+    metric = next((r["metric"] for r in res["rows"] if r.get("metric")), "accuracy")
+    for col in ("format", "size MB", "load s", "p50 ms", "p99 ms", "images/s (batch)", metric, "agreement"):
         table.add_column(col, justify="left" if col == "format" else "right")
     for r in res["rows"]:
         if not r["available"]:
@@ -526,7 +527,7 @@ def cmd_benchmark(args: List[str]) -> int:
         agree = r.get("top1_agreement")
         table.add_row(r["format"], f"{r['bytes'] / 1e6:.2f}", f"{r['load_s']:.2f}", f"{r['latency_ms_p50']:.2f}",
                       f"{r['latency_ms_p99']:.2f}", f"{r['throughput_ips']:.0f} ({r['best_batch']})",
-                      f"{r['accuracy']:.4f}", "-" if agree is None else f"{agree:.4f}")
+                      f"{r[metric]:.4f}", "-" if agree is None else f"{agree:.4f}")
     Console(width=160).print(table)
     for r in res["rows"]:
         if not r["available"]:

@@ -2,7 +2,7 @@
 shapes, is exported with `aether export` into a private BENTOML_HOME and served by a real
 `bentoml serve` (the three servers start side by side); served answers must be well formed and
 equal the in-process TaskPredictor's; bad input still gets a 4xx JSON; `aether predict` writes
-the task's layout; ONNX works for multilabel and is refused, by name, for segmentation and detection."""
+the task's layout; ONNX works for every task (detection: up to its candidates, finished by its codec)."""
 
 from __future__ import annotations
 
@@ -167,29 +167,29 @@ def test_predict_cli_layout_per_task(served: Dict, task: str, tmp_path: Path) ->
         assert "mask_png" not in saved["predictions"][0] and saved["task"] == "segmentation"
 
 
-def test_onnx_multilabel_and_segmentation_parity_detection_refused(served: Dict) -> None:
+def test_onnx_parity_for_every_task(served: Dict) -> None:
     import numpy as np
     import torch
 
     from aether.deploy.onnx_export import OnnxRunner, export_onnx
     from aether.deploy.tasks import TaskPredictor
-    from aether.errors import AetherError
 
-    for task in ("multilabel", "segmentation"):
+    for task in ("multilabel", "segmentation", "detection"):
         run = served["runs"][task]
         info = export_onnx(str(run))
         assert info["max_abs_diff"] <= 1e-4 and info["task"] == task
-        x = torch.randn(3, *info["input"]["shape"][1:], generator=torch.Generator().manual_seed(0))
-        ref = TaskPredictor(run / "model", device="cpu").outputs(x)
-        got = OnnxRunner(run / "model" / "model.onnx", task=task).outputs(x.numpy())
+        x = torch.rand(3, *info["input"]["shape"][1:], generator=torch.Generator().manual_seed(0))
+        predictor = TaskPredictor(run / "model", device="cpu")
+        ref = predictor.outputs(x)
+        got = OnnxRunner(run / "model" / "model.onnx", task=task, options=predictor.options).outputs(x.numpy())
         assert got.shape == ref.shape
         if task == "multilabel":  # sigmoid scores
             assert np.max(np.abs(got - ref)) < 1e-5
-        else:  # class-id masks: only a near-tie between two logits could flip a pixel
+        elif task == "segmentation":  # class-id masks: only a near-tie between two logits could flip a pixel
             assert (got == ref).mean() > 0.999
-    with pytest.raises(AetherError, match="not available for task=detection"):
-        export_onnx(str(served["runs"]["detection"]))
-    assert not (served["runs"]["detection"] / "model" / "model.onnx").exists()
+        else:  # the same boxes after the same NMS: [x0, y0, x1, y1, score, label], -1 padding
+            assert (ref[..., 4] >= 0).any() and np.array_equal(got[..., 5], ref[..., 5])
+            assert np.max(np.abs(got - ref)) < 1e-3
 
 
 # --- the codec lookup: deploy/ knows no task ------------------------------------------------------

@@ -1,5 +1,5 @@
 """`aether export run=RUN format=onnx|openvino|torchscript|tensorrt [quantize=int8|fp16]`: the
-run's classifier in another runtime's format, measured on the run's own test split.
+run's network in another runtime's format, measured on the run's own test split.
 
 Every export is a package beside the weights in RUN/model/ that carries its label map and
 preprocessing (ONNX metadata_props, TorchScript extra files, OpenVINO rt_info; and the JSON
@@ -13,14 +13,25 @@ beside it for every format):
     format=openvino               openvino/model.xml+bin  openvino.json  (from model.onnx)
     format=tensorrt [fp16]        model[-fp16].engine   tensorrt[-fp16].json (CUDA + tensorrt only)
 
-INT8 calibration reads `calibration_images` (100) images of the run's own training split through
-the model's evaluation transform. The agreement check then runs the exported file with its own
-runtime (onnxruntime, torch.jit, OpenVINO, TensorRT) and the PyTorch model over every image of
-the run's test split - the same split, rebuilt from the run's config.yaml and data - and records
-top-1 agreement, the accuracy of each, and the largest |logit difference| in the JSON. Below
-`min_agreement` (0.99; 0.95 for int8) the export fails (`on_mismatch=fail`: the exported file is
-removed, the JSON is kept with "passed": false) or warns (`on_mismatch=warn`: both are kept).
-The result is appended to the run's report.md (and report.html) when it has one.
+What is exported is the task codec's `export_module` (aether.tasks.codec.Codec): the network
+itself, or (detection) the network up to its fixed-size outputs, which the codec finishes after
+any runtime. INT8 calibration reads `calibration_images` (100) images of the run's own training
+split through the model's evaluation transform. The agreement check then runs the exported file
+with its own runtime (onnxruntime, torch.jit, OpenVINO, TensorRT) and the PyTorch model over every
+image of the run's test split - the same split, rebuilt from the run's config.yaml and data, with
+its targets - and records in the JSON what the task's codec measures (`Codec.agreement`):
+
+    task            top1_agreement: the fraction of ...        metric (each model's)
+    classification  images with the same top class             accuracy
+    multilabel      (image, label) decisions at the served     map
+                    thresholds that are the same
+    segmentation    pixels with the same class                 miou
+    detection       boxes matched (same class, IoU >= 0.9)     map_50
+
+and the largest |difference| of the exported outputs (max_abs_diff). Below `min_agreement`
+(0.99; 0.95 for int8) the export fails (`on_mismatch=fail`: the exported file is removed, the
+JSON is kept with "passed": false) or warns (`on_mismatch=warn`: both are kept). The result is
+appended to the run's report.md (and report.html) when it has one.
 """
 
 from __future__ import annotations
@@ -44,7 +55,8 @@ QUANTIZE_OF = {"onnx": ("int8", "fp16"), "torchscript": (), "openvino": ("int8",
 MIN_AGREEMENT = {None: 0.99, "fp16": 0.99, "int8": 0.95}
 CALIBRATION_IMAGES = 100
 BATCH = 32
-Runner = Callable[[Any], Any]  # (N, 3, H, W) float32 numpy -> (N, classes) numpy logits
+Runner = Callable[[Any], Any]  # (N, 3, H, W) float32 numpy -> the exported graph's numpy output ("logits")
+Calibration = Callable[[], List[Any]]  # -> INT8 calibration batches (numpy) from the training split
 
 
 def export_package(run: str, fmt: str, quantize: Optional[str] = None, min_agreement: Optional[float] = None,
@@ -94,17 +106,25 @@ def export_package(run: str, fmt: str, quantize: Optional[str] = None, min_agree
         raise AetherError(f"export format={fmt}{' quantize=' + quantize if quantize else ''}: not yet for "
                           f"task={task} (run={run}); format=onnx without quantize= exports it")
     from aether.deploy.predictor import Predictor
+    from aether.deploy.tasks import make_codec, serve_options
 
     pred = Predictor(model_dir, device="cpu")
     model = pred.model
     if hasattr(model, "merge_and_unload"):  # a LoRA adapter kept separate: export the merged network
         model = model.merge_and_unload()
     model.eval()
+    codec = make_codec(pred.pre, serve_options(model_dir))
+    net = codec.export_module(model)
     splits = run_splits(run_dir, pred.classes) if agreement or quantize == "int8" else None
     name = fmt + (f"-{quantize}" if quantize else "")
     info_path = model_dir / f"{name}.json"
+
+    def calibration() -> List[Any]:
+        assert splits is not None
+        return calibration_batches(codec, splits["train"], calibration_images)
+
     t0 = time.perf_counter()
-    artifact, runner, info = _EXPORTERS[fmt](run, model_dir, model, pred, quantize, splits, calibration_images)
+    artifact, runner, info = _EXPORTERS[fmt](run, model_dir, net, pred, quantize, calibration)
     info = {"format": fmt, "quantize": quantize, "path": str(artifact), "task": task, "classes": pred.classes,
             "preprocessing": pred.pre.preprocessing, **info, "export_s": round(time.perf_counter() - t0, 3),
             "bytes": _size(artifact)}
@@ -118,7 +138,7 @@ def export_package(run: str, fmt: str, quantize: Optional[str] = None, min_agree
         return {**info, "json": str(info_path)}
     assert splits is not None
     threshold = MIN_AGREEMENT[quantize] if min_agreement is None else float(min_agreement)
-    measured = measure_agreement(model, pred, runner, splits["test"], pred.classes)
+    measured = measure_agreement(model, codec, runner, _batches(codec, splits["test"]), pred.info)
     passed = measured["top1_agreement"] >= threshold
     info.update(measured, min_agreement=threshold, on_mismatch=on_mismatch, passed=passed)
     if not passed and on_mismatch == "fail":
@@ -129,9 +149,9 @@ def export_package(run: str, fmt: str, quantize: Optional[str] = None, min_agree
     if not passed:
         msg = (f"export format={fmt}{' quantize=' + quantize if quantize else ''}: the exported model agrees with "
                f"PyTorch on {measured['top1_agreement']:.2%} of the {measured['images']} test images of {run_dir} "
-               f"(top-1), below min_agreement={threshold:g}; accuracy PyTorch {measured['metric_pytorch']:.4f}, "
-               f"exported {measured['metric_exported']:.4f}, max |d logit| {measured['max_abs_diff']:.3g} "
-               f"({info_path})")
+               f"({measured['agreement_of']}), below min_agreement={threshold:g}; {measured['metric']} PyTorch "
+               f"{measured['metric_pytorch']:.4f}, exported {measured['metric_exported']:.4f}, max |d output| "
+               f"{measured['max_abs_diff']:.3g} ({info_path})")
         if on_mismatch == "fail":
             raise AetherError(msg + f"; {_shown(artifact)} was not kept (on_mismatch=warn keeps it, or lower "
                               "min_agreement=)")
@@ -142,9 +162,12 @@ def export_package(run: str, fmt: str, quantize: Optional[str] = None, min_agree
 
 # --- the run's own data ------------------------------------------------------------------------
 
-def run_splits(run_dir: Path, classes: List[str]) -> Dict[str, List[Tuple[str, int]]]:
-    """The run's train and test splits as [(path, label)], rebuilt exactly as training built them:
-    its config.yaml (checked like any config from others), the dataset doctor, the seeded split."""
+def run_splits(run_dir: Path, classes: List[str]) -> Dict[str, List[Tuple[str, Any]]]:
+    """The run's train and test splits as [(path, target)], rebuilt exactly as training built them:
+    its config.yaml (checked like any config from others), the dataset doctor, the seeded split.
+    The target is the one the run's data index holds: a class index (a classifier's samples), else
+    the item's own (multi-hot list, mask path, boxes and labels), which the task's codec reads
+    (`Codec.example`)."""
     from omegaconf import OmegaConf
 
     from aether.config.trust import check_resumed
@@ -171,65 +194,72 @@ def run_splits(run_dir: Path, classes: List[str]) -> Dict[str, List[Tuple[str, i
         raise AetherError(f"run={run_dir}: data.path={where} now has classes {bundle.classes}, the model was "
                           f"trained on {classes}: the data changed since training, so its test split is not the "
                           "run's; agreement=false exports without the check")
-    return {name: [(str(s.path), int(s.label)) for s in bundle.splits[name]] for name in ("train", "test")}
+    return {name: [(str(s.path), s.target if hasattr(s, "target") else int(s.label)) for s in bundle.splits[name]]
+            for name in ("train", "test")}
 
 
-def _batches(pred: Any, items: List[Tuple[str, int]], size: int = BATCH) -> Any:
-    """(N, 3, H, W) float32 tensors + labels, `size` at a time, through the model's eval transform;
-    unusable files are skipped (the doctor already left them out of training)."""
+def _batches(codec: Any, items: List[Tuple[str, Any]], size: int = BATCH) -> Any:
+    """(N, 3, H, W) float32 tensors + their targets, `size` at a time, as the task's codec reads a
+    test item (`Codec.example`: the evaluation transform); unusable files are skipped (the doctor
+    already left them out of training)."""
     import torch
 
     from aether.deploy.predictor import BadImage
 
     for start in range(0, len(items), size):
         xs, ys = [], []
-        for path, label in items[start:start + size]:
+        for path, target in items[start:start + size]:
             try:
-                xs.append(pred.pre.load(path))
-            except BadImage as bad:
+                x, y = codec.example(path, target)
+            except (BadImage, RuntimeError) as bad:  # the tasks' Datasets raise RuntimeError naming the file
                 log.warning("agreement: skipping %s: %s", path, bad)
                 continue
-            ys.append(label)
+            xs.append(x)
+            ys.append(y)
         if xs:
             yield torch.stack(xs).float(), ys
 
 
-def calibration_batches(pred: Any, train: List[Tuple[str, int]], n: int) -> List[Any]:
+def calibration_batches(codec: Any, train: List[Tuple[str, Any]], n: int) -> List[Any]:
     """About `n` training images (every k-th of the split, so each class is represented), as numpy
     batches for INT8 calibration."""
     if not train:
         raise AetherError("INT8 calibration: the run's training split is empty")
     step = max(1, len(train) // max(1, n))
     picked = train[::step][:n]
-    return [x.numpy() for x, _ in _batches(pred, picked, 16)]
+    return [x.numpy() for x, _ in _batches(codec, picked, 16)]
 
 
-def measure_agreement(model: Any, pred: Any, runner: Runner, test: List[Tuple[str, int]],
-                      classes: List[str]) -> Dict[str, Any]:
-    """Run PyTorch and the exported model over the test split: top-1 agreement, accuracy of each,
-    largest |logit difference|."""
+def measure_agreement(model: Any, codec: Any, runner: Runner, batches: Any, info: Dict[str, Any]) -> Dict[str, Any]:
+    """Run PyTorch and the exported model over the test `batches` (`_batches`): what the task's
+    codec measures (`Codec.agreement`: the agreement and each model's test metric, on what each
+    serves - PyTorch through `forward`, the exported graph through `onnx_outputs`) and the largest
+    |difference| of the graph's outputs against `export_module`'s in PyTorch. `info`: model.json."""
     import numpy as np
     import torch
 
-    agree = right_pt = right_ex = n = 0
-    worst = 0.0
-    for x, ys in _batches(pred, test):
+    net = codec.export_module(model)
+    meter = codec.agreement(info.get("task_options") or {})
+    n, worst = 0, 0.0
+    for x, ys in batches:
+        xn = x.numpy()
         with torch.inference_mode():
-            ref = model(x).float().numpy()
-        got = np.asarray(runner(x.numpy()), dtype=np.float32)
-        if got.shape != ref.shape:
-            raise AetherError(f"the exported model returned shape {tuple(got.shape)} for a batch of {len(ys)}; "
-                              f"PyTorch {tuple(ref.shape)}")
-        a, b, y = ref.argmax(1), got.argmax(1), np.asarray(ys)
-        agree += int((a == b).sum())
-        right_pt += int((a == y).sum())
-        right_ex += int((b == y).sum())
-        worst = max(worst, float(np.max(np.abs(got - ref))))
+            ref_raw = net(x).float().numpy()
+            ref = codec.forward(model, x)
+        got_raw = np.asarray(runner(xn), dtype=np.float32)
+        if got_raw.shape != ref_raw.shape:
+            raise AetherError(f"the exported model returned shape {tuple(got_raw.shape)} for a batch of {len(ys)}; "
+                              f"PyTorch {tuple(ref_raw.shape)}")
+        worst = max(worst, float(np.max(np.abs(got_raw - ref_raw))))
+
+        def exported(b: Any, xn: Any = xn, got_raw: Any = got_raw) -> Any:  # this batch: already run
+            return got_raw if b.shape == xn.shape and np.array_equal(b, xn) else runner(b)
+
+        meter.update(ref, codec.onnx_outputs(exported, xn, codec.options), ys)
         n += len(ys)
     if n == 0:
         raise AetherError("the agreement check found no usable image in the run's test split")
-    return {"split": "test", "images": n, "metric": "accuracy", "top1_agreement": agree / n,
-            "metric_pytorch": right_pt / n, "metric_exported": right_ex / n, "max_abs_diff": worst}
+    return {"split": "test", "images": n, **meter.result(), "max_abs_diff": worst}
 
 
 # --- the formats -------------------------------------------------------------------------------
@@ -278,7 +308,7 @@ def set_onnx_metadata(path: Path, classes: List[str], pre: Dict[str, Any], extra
 
 
 def export_onnx_format(run: str, model_dir: Path, model: Any, pred: Any, quantize: Optional[str],
-                       splits: Optional[Dict[str, Any]], n_calib: int) -> Tuple[Path, Runner, Dict[str, Any]]:
+                       calibration: Calibration) -> Tuple[Path, Runner, Dict[str, Any]]:
     classes, pre = pred.classes, pred.pre.preprocessing
     if quantize is None:  # a fresh, parity-checked model.onnx (export_onnx), as format=onnx always made
         from aether.deploy.onnx_export import export_onnx
@@ -299,8 +329,7 @@ def export_onnx_format(run: str, model_dir: Path, model: Any, pred: Any, quantiz
         onnx.save(m16, str(tmp))
         extra: Dict[str, Any] = {"converter": "onnxconverter_common.float16 (keep_io_types)"}
     else:
-        assert splits is not None
-        extra = quantize_onnx_int8(src, tmp, calibration_batches(pred, splits["train"], n_calib))
+        extra = quantize_onnx_int8(src, tmp, calibration())
     tmp.replace(out)
     set_onnx_metadata(out, classes, pre, {"aether.task": _task(pred), "aether.quantize": quantize})
     return out, _ort_runner(out), extra
@@ -353,7 +382,7 @@ def quantize_onnx_int8(src: Path, out: Path, batches: List[Any]) -> Dict[str, An
 
 
 def export_torchscript(run: str, model_dir: Path, model: Any, pred: Any, quantize: Optional[str],
-                       splits: Optional[Dict[str, Any]], n_calib: int) -> Tuple[Path, Runner, Dict[str, Any]]:
+                       calibration: Calibration) -> Tuple[Path, Runner, Dict[str, Any]]:
     """torch.jit.trace (checked on a second batch size); a network trace cannot follow is saved
     as a torch.export program (model.pt2) instead. Labels and preprocessing ride as extra files."""
     import torch
@@ -397,7 +426,7 @@ def export_torchscript(run: str, model_dir: Path, model: Any, pred: Any, quantiz
 
 
 def export_openvino(run: str, model_dir: Path, model: Any, pred: Any, quantize: Optional[str],
-                    splits: Optional[Dict[str, Any]], n_calib: int) -> Tuple[Path, Runner, Dict[str, Any]]:
+                    calibration: Calibration) -> Tuple[Path, Runner, Dict[str, Any]]:
     """OpenVINO IR (model.xml + model.bin, float32 weights) converted from the parity-checked
     model.onnx; classes and preprocessing in its rt_info. quantize=int8: NNCF's post-training
     quantization calibrated on the training split."""
@@ -417,8 +446,7 @@ def export_openvino(run: str, model_dir: Path, model: Any, pred: Any, quantize: 
             os.environ.setdefault("NNCF_CI", "1")  # NNCF's only telemetry off switch (aether.cli.no_vendor_telemetry)
             import nncf
 
-            assert splits is not None
-            batches = calibration_batches(pred, splits["train"], n_calib)
+            batches = calibration()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ov_model = nncf.quantize(ov_model, nncf.Dataset(batches), subset_size=len(batches))
@@ -465,7 +493,7 @@ def tensorrt_ready() -> None:
 
 
 def export_tensorrt(run: str, model_dir: Path, model: Any, pred: Any, quantize: Optional[str],
-                    splits: Optional[Dict[str, Any]], n_calib: int) -> Tuple[Path, Runner, Dict[str, Any]]:
+                    calibration: Calibration) -> Tuple[Path, Runner, Dict[str, Any]]:
     """A serialized TensorRT engine built from model.onnx for this GPU (batch 1..64, optimised
     for 8); fp16 kernels allowed with quantize=fp16. An engine holds no metadata: the classes and
     preprocessing are in tensorrt.json beside it."""
@@ -562,10 +590,10 @@ def report_section(run_dir: Path, name: str, info: Dict[str, Any]) -> Optional[P
                f"{info['images']} images of the run's {info['split']} split: {verdict} "
                f"(min_agreement {info['min_agreement']:g}).", "",
                "| measure | value |", "|---|---|",
-               f"| top-1 agreement | {info['top1_agreement']:.4f} |",
-               f"| accuracy, PyTorch | {info['metric_pytorch']:.4f} |",
-               f"| accuracy, {name} | {info['metric_exported']:.4f} |",
-               f"| max abs logit difference | {info['max_abs_diff']:.3g} |", ""]
+               f"| {info.get('agreement_of', 'top-1')} agreement | {info['top1_agreement']:.4f} |",
+               f"| {info.get('metric', 'accuracy')}, PyTorch | {info['metric_pytorch']:.4f} |",
+               f"| {info.get('metric', 'accuracy')}, {name} | {info['metric_exported']:.4f} |",
+               f"| max abs output difference | {info['max_abs_diff']:.3g} |", ""]
     lines = report.read_text(encoding="utf-8").splitlines()
     if title in lines:  # replace the earlier section on the same export, up to the next heading
         start = lines.index(title)

@@ -16,9 +16,10 @@ from typing import Any, Dict, Optional
 from aether.errors import AetherError
 
 DEFAULT_ATOL = 1e-4
-# The graph is the network alone (its logits); the task's codec turns them into what serving
-# answers from (aether.tasks.codec.Codec.from_logits: softmax, sigmoid, argmax) and says when a
-# task's network cannot be exported (`onnx_refused`: detection's post-processing).
+# The graph is the task codec's `export_module` (aether.tasks.codec.Codec): the network alone (its
+# logits), or detection's network up to its fixed-size candidates; the codec turns its output into
+# what serving answers from (`onnx_outputs`: softmax, sigmoid, argmax; detection's NMS) and says
+# when a task's network cannot be exported (`onnx_refused`).
 
 
 def onnx_codec(task: str, where: str, context: str = "") -> Any:
@@ -50,6 +51,7 @@ def export_onnx(run: str, atol: float = DEFAULT_ATOL, opset: int = 18) -> Dict[s
     model = pred.model
     if hasattr(model, "merge_and_unload"):  # a LoRA adapter kept separate: export the merged network
         model = model.merge_and_unload()
+    model = codec.export_module(model.eval())
     shape = tuple(pred.pre.preprocessing["input_size"])
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     batch = torch.export.Dim("batch", min=1, max=4096)

@@ -37,8 +37,8 @@ class Codec:
     # (the exported graph is the network alone: its logits); "" when it can
     onnx_refused = ""
     # True: `aether export format=...` (torchscript, openvino, tensorrt, quantize=) and `aether
-    # benchmark` take this task's network, checked by top-1 agreement and accuracy on the run's
-    # test split (aether.deploy.export_formats); False: format=onnx alone, checked on random inputs
+    # benchmark` take this task's network, checked on the run's test split by the codec's
+    # `agreement` (aether.deploy.export_formats); False: format=onnx alone, checked on random inputs
     packages = False
     verb = "predicted"  # `aether predict`: "N of M files <verb>"
     # the serve options beyond score_threshold this task takes from `aether predict` / `export`
@@ -92,6 +92,27 @@ class Codec:
         """The logits' shape as onnx.json records it (input_shape: (3, H, W))."""
         return ["batch", num_classes]
 
+    @classmethod
+    def export_module(cls, model: Any) -> Any:
+        """The network as every exported format holds it: (N, 3, H, W) -> one tensor of a fixed
+        shape per image (the graph's "logits"), which `onnx_outputs` turns into `forward`'s
+        output; by default the network itself. An AetherError when this model cannot be exported."""
+        return model
+
+    # --- `aether export format=...`: the agreement check on the run's test split -----------------
+
+    def example(self, path: str, target: Any) -> Tuple[Any, Any]:
+        """One test item (its image file and its target as the run's data index holds it) -> (the
+        (3, H, W) tensor the model takes, the target as `agreement` compares it), as the run's
+        test split was evaluated; raises BadImage (or the task's Dataset's RuntimeError) for an
+        unusable file. By default the served input (`load`) and the target as it is."""
+        return self.load(path)[0], target
+
+    def agreement(self, saved: Dict[str, Any]) -> "Agreement":
+        """A fresh accumulator of how an exported model's outputs agree with PyTorch's (`saved`:
+        model.json's task_options)."""
+        raise NotImplementedError
+
     # --- raw output -> answers -----------------------------------------------------------------
 
     def decode(self, rows: Any, sizes: Sequence[Size]) -> List[Dict[str, Any]]:
@@ -132,6 +153,29 @@ class Codec:
             return transform(tv_tensors.Image(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)))
 
         return self.pre.decode(path, int(self.pre.preprocessing["input_size"][-1]), to_tensor)
+
+
+class Agreement:
+    """An exported model against PyTorch on the run's test split, accumulated batch by batch:
+    `update(ref, got, targets)` takes both models' outputs of one batch in `forward`'s form
+    (PyTorch: `forward`; the exported file: `onnx_outputs`) and the batch's targets (`example`'s);
+    `result()` is {"top1_agreement": the fraction of `measures` on which they agree, "metric":
+    the task's test metric, "metric_pytorch", "metric_exported", "agreement_of": `measures`}."""
+
+    measures = "top-1"  # what the agreement counts, as the export's JSON and report name it
+    metric = "accuracy"
+
+    def update(self, ref: Any, got: Any, targets: List[Any]) -> None:
+        raise NotImplementedError
+
+    def scores(self) -> Tuple[float, float, float]:
+        """(agreement, metric of PyTorch, metric of the exported model) over what was seen."""
+        raise NotImplementedError
+
+    def result(self) -> Dict[str, Any]:
+        agree, pt, ex = self.scores()
+        return {"metric": self.metric, "top1_agreement": agree, "metric_pytorch": pt, "metric_exported": ex,
+                "agreement_of": self.measures}
 
 
 def model_task(info: Dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 from aether.errors import AetherError
-from aether.tasks.codec import Codec, Size
+from aether.tasks.codec import Agreement, Codec, Size
 
 UNKNOWN = "unknown"  # the label of an answer below reject_below
 
@@ -26,7 +26,7 @@ class ClassificationCodec(Codec):
     metrics = ("accuracy", "accuracy_top5", "f1_macro", "f1_micro")
     verb = "classified"
     accepts = ("tta", "reject_below")
-    packages = True  # one class score vector per image: agreement and accuracy on the test split
+    packages = True  # one class score vector per image: top-1 agreement and accuracy on the test split
 
     @classmethod
     def runner_options(cls, model_dir: Path) -> Dict[str, Any]:
@@ -100,9 +100,32 @@ class ClassificationCodec(Codec):
         return [answer["label"], f"{answer['score']:.6f}",
                 ";".join(f"{t['label']}:{t['score']:.6f}" for t in answer["top_k"])]
 
+    def agreement(self, saved: Dict[str, Any]) -> Agreement:
+        return TopOneAgreement()
+
     def predictions_head(self, run: str, model: Any) -> Dict[str, Any]:
         # classification's predictions.json predates tasks: it names neither task nor options
         return {"run": run, "model": model, "classes": self.classes}
+
+
+class TopOneAgreement(Agreement):
+    """The same top class, and the accuracy of each model (targets: class indices)."""
+
+    def __init__(self) -> None:
+        self.n = self.agree = self.right_pt = self.right_ex = 0
+
+    def update(self, ref: Any, got: Any, targets: List[Any]) -> None:
+        import numpy as np
+
+        a, b, y = np.asarray(ref).argmax(1), np.asarray(got).argmax(1), np.asarray(targets)
+        self.agree += int((a == b).sum())
+        self.right_pt += int((a == y).sum())
+        self.right_ex += int((b == y).sum())
+        self.n += len(y)
+
+    def scores(self) -> Tuple[float, float, float]:
+        n = max(1, self.n)
+        return self.agree / n, self.right_pt / n, self.right_ex / n
 
 
 CODEC = ClassificationCodec

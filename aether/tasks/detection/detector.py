@@ -176,14 +176,15 @@ class DetectorHead(nn.Module):
             target.detections_per_img = int(detections)
         return before
 
+    def pyramid(self, x: torch.Tensor, encoder: Callable[[torch.Tensor], List[torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        """Normalised, batched images -> the FPN maps the detector's head reads."""
+        feats = encoder(x)
+        maps = list(self.fpn(OrderedDict((str(j), feats[i]) for j, i in enumerate(self.levels))).items())
+        return OrderedDict(maps[j] for j in self.outputs)
+
     def forward(self, images: List[torch.Tensor], encoder: Callable[[torch.Tensor], List[torch.Tensor]],
                 targets: Optional[List[Dict[str, torch.Tensor]]] = None) -> Any:
-        def features(x: torch.Tensor) -> Dict[str, torch.Tensor]:
-            feats = encoder(x)
-            maps = list(self.fpn(OrderedDict((str(j), feats[i]) for j, i in enumerate(self.levels))).items())
-            return OrderedDict(maps[j] for j in self.outputs)
-
-        self.det.backbone.fn = features
+        self.det.backbone.fn = lambda x: self.pyramid(x, encoder)
         shift = 1 if self.kind == "faster_rcnn" else 0
         if targets is not None and shift:
             targets = [{**t, "labels": t["labels"] + shift} for t in targets]
@@ -191,3 +192,79 @@ class DetectorHead(nn.Module):
         if shift and not self.training:
             out = [{**o, "labels": o["labels"] - shift} for o in out]
         return out
+
+
+# torchvision's FCOS / RetinaNet keep this many (location, class) candidates per level before NMS
+TOPK_CANDIDATES = 1000
+CANDIDATE_COLUMNS = 5  # x0, y0, x1, y1, level; then one score per class
+
+
+class Candidates(nn.Module):
+    """An FCOS or RetinaNet network up to its data-dependent post-processing, for export: (N, 3,
+    S, S) images in [0, 1] -> (N, A, 5 + classes) fixed tensors, one row per anchor of every level:
+    [x0, y0, x1, y1] the box it regresses (decoded and clipped to the image, in input pixels), the
+    index of its FPN level, and its score per class (FCOS: sqrt(sigmoid(class) * sigmoid(
+    centre-ness)); RetinaNet: sigmoid(class)) - what torchvision's postprocess_detections reads.
+    The score filter, the per-level top-k, NMS and the best `detections_per_image` (whose output
+    sizes depend on the data) are aether.tasks.detection.serving.finish_candidates, on any runtime.
+
+    The anchors and the level sizes depend on the input size alone: computed once here, on a
+    blank image. A Faster R-CNN's region proposals go through NMS before its box head, so it has
+    no such fixed point: refused."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        from torchvision.models.detection.image_list import ImageList
+
+        from aether.errors import AetherError
+
+        head = net.head
+        if head.kind not in ("fcos", "retinanet"):
+            raise AetherError(f"task_options.head={head.kind}: not exportable (its region proposals go through NMS "
+                              "before the box head, so the network has no fixed-size output to export); fcos and "
+                              "retinanet export, or serve this model with the PyTorch backend")
+        det = head.det
+        if int(det.topk_candidates) != TOPK_CANDIDATES:
+            raise AetherError(f"the detector keeps {det.topk_candidates} candidates per level, the export "
+                              f"{TOPK_CANDIDATES}")
+        self.net, self.kind = net, head.kind
+        self.size = int(det.transform.min_size[0])
+        div = int(det.transform.size_divisible)
+        self.padded = -(-self.size // div) * div  # torchvision pads the batch to a multiple of size_divisible
+        with torch.no_grad():
+            x = self.normalized(torch.zeros(1, 3, self.size, self.size))
+            feats = list(head.pyramid(x, net.features).values())
+            anchors = det.anchor_generator(ImageList(x, [(self.size, self.size)]), feats)[0]
+        per_location = int(det.anchor_generator.num_anchors_per_location()[0])
+        self.level_sizes = [int(f.shape[-2] * f.shape[-1]) * per_location for f in feats]
+        level = torch.cat([torch.full((n,), float(i)) for i, n in enumerate(self.level_sizes)])
+        self.register_buffer("anchors", anchors, persistent=False)
+        self.register_buffer("level", level, persistent=False)
+
+    def normalized(self, x: torch.Tensor) -> torch.Tensor:
+        """What torchvision's GeneralizedRCNNTransform makes of S x S images (its resize to S is
+        the identity): normalised, zero-padded to the batch size it pads to."""
+        import torch.nn.functional as F
+
+        x = self.net.head.det.transform.normalize(x)
+        pad = self.padded - self.size
+        return F.pad(x, (0, pad, 0, pad)) if pad else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torchvision.ops import boxes as box_ops
+
+        head = self.net.head
+        det = head.det
+        out = det.head(list(head.pyramid(self.normalized(x), self.net.features).values()))
+        scores = torch.sigmoid(out["cls_logits"])
+        if self.kind == "fcos":
+            scores = torch.sqrt(scores * torch.sigmoid(out["bbox_ctrness"]))
+        reg = out["bbox_regression"]
+        anchors = self.anchors.unsqueeze(0).expand(reg.shape[0], -1, -1)
+        if self.kind == "fcos":
+            boxes = det.box_coder.decode(reg, anchors)
+        else:
+            boxes = det.box_coder.decode_single(reg.reshape(-1, 4), anchors.reshape(-1, 4)).reshape(reg.shape)
+        boxes = box_ops.clip_boxes_to_image(boxes, (self.size, self.size))
+        level = self.level.reshape(1, -1, 1).expand(reg.shape[0], -1, 1)
+        return torch.cat([boxes, level, scores], dim=-1)

@@ -5,6 +5,11 @@ The detector's raw output is padded to a fixed (N, D, 6) array of [x0, y0, x1, y
 array. The score threshold is the run's `draw_threshold` (chosen on its validation split, best
 F1) unless `score_threshold=` is given; NMS is applied inside the model.
 
+Exported (ONNX, TorchScript, OpenVINO, TensorRT), the network stops before its data-dependent
+steps (aether.tasks.detection.detector.Candidates: every anchor's decoded box and class scores);
+`finish_candidates` does the rest as torchvision does (score filter, per-level top-k, NMS, the
+best D), so an exported model answers the same (N, D, 6) array as the PyTorch one.
+
     answer   {"boxes": [[x0, y0, x1, y1] in original pixels], "labels": [...], "scores": [...]}
     CSV      path, num_boxes, boxes (JSON: [{"box": [x0, y0, x1, y1], "label", "score"}, ...]), error
 """
@@ -16,19 +21,21 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 from aether.errors import AetherError
-from aether.tasks.codec import Codec, Size
+from aether.tasks.codec import Agreement, Codec, Size
 
 # runs from before thresholds were tuned, and a model rebuilt from a checkpoint ("tune" unresolved)
 DEFAULT_SCORE_THRESHOLD = 0.3
+DEFAULT_MIN_SCORE = 0.05  # task_options.score_threshold's default: the candidates' score filter
+NMS_DEFAULT = {"fcos": 0.6, "retinanet": 0.5}  # torchvision's, for a model whose NMS was never tuned
+MATCH_IOU = 0.9  # an exported box agrees with a PyTorch box of the same class it overlaps this much
 
 
 class DetectionCodec(Codec):
     task = "detection"
     metrics = ("map", "map_50")
-    # measured with torch 2.x dynamo export: TorchExportError
-    onnx_refused = ("the torchvision detector's post-processing (score filter, NMS) has data-dependent output "
-                    "sizes that torch.export cannot trace, so no parity-checked model.onnx can be made; serve it "
-                    "with `aether export run=RUN` (PyTorch backend) instead")
+    # FCOS and RetinaNet: exported up to their candidates (fixed shapes), finished by `onnx_outputs`;
+    # agreement = boxes matched at IoU 0.9 and the same class, metric mAP@.5 (BoxAgreement)
+    packages = True
 
     def __init__(self, pre: Any, options: Dict[str, Any]) -> None:
         super().__init__(pre, options)
@@ -47,9 +54,40 @@ class DetectionCodec(Codec):
         if not 0 <= float(thr) < 1:
             raise AetherError(f"score_threshold={thr}: expected a probability in [0, 1)")
         out = {"score_threshold": float(thr), "detections": int(saved.get("detections_per_image", 100))}
-        if isinstance(saved.get("nms_threshold"), (int, float)):
-            out["nms_threshold"] = float(saved["nms_threshold"])  # applied inside the model; shown in /metadata
+        # applied inside the PyTorch model (shown in /metadata); by `finish_candidates` after an exported one
+        nms = saved.get("nms_threshold")
+        out["nms_threshold"] = float(nms) if isinstance(nms, (int, float)) else NMS_DEFAULT.get(saved.get("head"), 0.5)
+        low = saved.get("score_threshold")
+        out["min_score"] = float(low) if isinstance(low, (int, float)) else DEFAULT_MIN_SCORE
         return out
+
+    @classmethod
+    def export_module(cls, model: Any) -> Any:
+        from aether.tasks.detection.detector import Candidates
+
+        return Candidates(model).eval()
+
+    @classmethod
+    def onnx_output_shape(cls, num_classes: int, input_shape: Sequence[int]) -> List[Any]:
+        from aether.tasks.detection.detector import CANDIDATE_COLUMNS
+
+        return ["batch", "anchors", CANDIDATE_COLUMNS + num_classes]
+
+    @classmethod
+    def onnx_outputs(cls, logits: Any, batch: Any, options: Dict[str, Any]) -> Any:
+        return finish_candidates(logits(batch), float(options.get("min_score", DEFAULT_MIN_SCORE)),
+                                 float(options.get("nms_threshold", 0.5)), int(options.get("detections", 100)))
+
+    def example(self, path: str, target: Any) -> Tuple[Any, Any]:
+        """The image and its boxes through the test split's transform (the task's Dataset): boxes
+        in the model's input pixels, as the run's test mAP was computed."""
+        from aether.data.items import Item
+        from aether.tasks.detection.data import DetectionDataset
+
+        return DetectionDataset([Item(path, target)], self.transform)[0]
+
+    def agreement(self, saved: Dict[str, Any]) -> Agreement:
+        return BoxAgreement()
 
     def load(self, path: str) -> Tuple[Any, Size]:
         import torch
@@ -95,6 +133,88 @@ class DetectionCodec(Codec):
         boxes = [{"box": b, "label": lab, "score": s}
                  for b, lab, s in zip(answer["boxes"], answer["labels"], answer["scores"])]
         return [len(boxes), json.dumps(boxes)]
+
+
+def finish_candidates(rows: Any, min_score: float, nms: float, detections: int) -> Any:
+    """An exported detector's (N, A, 5 + classes) candidates (aether.tasks.detection.detector.
+    Candidates) -> `forward`'s (N, D, 6) array, as torchvision's FCOS / RetinaNet
+    postprocess_detections finishes them: per level, the scores over `min_score`, the best
+    TOPK_CANDIDATES of them; then class-wise NMS at IoU `nms` and the best `detections`."""
+    import numpy as np
+    import torch
+    from torchvision.ops import batched_nms
+
+    from aether.tasks.detection.detector import CANDIDATE_COLUMNS, TOPK_CANDIDATES
+
+    rows = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+    out = torch.full((rows.shape[0], detections, 6), -1.0)
+    if rows.shape[0] == 0:
+        return out.numpy()
+    sizes = torch.unique_consecutive(rows[0, :, 4], return_counts=True)[1].tolist()  # anchors per level
+    classes = rows.shape[-1] - CANDIDATE_COLUMNS
+    for i, image in enumerate(rows):
+        boxes, scores, labels = [], [], []
+        for level in image.split(sizes):
+            flat = level[:, CANDIDATE_COLUMNS:].flatten()
+            idx = torch.where(flat > min_score)[0]
+            top, pick = flat[idx].topk(min(TOPK_CANDIDATES, len(idx)))
+            idx = idx[pick]
+            boxes.append(level[torch.div(idx, classes, rounding_mode="floor"), :4])
+            scores.append(top)
+            labels.append(idx % classes)
+        b, s, lab = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+        keep = batched_nms(b, s, lab, nms)[:detections]
+        out[i, :len(keep), :4], out[i, :len(keep), 4], out[i, :len(keep), 5] = b[keep], s[keep], lab[keep].float()
+    return out.numpy()
+
+
+def _detections(rows: Any) -> Dict[str, Any]:
+    """One image's (D, 6) padded rows -> torchmetrics' {"boxes", "scores", "labels"} tensors."""
+    import numpy as np
+    import torch
+
+    r = torch.from_numpy(np.asarray(rows, dtype=np.float32))
+    r = r[r[:, 4] >= 0]
+    return {"boxes": r[:, :4], "scores": r[:, 4], "labels": r[:, 5].long()}
+
+
+class BoxAgreement(Agreement):
+    """Each box PyTorch answers matched by an exported one of the same class at IoU >= MATCH_IOU
+    (greedy, in falling score order: aether.tasks.detection.task.match_boxes), over the larger of
+    the two boxes counts per image (an exported model that adds boxes disagrees too); and the test
+    mAP@.5 of each model as the run computed it (torchmetrics, pycocotools). Targets: the test
+    transform's {"boxes", "labels"} in input pixels."""
+
+    measures = "boxes"
+    metric = "map_50"
+
+    def __init__(self) -> None:
+        self.matched = self.boxes = 0
+        self.ref: List[Dict[str, Any]] = []
+        self.got: List[Dict[str, Any]] = []
+        self.targets: List[Dict[str, Any]] = []
+
+    def update(self, ref: Any, got: Any, targets: List[Any]) -> None:
+        from aether.tasks.detection.task import match_boxes
+
+        for r, g, t in zip(ref, got, targets):
+            pr, pg = _detections(r), _detections(g)
+            _, tp, _ = match_boxes(pg, pr, MATCH_IOU)
+            self.matched += int(tp.sum())
+            self.boxes += max(len(pr["boxes"]), len(pg["boxes"]))
+            self.ref.append(pr)
+            self.got.append(pg)
+            self.targets.append({"boxes": t["boxes"].float(), "labels": t["labels"].long()})
+
+    def result(self) -> Dict[str, Any]:
+        return {**super().result(), "boxes_pytorch": sum(len(p["boxes"]) for p in self.ref),
+                "boxes_exported": sum(len(p["boxes"]) for p in self.got), "match_iou": MATCH_IOU}
+
+    def scores(self) -> Tuple[float, float, float]:
+        from aether.tasks.detection.task import map50
+
+        agree = self.matched / self.boxes if self.boxes else 1.0
+        return agree, map50(self.ref, self.targets), map50(self.got, self.targets)
 
 
 CODEC = DetectionCodec

@@ -67,7 +67,7 @@ def prf_at(scores: torch.Tensor, tp: torch.Tensor, n_true: int, threshold: float
             "boxes": n}
 
 
-def _map50(preds: List[Dict[str, torch.Tensor]], targets: List[Dict[str, torch.Tensor]]) -> float:
+def map50(preds: List[Dict[str, torch.Tensor]], targets: List[Dict[str, torch.Tensor]]) -> float:
     from torchmetrics.detection import MeanAveragePrecision
 
     m = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=[0.5], backend="pycocotools")
@@ -82,7 +82,7 @@ def tune_postprocess(preds: List[Dict[str, torch.Tensor]], targets: List[Dict[st
     best F1 at IoU 0.5 (ties: the higher threshold). A number given for either is kept as it is."""
     out: Dict[str, Any] = {"split": "val", "images": len(preds), "true_boxes": sum(len(t["boxes"]) for t in targets)}
     grid = [t for t in NMS_GRID] if nms == "tune" else [float(nms)]
-    by_nms = {t: _map50([_nms(p, t, detections) for p in preds], targets) for t in grid}
+    by_nms = {t: map50([_nms(p, t, detections) for p in preds], targets) for t in grid}
     out["nms_threshold"] = max(grid, key=lambda t: (by_nms[t], -abs(t - 0.5)))
     out["nms_grid"] = {str(t): {"map_50": round(v, 4)} for t, v in by_nms.items()}
     kept = [_nms(p, out["nms_threshold"], detections) for p in preds]

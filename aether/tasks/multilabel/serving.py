@@ -11,12 +11,13 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
-from aether.tasks.codec import Codec, Size
+from aether.tasks.codec import Agreement, Codec, Size
 
 
 class MultilabelCodec(Codec):
     task = "multilabel"
     metrics = ("f1_macro", "f1_micro", "map")
+    packages = True  # one sigmoid score per label: agreement of the decisions at the served thresholds, mAP
 
     @classmethod
     def serve_options(cls, model_dir: Path, saved: Dict[str, Any], classes: List[str],
@@ -39,6 +40,9 @@ class MultilabelCodec(Codec):
 
         return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
+    def agreement(self, saved: Dict[str, Any]) -> Agreement:
+        return DecisionAgreement(self.classes, [self.options["thresholds"][c] for c in self.classes])
+
     def decode(self, rows: Any, sizes: Sequence[Size]) -> List[Dict[str, Any]]:
         thr = self.options["thresholds"]
         out = []
@@ -52,6 +56,39 @@ class MultilabelCodec(Codec):
 
     def csv_row(self, answer: Dict[str, Any]) -> List[Any]:
         return [";".join(answer["labels"]), ";".join(f"{c}:{p:.6f}" for c, p in answer["scores"].items())]
+
+
+class DecisionAgreement(Agreement):
+    """The same decision (score over its label's served threshold or not) for each (image, label),
+    and the test mAP of each model (the run's own: aether.tasks.multilabel.task.multilabel_results);
+    targets: multi-hot lists."""
+
+    measures = "label decisions"
+    metric = "map"
+
+    def __init__(self, classes: List[str], thresholds: List[float]) -> None:
+        self.classes, self.thresholds = classes, thresholds
+        self.ref: List[Any] = []
+        self.got: List[Any] = []
+        self.y: List[Any] = []
+
+    def update(self, ref: Any, got: Any, targets: List[Any]) -> None:
+        import numpy as np
+
+        self.ref.append(np.asarray(ref, dtype=np.float32))
+        self.got.append(np.asarray(got, dtype=np.float32))
+        self.y.append(np.asarray(targets, dtype=np.int64).reshape(len(targets), -1))
+
+    def scores(self) -> Tuple[float, float, float]:
+        import numpy as np
+        import torch
+
+        from aether.tasks.multilabel.task import multilabel_results
+
+        ref, got, y = (torch.from_numpy(np.concatenate(v)) for v in (self.ref, self.got, self.y))
+        thr = torch.tensor(self.thresholds, dtype=torch.float32)
+        agree = float(((ref >= thr) == (got >= thr)).float().mean())
+        return agree, *(multilabel_results(p, y, thr, self.classes)["map"] for p in (ref, got))
 
 
 CODEC = MultilabelCodec

@@ -13,12 +13,13 @@ import io
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
-from aether.tasks.codec import Codec, Size
+from aether.tasks.codec import Agreement, Codec, Size
 
 
 class SegmentationCodec(Codec):
     task = "segmentation"
     metrics = ("miou", "dice", "pixel_accuracy")
+    packages = True  # per-pixel logits: agreement of the argmax per pixel, mIoU
 
     def __init__(self, pre: Any, options: Dict[str, Any]) -> None:
         super().__init__(pre, options)
@@ -47,6 +48,17 @@ class SegmentationCodec(Codec):
         import numpy as np
 
         return logits.argmax(1).astype(np.uint8)
+
+    def example(self, path: str, target: Any) -> Tuple[Any, Any]:
+        """The image and its mask through the test split's joint transform (the task's Dataset)."""
+        from aether.data.items import Item
+        from aether.tasks.segmentation.data import SegmentationDataset
+
+        return SegmentationDataset([Item(path, target)], self.transform)[0]
+
+    def agreement(self, saved: Dict[str, Any]) -> Agreement:
+        ignore = saved.get("ignore_index")
+        return PixelAgreement(len(self.classes), ignore if isinstance(ignore, int) else None)
 
     def decode(self, rows: Any, sizes: Sequence[Size]) -> List[Dict[str, Any]]:
         import numpy as np
@@ -79,6 +91,43 @@ class SegmentationCodec(Codec):
             rel = f"masks/{name}.png"
             (out_dir / rel).write_bytes(base64.b64decode(answer.pop("mask_png")))
             answer["mask"] = rel
+
+
+class PixelAgreement(Agreement):
+    """The same class id for each pixel, and the test mIoU of each model as the run computed it
+    (torchmetrics' Jaccard index per class with the run's ignore_index, averaged over the classes
+    present in the test masks); targets: (H, W) class-id masks."""
+
+    measures = "pixels"
+    metric = "miou"
+
+    def __init__(self, k: int, ignore_index: Any) -> None:
+        import torch
+        from torchmetrics.classification import MulticlassJaccardIndex
+
+        self.k = k
+        self.iou = [MulticlassJaccardIndex(k, average=None, ignore_index=ignore_index) for _ in range(2)]
+        self.support = torch.zeros(k, dtype=torch.long)
+        self.same = self.pixels = 0
+
+    def update(self, ref: Any, got: Any, targets: List[Any]) -> None:
+        import numpy as np
+        import torch
+
+        from aether.tasks.segmentation.task import pixel_support
+
+        ref, got, y = np.asarray(ref), np.asarray(got), torch.stack([torch.as_tensor(t) for t in targets]).long()
+        self.same += int((ref == got).sum())
+        self.pixels += int(ref.size)
+        for metric, masks in zip(self.iou, (ref, got)):
+            metric.update(torch.from_numpy(masks.astype(np.int64)), y)
+        self.support += pixel_support(y, self.k)
+
+    def scores(self) -> Tuple[float, float, float]:
+        from aether.tasks.segmentation.task import mean_over_present
+
+        pt, ex = (mean_over_present(m.compute(), self.support) for m in self.iou)
+        return self.same / max(1, self.pixels), pt, ex
 
 
 CODEC = SegmentationCodec

@@ -16,6 +16,18 @@ from aether.tasks.base import Task
 from aether.training.module import StrategyModule
 
 
+def mean_over_present(per_class: torch.Tensor, support: torch.Tensor) -> float:
+    """The mean of a per-class score over the classes present in the test masks (`support`: their
+    pixels); a class absent from them is not averaged in."""
+    present = support > 0
+    return float(per_class[present].mean()) if present.any() else 0.0
+
+
+def pixel_support(y: torch.Tensor, k: int) -> torch.Tensor:
+    """Pixels of each of the `k` classes in the masks `y` (ignored values left out)."""
+    return torch.bincount(y[(y >= 0) & (y < k)].flatten().cpu(), minlength=k)
+
+
 class SegmentationModule(StrategyModule):
     def __init__(self, model: nn.Module, classes: List[str], strategy: Any, ignore_index: Optional[int],
                  optimizer_cfg: Dict[str, Any], scheduler_cfg: Dict[str, Any]) -> None:
@@ -41,18 +53,16 @@ class SegmentationModule(StrategyModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
         self.test_metrics.update(self(x).argmax(1), y)
-        k = len(self.classes)
-        self.support += torch.bincount(y[(y >= 0) & (y < k)].flatten().cpu(), minlength=k)
+        self.support += pixel_support(y, len(self.classes))
 
     def on_test_epoch_end(self) -> None:
         r = {k: v.detach().cpu() for k, v in self.test_metrics.compute().items()}
         self.test_metrics.reset()
-        present = self.support > 0  # classes absent from the test masks are not averaged in
         per_class = {c: {"iou": float(r["iou"][i]), "dice": float(r["dice"][i]), "pixels": int(self.support[i])}
                      for i, c in enumerate(self.classes)}
         self.test_results = {
-            "miou": float(r["iou"][present].mean()) if present.any() else 0.0,
-            "dice": float(r["dice"][present].mean()) if present.any() else 0.0,
+            "miou": mean_over_present(r["iou"], self.support),
+            "dice": mean_over_present(r["dice"], self.support),
             "pixel_accuracy": float(r["pixel_accuracy"]),
             "per_class": per_class,
         }
