@@ -198,3 +198,21 @@ def test_exported_candidates_finish_as_torchvision_does(runs: Dict[str, Path], h
     info["task_options"]["head"] = "faster_rcnn"
     with pytest.raises(AetherError, match="head=faster_rcnn: not exportable"):
         DetectionCodec.export_module(rebuild_encoder_net(info, 2, pre).eval())
+
+
+def test_benchmark_cli_of_a_segmentation_run(runs: Dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    """`aether benchmark run=RUN` (the command, in process) on a segmentation run: every format
+    asked for is timed and scored by the run's own test mIoU; RUN/benchmark.json has its rows."""
+    from aether.cli import cmd_benchmark
+
+    run = runs["segmentation"]
+    assert cmd_benchmark([f"run={run}", "formats=pytorch,onnx", "batch_sizes=1,2", "iters=2"]) == 0
+    assert "miou" in capsys.readouterr().out  # the table's metric column is the task's
+    saved = json.loads((run / "benchmark.json").read_text())
+    miou = json.loads((run / "metrics.json").read_text())["test"]["miou"]
+    assert [r["format"] for r in saved["rows"]] == ["pytorch", "onnx"]
+    for r in saved["rows"]:
+        assert r["available"] and r["metric"] == "miou" and r["miou"] == pytest.approx(miou, abs=1e-3)
+        assert r["bytes"] > 0 and 0 < r["latency_ms_p50"] <= r["latency_ms_p99"] and r["throughput_ips"] > 0
+    assert saved["rows"][1]["top1_agreement"] >= 0.99 and saved["recommendation"]["format"]
+    assert (run / "benchmark.png").stat().st_size > 0
