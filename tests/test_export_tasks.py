@@ -172,14 +172,16 @@ def test_detection_serves_with_the_onnx_and_openvino_backends(runs: Dict[str, Pa
 @pytest.mark.parametrize("head", ["fcos", "retinanet"])
 def test_exported_candidates_finish_as_torchvision_does(runs: Dict[str, Path], head: str) -> None:
     """Candidates (the network up to its fixed-size outputs) + finish_candidates (score filter,
-    per-level top-k, NMS) = the torchvision detector's own answer, for both one-stage heads (here
-    untrained, on the detection run's layout); a Faster R-CNN is refused by name."""
+    per-level top-k, NMS) - what the codec's PyTorch `forward` and every exported format run - =
+    the torchvision detector's own answer (its built-in post-processing, as the run's test mAP was
+    computed), for both one-stage heads (here untrained, on the detection run's layout); a Faster
+    R-CNN is refused by name and served by torchvision's own post-processing."""
     import numpy as np
     import torch
 
     from aether.errors import AetherError
     from aether.models.encoder_net import rebuild_encoder_net
-    from aether.tasks.detection.serving import DetectionCodec, finish_candidates
+    from aether.tasks.detection.serving import DetectionCodec, finish_candidates, padded
 
     model_dir = runs["detection"] / "model"
     info = json.loads((model_dir / "model.json").read_text())
@@ -189,15 +191,21 @@ def test_exported_candidates_finish_as_torchvision_does(runs: Dict[str, Path], h
     net = rebuild_encoder_net(info, 2, pre).eval()
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     options = DetectionCodec.serve_options(model_dir, info["task_options"], ["circle", "square"], {})
+    codec = DetectionCodec(_test_batch(runs["detection"])[0].pre, options)
     with torch.inference_mode():
-        ref = DetectionCodec(_test_batch(runs["detection"])[0].pre, options).forward(net, x)
+        ref = padded(net(list(x)), options["detections"])  # torchvision's own post-processing
         got = finish_candidates(DetectionCodec.export_module(net)(x).numpy(), options["min_score"],
                                 options["nms_threshold"], options["detections"])
+        served = codec.forward(net, x)
     assert (ref[..., 4] >= 0).sum() > 30  # boxes to compare
     assert np.array_equal(got[..., 5], ref[..., 5]) and np.max(np.abs(got[..., :5] - ref[..., :5])) < 1e-5
+    assert np.array_equal(served, got)  # PyTorch serving: the same code
     info["task_options"]["head"] = "faster_rcnn"
+    rcnn = rebuild_encoder_net(info, 2, pre).eval()
     with pytest.raises(AetherError, match="head=faster_rcnn: not exportable"):
-        DetectionCodec.export_module(rebuild_encoder_net(info, 2, pre).eval())
+        DetectionCodec.export_module(rcnn)
+    with torch.inference_mode():  # still served, by torchvision's post-processing
+        assert codec.forward(rcnn, x).shape == (3, options["detections"], 6)
 
 
 def test_benchmark_cli_of_a_segmentation_run(runs: Dict[str, Path], capsys: pytest.CaptureFixture) -> None:

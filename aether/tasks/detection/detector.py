@@ -231,13 +231,14 @@ class Candidates(nn.Module):
         self.size = int(det.transform.min_size[0])
         div = int(det.transform.size_divisible)
         self.padded = -(-self.size // div) * div  # torchvision pads the batch to a multiple of size_divisible
+        device = next(net.parameters()).device  # a model served on a GPU: its anchors there too
         with torch.no_grad():
-            x = self.normalized(torch.zeros(1, 3, self.size, self.size))
+            x = self.normalized(torch.zeros(1, 3, self.size, self.size, device=device))
             feats = list(head.pyramid(x, net.features).values())
             anchors = det.anchor_generator(ImageList(x, [(self.size, self.size)]), feats)[0]
         per_location = int(det.anchor_generator.num_anchors_per_location()[0])
         self.level_sizes = [int(f.shape[-2] * f.shape[-1]) * per_location for f in feats]
-        level = torch.cat([torch.full((n,), float(i)) for i, n in enumerate(self.level_sizes)])
+        level = torch.cat([torch.full((n,), float(i), device=device) for i, n in enumerate(self.level_sizes)])
         self.register_buffer("anchors", anchors, persistent=False)
         self.register_buffer("level", level, persistent=False)
 

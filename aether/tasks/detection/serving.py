@@ -3,12 +3,14 @@
 The detector's raw output is padded to a fixed (N, D, 6) array of [x0, y0, x1, y1, score, label]
 (score -1 for padding) so that batches pass between BentoML's front end and model worker as one
 array. The score threshold is the run's `draw_threshold` (chosen on its validation split, best
-F1) unless `score_threshold=` is given; NMS is applied inside the model.
+F1) unless `score_threshold=` is given.
 
-Exported (ONNX, TorchScript, OpenVINO, TensorRT), the network stops before its data-dependent
-steps (aether.tasks.detection.detector.Candidates: every anchor's decoded box and class scores);
-`finish_candidates` does the rest as torchvision does (score filter, per-level top-k, NMS, the
-best D), so an exported model answers the same (N, D, 6) array as the PyTorch one.
+An FCOS or RetinaNet network, exported (ONNX, TorchScript, OpenVINO, TensorRT) or served in
+PyTorch, stops before its data-dependent steps (aether.tasks.detection.detector.Candidates: every
+anchor's decoded box and class scores); `finish_candidates` does the rest as torchvision does
+(score filter, per-level top-k, NMS, the best D) after either, so the exported and the PyTorch
+model are finished by the same code. A Faster R-CNN (not exportable) is finished inside the
+torchvision model.
 
     answer   {"boxes": [[x0, y0, x1, y1] in original pixels], "labels": [...], "scores": [...]}
     CSV      path, num_boxes, boxes (JSON: [{"box": [x0, y0, x1, y1], "label", "score"}, ...]), error
@@ -43,6 +45,7 @@ class DetectionCodec(Codec):
 
         self.size = int(pre.preprocessing["input_size"][-1])
         self.transform = box_transforms(self.size, None)  # the test split's
+        self._built: Any = None  # (model, its Candidates or None): `_candidates`
 
     @classmethod
     def serve_options(cls, model_dir: Path, saved: Dict[str, Any], classes: List[str],
@@ -54,7 +57,7 @@ class DetectionCodec(Codec):
         if not 0 <= float(thr) < 1:
             raise AetherError(f"score_threshold={thr}: expected a probability in [0, 1)")
         out = {"score_threshold": float(thr), "detections": int(saved.get("detections_per_image", 100))}
-        # applied inside the PyTorch model (shown in /metadata); by `finish_candidates` after an exported one
+        # applied by `finish_candidates` (fcos, retinanet; shown in /metadata), inside a Faster R-CNN
         nms = saved.get("nms_threshold")
         out["nms_threshold"] = float(nms) if isinstance(nms, (int, float)) else NMS_DEFAULT.get(saved.get("head"), 0.5)
         low = saved.get("score_threshold")
@@ -103,14 +106,24 @@ class DetectionCodec(Codec):
     def forward(self, model: Any, x: Any) -> Any:
         import torch
 
-        d = int(self.options.get("detections", 100))
-        out = torch.full((len(x), d, 6), -1.0)
-        for i, det in enumerate(model(list(x))):
-            n = min(d, len(det["scores"]))
-            out[i, :n, :4] = det["boxes"][:n].float().cpu()
-            out[i, :n, 4] = det["scores"][:n].float().cpu()
-            out[i, :n, 5] = det["labels"][:n].float().cpu()
-        return out.numpy()
+        net = self._candidates(model)
+        if net is not None:  # the exported graph's computation, then the very code after an exported one
+            with torch.inference_mode():
+                rows = net(x).float().cpu().numpy()
+            return self.onnx_outputs(lambda _: rows, x, self.options)
+        return padded(model(list(x)), int(self.options.get("detections", 100)))
+
+    def _candidates(self, model: Any) -> Any:
+        """`model` up to its candidates (built once per model: its anchors are computed on a
+        blank image), or None for a detector that has none (Faster R-CNN)."""
+        cached = self._built
+        if cached is None or cached[0] is not model:
+            try:
+                net = self.export_module(model)
+            except AetherError:
+                net = None
+            self._built = cached = (model, net)
+        return cached[1]
 
     def decode(self, rows: Any, sizes: Sequence[Size]) -> List[Dict[str, Any]]:
         thr = float(self.options["score_threshold"])
@@ -133,6 +146,20 @@ class DetectionCodec(Codec):
         boxes = [{"box": b, "label": lab, "score": s}
                  for b, lab, s in zip(answer["boxes"], answer["labels"], answer["scores"])]
         return [len(boxes), json.dumps(boxes)]
+
+
+def padded(detections: List[Dict[str, Any]], d: int) -> Any:
+    """A torchvision detector's answers (one {"boxes", "scores", "labels"} per image, best first)
+    -> `forward`'s (N, d, 6) array, -1 past each image's last box."""
+    import torch
+
+    out = torch.full((len(detections), d, 6), -1.0)
+    for i, det in enumerate(detections):
+        n = min(d, len(det["scores"]))
+        out[i, :n, :4] = det["boxes"][:n].float().cpu()
+        out[i, :n, 4] = det["scores"][:n].float().cpu()
+        out[i, :n, 5] = det["labels"][:n].float().cpu()
+    return out.numpy()
 
 
 def finish_candidates(rows: Any, min_score: float, nms: float, detections: int) -> Any:
