@@ -154,6 +154,27 @@ def test_onnx_int8_is_static_qdq_calibrated_on_train_and_agrees(trained: Dict) -
     assert "## Export: onnx-int8" in (run / "report.md").read_text()
 
 
+def test_openvino_int8_is_nncf_calibrated_on_train_and_agrees(trained: Dict) -> None:
+    import numpy as np
+    import openvino as ov
+
+    run = trained["run"]
+    info = export(run, "format=openvino", "quantize=int8", f"min_agreement={INT8_MIN}")
+    xml = Path(info["path"])
+    assert xml == run / "model" / "openvino-int8" / "model.xml"
+    saved = json.loads((run / "model" / "openvino-int8.json").read_text())
+    _check_agreement(saved, run, INT8_MIN)
+    num_train = json.loads((run / "metrics.json").read_text())["data"]["num_train"]
+    assert saved["calibration"] == {"split": "train", "images": min(100, num_train), "tool": "nncf"}
+    model = ov.Core().read_model(str(xml))
+    assert "FakeQuantize" in {op.get_type_name() for op in model.get_ops()}  # NNCF's int8 points
+    compiled = ov.Core().compile_model(model, "CPU")
+    x, ref = _batch_and_reference(run)
+    got = compiled(x.numpy())[compiled.output(0)]
+    assert got.shape == (5, 3) and np.mean(got.argmax(1) == ref.argmax(1)) >= 0.8
+    assert "## Export: openvino-int8" in (run / "report.md").read_text()
+
+
 def test_onnx_fp16_when_onnxconverter_common_is_installed(trained: Dict) -> None:
     pytest.importorskip("onnxconverter_common")
     import onnx

@@ -115,7 +115,7 @@ def test_export_agrees_on_the_test_split(runs: Dict[str, Path], task: str, fmt: 
     assert f"## Export: {fmt}" in (run / "report.md").read_text()
 
 
-@pytest.mark.parametrize("task", ["multilabel", "segmentation"])
+@pytest.mark.parametrize("task", ["multilabel", "segmentation", "detection"])
 def test_onnx_int8_is_calibrated_and_agrees(runs: Dict[str, Path], task: str) -> None:
     import onnx
 
@@ -125,6 +125,16 @@ def test_onnx_int8_is_calibrated_and_agrees(runs: Dict[str, Path], task: str) ->
     assert KEYS <= set(saved) and saved["passed"] is True and saved["top1_agreement"] >= 0.8
     assert saved["metric"] == METRIC[task] and saved["calibration"]["split"] == "train"
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(info["path"]).graph.node}
+
+
+@pytest.mark.parametrize("task", ["multilabel", "segmentation", "detection"])
+def test_openvino_int8_is_calibrated_and_agrees(runs: Dict[str, Path], task: str) -> None:
+    """NNCF (format=openvino quantize=int8); for detection on the candidates, so boxes still match."""
+    run = runs[task]
+    export(run, "format=openvino", "quantize=int8", "min_agreement=0.8")
+    saved = json.loads((run / "model" / "openvino-int8.json").read_text())
+    assert saved["passed"] is True and saved["top1_agreement"] >= 0.8 and saved["metric"] == METRIC[task]
+    assert saved["calibration"]["tool"] == "nncf" and saved["calibration"]["split"] == "train"
 
 
 def test_benchmark_of_a_detection_run(runs: Dict[str, Path]) -> None:

@@ -42,7 +42,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from aether.errors import AetherError
 
@@ -329,15 +329,18 @@ def export_onnx_format(run: str, model_dir: Path, model: Any, pred: Any, quantiz
         onnx.save(m16, str(tmp))
         extra: Dict[str, Any] = {"converter": "onnxconverter_common.float16 (keep_io_types)"}
     else:
-        extra = quantize_onnx_int8(src, tmp, calibration())
+        from aether.tasks.codec import codec_class
+
+        extra = quantize_onnx_int8(src, tmp, calibration(), codec_class(_task(pred)).int8_op_types)
     tmp.replace(out)
     set_onnx_metadata(out, classes, pre, {"aether.task": _task(pred), "aether.quantize": quantize})
     return out, _ort_runner(out), extra
 
 
-def quantize_onnx_int8(src: Path, out: Path, batches: List[Any]) -> Dict[str, Any]:
+def quantize_onnx_int8(src: Path, out: Path, batches: List[Any], op_types: Sequence[str] = ()) -> Dict[str, Any]:
     """onnxruntime's static INT8 quantization (QDQ, int8 weights and activations, MinMax ranges
-    from `batches`: the calibration images)."""
+    from `batches`: the calibration images) of the `op_types` nodes (empty: every kind
+    onnxruntime quantizes)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
 
@@ -368,7 +371,8 @@ def quantize_onnx_int8(src: Path, out: Path, batches: List[Any]) -> Dict[str, An
             warnings.simplefilter("ignore")
             quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                            calibrate_method=CalibrationMethod.MinMax)
+                            calibrate_method=CalibrationMethod.MinMax,
+                            op_types_to_quantize=list(op_types) or None)
     except Exception as exc:
         out.unlink(missing_ok=True)
         raise AetherError(f"INT8 quantization of {src} failed: {type(exc).__name__}: "
@@ -378,7 +382,8 @@ def quantize_onnx_int8(src: Path, out: Path, batches: List[Any]) -> Dict[str, An
         pre.unlink(missing_ok=True)
     images = sum(len(b) for b in batches)
     return {"calibration": {"split": "train", "images": images, "method": "MinMax"},
-            "quant_format": "QDQ", "weights": "int8 per channel", "activations": "int8"}
+            "quant_format": "QDQ", "weights": "int8 per channel", "activations": "int8",
+            "quantized_ops": list(op_types) or "all onnxruntime quantizes"}
 
 
 def export_torchscript(run: str, model_dir: Path, model: Any, pred: Any, quantize: Optional[str],
@@ -444,6 +449,8 @@ def export_openvino(run: str, model_dir: Path, model: Any, pred: Any, quantize: 
         ov_model = ov.convert_model(str(src))
         if quantize == "int8":
             os.environ.setdefault("NNCF_CI", "1")  # NNCF's only telemetry off switch (aether.cli.no_vendor_telemetry)
+            # NNCF imports torch's C++-extension helper, which warns "No CUDA runtime is found" on a CPU box
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             import nncf
 
             batches = calibration()

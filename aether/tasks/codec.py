@@ -40,6 +40,8 @@ class Codec:
     # benchmark` take this task's network, checked on the run's test split by the codec's
     # `agreement` (aether.deploy.export_formats); False: format=onnx alone, checked on random inputs
     packages = False
+    # `quantize=int8` (onnxruntime): the node kinds quantized; () every kind onnxruntime quantizes
+    int8_op_types: Tuple[str, ...] = ()
     verb = "predicted"  # `aether predict`: "N of M files <verb>"
     # the serve options beyond score_threshold this task takes from `aether predict` / `export`
     # (classification: tta, reject_below); any other named for this task is refused
