@@ -64,8 +64,9 @@ def load_runner(fmt: str, path: Path) -> Callable[[Any], Any]:
 
         return _ort_runner(path)
     if fmt == "torchscript":
-        loaded = torch.jit.load(str(path), map_location="cpu") if path.suffix == ".pt" else \
-            torch.export.load(str(path)).module()
+        from aether.deploy.export_formats import load_torchscript
+
+        loaded = load_torchscript(path)
 
         def run_script(x: Any) -> Any:
             with torch.inference_mode():

@@ -386,6 +386,18 @@ def quantize_onnx_int8(src: Path, out: Path, batches: List[Any], op_types: Seque
             "quantized_ops": list(op_types) or "all onnxruntime quantizes"}
 
 
+def load_torchscript(path: Path) -> Any:
+    """A model.torchscript.pt (torch.jit) or model.pt2 (torch.export) this export wrote, on the CPU.
+    torch 2.14 calls torch.jit deprecated on every load: the warning says nothing about the file."""
+    import torch
+
+    if path.suffix != ".pt":
+        return torch.export.load(str(path)).module()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.load. is deprecated", category=FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu")
+
+
 def export_torchscript(run: str, model_dir: Path, model: Any, pred: Any, quantize: Optional[str],
                        calibration: Calibration) -> Tuple[Path, Runner, Dict[str, Any]]:
     """torch.jit.trace (checked on a second batch size); a network trace cannot follow is saved
@@ -404,7 +416,7 @@ def export_torchscript(run: str, model_dir: Path, model: Any, pred: Any, quantiz
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(model, example, check_inputs=[(torch.randn(3, *shape, generator=gen),)])
             torch.jit.save(traced, str(out), _extra_files=files)
-        loaded = torch.jit.load(str(out), map_location="cpu")
+        loaded = load_torchscript(out)
         how = "torch.jit.trace"
     except Exception as exc:
         out.unlink(missing_ok=True)
@@ -416,7 +428,7 @@ def export_torchscript(run: str, model_dir: Path, model: Any, pred: Any, quantiz
                 warnings.simplefilter("ignore")
                 program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
                 torch.export.save(program, str(out), extra_files=files)
-            loaded = torch.export.load(str(out)).module()
+            loaded = load_torchscript(out)
         except Exception as exc2:
             out.unlink(missing_ok=True)
             raise AetherError(f"TorchScript export of {pred.info.get('name')} failed: torch.jit.trace: "
