@@ -12,7 +12,8 @@ import pytest
 from aether.errors import AetherError
 from tests.conftest import REPO, make_folder, run_cli, run_in_process
 
-FAST = ["model=test_convnext", "data.image_size=32", "data.num_workers=0", "trainer.progress=plain"]
+# analysis off: these runs test the CLI and checkpoints; its passes over all 1,797 digits took most of each run
+FAST = ["model=test_convnext", "data.image_size=32", "data.num_workers=0", "trainer.progress=plain", "analysis.enabled=false"]
 
 
 def _probe(call: str, tmp_path: Path) -> subprocess.CompletedProcess:

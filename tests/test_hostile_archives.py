@@ -117,7 +117,7 @@ def readonly_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 TINY = ["model=test_convnext", "data.image_size=32", "trainer.max_epochs=1", "data.num_workers=0",
-        "trainer.progress=plain", "trainer.early_stopping.enabled=false"]
+        "trainer.progress=plain", "trainer.early_stopping.enabled=false", "analysis.enabled=false"]
 
 
 @pytest.mark.slow

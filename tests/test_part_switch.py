@@ -17,7 +17,7 @@ GRADUAL_NOTE = ("strategy=linear_probe: dropped strategy.every_n_epochs, strateg
                 "strategy.lr_scale (options of gradual_unfreeze set by the recipe efficientnet_gradual)")
 SWITCH = ["+recipe=efficientnet_gradual", "strategy=linear_probe", "model=test_efficientnet"]
 FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "data.image_size=32", "trainer.progress=none"]
+        "trainer.limit_test_batches=1", "data.image_size=32", "trainer.progress=none", "analysis.enabled=false"]
 ENV = {"OMP_NUM_THREADS": "1"}
 
 

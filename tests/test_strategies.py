@@ -240,7 +240,8 @@ def test_gradual_unfreeze_resumes_with_its_extra_param_groups(tmp_path: Path) ->
 
     run = tmp_path / "run"
     common = ["+recipe=quickstart", "model=test_convnext", "strategy=gradual_unfreeze", "data.image_size=32",
-              "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.progress=plain"]
+              "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.progress=plain",
+              "analysis.enabled=false"]
     r = run_cli([*common, "trainer.max_epochs=2", f"hydra.run.dir={run}"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     r = run_cli([f"resume={run}", "trainer.max_epochs=4"], tmp_path)

@@ -18,9 +18,9 @@ import yaml
 
 from tests.conftest import AETHER, make_folder, run_cli, wandb_offline_run
 
-# A LoRA recipe shrunk to seconds: the tiny test ViT, 32 px, few batches.
+# A LoRA recipe shrunk to seconds: the tiny test ViT, 32 px, few batches, no post-test analysis
 TINY = ["+recipe=vit_lora", "data=imgs", "model=test_vit", "data.image_size=32", "data.batch_size=8",
-        "data.num_workers=0", "trainer.progress=plain", "trainer.early_stopping.enabled=false",
+        "data.num_workers=0", "trainer.progress=plain", "trainer.early_stopping.enabled=false", "analysis.enabled=false",
         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 CHECK_RUN = Path("/work/shared/tools/check_run.py")
 

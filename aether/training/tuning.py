@@ -19,11 +19,11 @@ import math
 from pathlib import Path
 from typing import Any, List, Optional
 
+from aether.doctor.recommend import MIN_STEPS_PER_EPOCH, cpu_batch
 from aether.errors import AetherError
 
 log = logging.getLogger("aether")
 
-MIN_STEPS_PER_EPOCH = 8  # the doctor's rule: fewer optimiser steps an epoch starve small data
 # Lightning's suggestion skips the first 10 and the last point of the curve: it needs more than
 # 12 steps; 100 is Lightning's default, fewer on small data (each step is a training batch)
 LR_FIND_STEPS = (16, 100)
@@ -47,18 +47,6 @@ def provisional_batch(rc: Any) -> Optional[int]:
     rc.data.batch_size = int(DataCfg.model_fields["batch_size"].default)
     rc._explicit.discard("data.batch_size")
     return rc.data.batch_size
-
-
-def cpu_batch(side: int, n_train: int) -> int:
-    """batch_size=auto on CPU. A CPU runs a convolution over a batch of 32 224-px images with its
-    cores already busy: larger batches process no more images per second, they only make fewer
-    optimiser steps (the doctor's rule: "CPU: larger batches do not run faster"). Inputs of
-    64 px or less cost a twelfth of 224 px each, so 64 of them keep a step's overhead small.
-    Halved while an epoch would make fewer than 8 optimiser steps."""
-    batch = 64 if side <= 64 else 32
-    while batch > 8 and n_train // batch < MIN_STEPS_PER_EPOCH:
-        batch //= 2
-    return batch
 
 
 def _optimizer_default_lr(name: str) -> float:
