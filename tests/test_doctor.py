@@ -114,6 +114,13 @@ def test_recommendations_follow_data_size() -> None:
     assert tiny["image_size"]["value"] == 224 and "class_weights" not in tiny
     skewed = recommend(600, {"a": 500, "b": 100}, sizes, cpu)
     assert skewed["class_weights"]["value"] == "balanced"
+    # CPU: 224 px inputs batch 32; small ones 64 (as data.batch_size=auto picks: one rule)
+    from aether.doctor.recommend import cpu_batch
+
+    assert mid["batch_size"]["value"] == 32 == cpu_batch(224, 3000)
+    small = recommend(3000, {"a": 1500, "b": 1500}, {"width": {"median": 28}, "height": {"median": 28}}, cpu)
+    assert small["image_size"]["value"] == 32 and small["batch_size"]["value"] == 64 == cpu_batch(32, 3000)
+    assert tiny["batch_size"]["value"] == 8  # 60 images: halved towards 8 optimiser steps an epoch, down to 8
 
 
 def test_inspect_explains_a_coco_detection_dataset_and_training_says_why_not(tmp_path: Path) -> None:
