@@ -39,6 +39,10 @@ MIN_SHARE_S = 5.0  # a candidate given less than this is not started (it could n
 # left 80 s of the budget unused.
 SETUP_MARGIN = 0.03
 FINAL_RESERVE_S = 10.0
+# ... and, when the run analyses its test predictions (analysis.enabled), this many of the winner's
+# epochs for it: it embeds every image once and fits cleanlab's cross-validated probe (fashion,
+# 3,000 images, 10 s epochs: 16 s; the run ended 10 s over its 5 minutes before this was kept back)
+ANALYSIS_EPOCHS = 1.5
 EPOCH_SLACK = 1.15  # a longer run's epochs ran up to 1.13x the search's (ocvdigits: 15 s -> 17 s)
 # The winner's schedule may grow to this many times its planned epochs when the budget holds them:
 # the doctor's epoch count is a rule of thumb for an unknown budget, and a longer cosine schedule
@@ -272,7 +276,8 @@ def _finish(rc: Any, raw: Dict[str, Any], run_dir: Path, base: Sequence[str], pl
     from aether.run import _fit_and_report
     from aether.sweeps.summary import write_recipe
 
-    allowed_s = max(6.0, left_s - SETUP_MARGIN * budget_s - FINAL_RESERVE_S - 0.5 * _epoch_s(winner))
+    after_test = (0.5 + (ANALYSIS_EPOCHS if rc.analysis.enabled else 0.0)) * _epoch_s(winner)
+    allowed_s = max(6.0, left_s - SETUP_MARGIN * budget_s - FINAL_RESERVE_S - after_test)
     challenger = _challenger(summary["leaderboard"], winner, summary["mode"], allowed_s)
     if challenger is not None:
         winner, allowed_s = _final_round(rc, run_dir, base, plan, [winner, challenger], summary, allowed_s, run_name)
