@@ -36,17 +36,26 @@ HEAVY_AUGMENT_FROM = 2000
 WeightsCheck = Callable[[str], Optional[str]]  # model preset -> "cache" | "hub" | "file" | None
 
 
-def cpu_batch(side: int, n_train: int) -> int:
-    """The batch size on CPU (the doctor's recommendation and data.batch_size=auto). A CPU runs a
-    convolution over a batch of 32 224-px images with its cores already busy: larger batches
-    process no more images per second, they only make fewer optimiser steps. Inputs of 64 px or
-    less cost a twelfth of 224 px each, so 64 of them keep a step's fixed overhead small (digits
-    at 32 px, ResNet-18, 2 idle cores: 7.3-10.8 s an epoch at batch 32, 5.2-7.1 s at 64). Halved while an
-    epoch would make fewer than MIN_STEPS_PER_EPOCH optimiser steps."""
-    batch = 64 if side <= 64 else 32
+def enough_steps(batch: int, n_train: int) -> int:
+    """`batch`, halved (down to 8) while an epoch of `n_train` images would make fewer than
+    MIN_STEPS_PER_EPOCH optimiser steps."""
     while batch > 8 and n_train // batch < MIN_STEPS_PER_EPOCH:
         batch //= 2
     return batch
+
+
+def cpu_base_batch(side: int) -> int:
+    """The batch size on CPU before the step rule. A CPU runs a convolution over a batch of 32
+    224-px images with its cores already busy: larger batches process no more images per second,
+    they only make fewer optimiser steps. Inputs of 64 px or less cost a twelfth of 224 px each,
+    so 64 of them keep a step's fixed overhead small (digits at 32 px, ResNet-18, 2 idle cores:
+    7.3-10.8 s an epoch at batch 32, 5.2-7.1 s at 64)."""
+    return 64 if side <= 64 else 32
+
+
+def cpu_batch(side: int, n_train: int) -> int:
+    """The batch size on CPU: the doctor's recommendation and data.batch_size=auto."""
+    return enough_steps(cpu_base_batch(side), n_train)
 
 
 def hardware() -> Dict[str, Any]:
@@ -129,14 +138,15 @@ def recommend(num_images: int, counts: Dict[str, int], sizes: Dict[str, Any], hw
     rec["augment"] = augment_preset(n, scratch=backbone["value"] is None)
 
     if gpu:
-        batch = 64 if hw.get("gpu_memory_gb", 0) >= 16 else 32
-        rec["batch_size"] = {"value": batch, "reason": f"{hw['gpus']} GPU(s), {hw.get('gpu_memory_gb')} GiB"}
+        base = 64 if hw.get("gpu_memory_gb", 0) >= 16 else 32
+        why = f"{hw['gpus']} GPU(s), {hw.get('gpu_memory_gb')} GiB"
     else:
-        rec["batch_size"] = {"value": cpu_batch(size, n), "reason": f"CPU, {size} px inputs: " + (
-            "64 a batch keeps each step's overhead small" if size <= 64 else "larger batches do not run faster")}
-    while rec["batch_size"]["value"] > 8 and n // rec["batch_size"]["value"] < MIN_STEPS_PER_EPOCH:
-        rec["batch_size"] = {"value": rec["batch_size"]["value"] // 2, "reason": f"{n} training images: small "
-                             f"batches give at least {MIN_STEPS_PER_EPOCH} optimiser steps an epoch"}
+        base = cpu_base_batch(size)
+        why = f"CPU, {size} px inputs: " + ("64 a batch keeps each step's overhead small" if base == 64
+                                           else "larger batches do not run faster")
+    batch = enough_steps(base, n)
+    rec["batch_size"] = {"value": batch, "reason": why if batch == base else (
+        f"{n} training images: small batches give at least {MIN_STEPS_PER_EPOCH} optimiser steps an epoch")}
 
     epochs = 30 if n < 1000 else 15 if n < 10000 else 8
     rec["epochs"] = {"value": epochs, "reason": f"{n} training images: about "
