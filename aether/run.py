@@ -168,6 +168,10 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
         from lightning.pytorch.callbacks import Timer
 
         callbacks.append(Timer(duration=timedelta(minutes=rc.trainer.max_minutes), interval="epoch", verbose=False))
+        if rc.trainer.fit_epochs_to_time:  # max_epochs follows the time left (recipe=auto's final training)
+            from aether.training.time_fit import EpochsFitToTime
+
+            callbacks.append(EpochsFitToTime(rc.trainer.fit_epochs_to_time))
     es = rc.trainer.early_stopping
     if es.enabled:
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
@@ -213,7 +217,7 @@ def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: st
     if not is_secondary_rank():  # ranks > 0 write nothing (aether.training.distributed)
         run_dir.mkdir(parents=True, exist_ok=True)
         header = "".join(f"# NOTE: {n}\n" for n in notes)  # comments: config.yaml stays loadable for resume=
-        (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
+        _write_config(run_dir, header, raw)
     distributed.begin_run(run_dir)
     L.seed_everything(rc.seed, workers=True, verbose=False)
     from aether.training import tuning
@@ -222,9 +226,12 @@ def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: st
     tuning.provisional_batch(rc)  # a number until the search below
     job = prepare(rc)
     if not is_secondary_rank() and _record_resolved(raw, rc, job.task.resolved) and not (batch_auto or lr_auto):
-        (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
+        _write_config(run_dir, header, raw)
     speed.apply_speedups(rc, job)
     trainer, mon = build_trainer(rc, run_dir, job, run_name)
+    for cb in trainer.callbacks:
+        if type(cb).__name__ == "EpochsFitToTime":  # a re-fitted epoch count is what a resume trains
+            cb.on_change = lambda epochs: _write_config(run_dir, header, _with_epochs(raw, epochs))
     from aether.reporting.dashboards import log_config
 
     log_config(trainer.loggers, raw)  # W&B / TensorBoard can filter and compare runs on it
@@ -236,11 +243,20 @@ def _fit_and_report(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, run_name: st
         if lr_auto:
             raw.setdefault("optimizer", {})["lr"] = rc.optimizer.lr
         header += "".join(f"# TUNED: {line}\n" for line in tuned)
-        (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
+        _write_config(run_dir, header, raw)
     try:
         return _fit_test_write(rc, raw, run_dir, job, trainer, mon, search)
     finally:
         close_loggers(trainer)  # a later run in this process (a sweep trial) must start its own W&B run
+
+
+def _write_config(run_dir: Path, header: str, raw: Dict[str, Any]) -> None:
+    (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.create(raw)), encoding="utf-8")
+
+
+def _with_epochs(raw: Dict[str, Any], epochs: int) -> Dict[str, Any]:
+    raw.setdefault("trainer", {})["max_epochs"] = epochs
+    return raw
 
 
 def _record_resolved(raw: Dict[str, Any], rc: RunCfg, task_resolved: Optional[Dict[Tuple[str, ...], Any]] = None
@@ -312,7 +328,7 @@ def _fit_test_write(rc: RunCfg, raw: Dict[str, Any], run_dir: Path, job: Job, tr
     metrics.update(trial_section(trainer))  # a sweep trial: its number and state (complete/pruned)
     from aether.reporting.metrics import auto_section
 
-    metrics.update(auto_section(run_dir))  # recipe=auto: its leaderboard and winner
+    metrics.update(auto_section(run_dir, trainer.max_epochs))  # recipe=auto: its leaderboard and winner
     summary = job.task.write_outputs(run_dir, metrics, job, raw)  # metrics.json, plots, model/, report.md
     from aether.sweeps.trial import note_in_report
 

@@ -234,6 +234,12 @@ class TrainerCfg(Strict):
     # Timer); `+recipe=auto` gives each candidate its share of the budget this way
     max_minutes: Optional[float] = Field(None, gt=0, description="stop at the end of the first epoch that "
                                          "ends past this many minutes of training; null = no time limit")
+    # `+recipe=auto`'s final training: its epoch count was fitted to the time left at the search's
+    # epoch time, which drifts (a slower minute during the search left 84 s of 5 minutes unused)
+    fit_epochs_to_time: Optional[int] = Field(
+        None, ge=1, description="with max_minutes: at each epoch end, max_epochs (and the LR schedule with it) "
+        "becomes what the minutes left hold at the epochs' measured time, growing up to this many epochs while "
+        "the schedule is in its first half, shrinking at any time; null = max_epochs stays")
     precision: str = Field("32", description="Lightning precision: " + " | ".join(PRECISIONS))
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
         "auto", description="the kind of device that trains: auto | cpu | gpu | cuda | mps")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from aether.training.distributed import section
 
@@ -41,12 +41,18 @@ def build_metrics(rc: Any, job: Any, trainer: Any, mon: Any, train_s: float,
     }
 
 
-def auto_section(run_dir: Path) -> Dict[str, Any]:
-    """metrics.json's `auto` section: the search's summary, when this run was recipe=auto's winner."""
+def auto_section(run_dir: Path, max_epochs: Optional[int] = None) -> Dict[str, Any]:
+    """metrics.json's `auto` section: the search's summary, when this run was recipe=auto's winner.
+    `max_epochs`: the final training's epoch count as it ended (trainer.fit_epochs_to_time re-fits
+    the one auto.json planned)."""
     path = run_dir / "auto.json"
     if not path.is_file():
         return {}
     try:
-        return {"auto": json.loads(path.read_text(encoding="utf-8"))}
+        summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    final = summary.get("final") if isinstance(summary, dict) else None
+    if isinstance(final, dict) and not final.get("kept") and max_epochs:
+        final["epochs"] = int(max_epochs)
+    return {"auto": summary}

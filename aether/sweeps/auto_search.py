@@ -288,15 +288,24 @@ def _finish(rc: Any, raw: Dict[str, Any], run_dir: Path, base: Sequence[str], pl
     keep = winner["status"] == "early_stopped" or epochs <= done
     raw_w = _compose(base, cand, None if keep else allowed_s / 60)
     raw_w["trainer"]["max_epochs"] = done if keep else epochs
+    if not keep:
+        _fit_to_time(raw_w, planned)
     _no_early_stop(raw_w, rc)
     raw_w["auto"] = {**(raw_w.get("auto") or {}), "winner": cand.name}
-    recipe_cfg = {**raw_w, "trainer": {**raw_w["trainer"], "max_minutes": None, "max_epochs": max(epochs, done)}}
-    recipe = write_recipe(run_dir / "best_recipe.yaml", recipe_cfg, _choices(base, cand),
-                          [f"The winner of recipe=auto in {run_dir}: candidate '{cand.name}' "
-                           f"({winner['monitor']} = {winner['val_metric']:.4f} on validation)."])
+    choices = _choices(base, cand)
+
+    def write_best(final_epochs: int) -> Path:
+        recipe_cfg = {**raw_w, "trainer": {**raw_w["trainer"], "max_minutes": None, "fit_epochs_to_time": None,
+                                           "max_epochs": final_epochs}}
+        return write_recipe(run_dir / "best_recipe.yaml", recipe_cfg, choices,
+                            [f"The winner of recipe=auto in {run_dir}: candidate '{cand.name}' "
+                             f"({winner['monitor']} = {winner['val_metric']:.4f} on validation)."])
+
+    recipe = write_best(max(epochs, done))
     how = (f"kept as trained ({done} epochs)" if keep else
            f"trained again in full: {epochs} epochs ({planned} planned, up to {FINAL_EPOCHS_GROWTH}x) fit the "
-           f"{allowed_s / 60:.1f} min left ({epoch_s:.1f} s an epoch)")
+           f"{allowed_s / 60:.1f} min left ({epoch_s:.1f} s an epoch; re-fitted at epoch ends to the epochs' "
+           "own time)")
     log.info("auto: winner '%s' (%s %.4f) -> %s; %s", cand.name, winner["monitor"], winner["val_metric"], recipe, how)
     summary["winner"] = cand.name
     summary["final"] = {"candidate": cand.name, "kept": keep, "epochs": raw_w["trainer"]["max_epochs"],
@@ -309,7 +318,21 @@ def _finish(rc: Any, raw: Dict[str, Any], run_dir: Path, base: Sequence[str], pl
     else:
         rc_w = validate(raw_w)
     rc_w._explicit = explicit
-    return _fit_and_report(rc_w, raw_w, run_dir, run_name, list(notes))
+    score = _fit_and_report(rc_w, raw_w, run_dir, run_name, list(notes))
+    fitted = int(raw_w["trainer"]["max_epochs"])  # EpochsFitToTime re-fitted it (and config.yaml) as it ran
+    if not keep and fitted != epochs:
+        write_best(fitted)
+        summary["final"]["epochs"] = fitted
+        (run_dir / "auto.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return score
+
+
+def _fit_to_time(raw: Dict[str, Any], planned: int) -> None:
+    """A final training's epoch count follows the time it has left, measured on its own epochs
+    (trainer.fit_epochs_to_time, up to FINAL_EPOCHS_GROWTH x its planned epochs): the count fitted
+    from the search's epoch time is a first guess. A user's own value stands."""
+    if raw["trainer"].get("fit_epochs_to_time") is None:
+        raw["trainer"]["fit_epochs_to_time"] = planned * FINAL_EPOCHS_GROWTH
 
 
 def _final_round(rc: Any, run_dir: Path, base: Sequence[str], plan: List[Candidate], finalists: List[Dict[str, Any]],
@@ -333,6 +356,7 @@ def _final_round(rc: Any, run_dir: Path, base: Sequence[str], plan: List[Candida
         t = time.monotonic()
         raw_f = _compose(base, cand, left / 60)
         raw_f["trainer"]["max_epochs"] = epochs
+        _fit_to_time(raw_f, int(row["planned_epochs"]))
         _no_early_stop(raw_f, rc)
         rc_f = validate(raw_f)
         rc_f._explicit = set(rc._explicit) | keys_of(cand.overrides) | {"trainer.max_epochs"}

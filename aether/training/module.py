@@ -60,7 +60,36 @@ class StrategyModule(L.LightningModule):
         sched_options = sched_entry.config.model_validate({k: v for k, v in self.scheduler_cfg.items() if k != "name"})
         max_epochs = max(1, self.trainer.max_epochs or 1)
         steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max_epochs)
+        self._schedule_args = (sched_entry, sched_options, steps_per_epoch)  # for stretch_schedule
         scheduler = sched_entry.load()(optimizer, sched_options, steps_per_epoch, max_epochs)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def stretch_schedule(self, max_epochs: int) -> bool:
+        """Fit the running LR schedule to a new epoch count, keeping the steps taken: the registered
+        builder makes the schedule for `max_epochs` (on a stand-in optimizer, so nothing of the real
+        one changes) and its step function replaces the running one. Step-based LambdaLR schedules
+        only (every built-in one but step and plateau, whose epoch rules need no total); False when
+        the schedule cannot stretch."""
+        from torch.optim.lr_scheduler import LambdaLR
+
+        configs = list(getattr(self.trainer, "lr_scheduler_configs", []) or [])
+        if not configs or not hasattr(self, "_schedule_args"):
+            return not configs  # no schedule: nothing to stretch
+        if not all(isinstance(c.scheduler, LambdaLR) and c.interval == "step" for c in configs):
+            return False
+        entry, options, steps_per_epoch = self._schedule_args
+        for c in configs:
+            stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+            fresh = entry.load()(stand_in, options, steps_per_epoch, max_epochs)
+            if not fresh or not isinstance(fresh.get("scheduler"), LambdaLR):
+                return False
+            fn = fresh["scheduler"].lr_lambdas[0]
+            sched = c.scheduler
+            sched.lr_lambdas = [fn] * len(sched.optimizer.param_groups)
+            # the next optimizer step already runs at the stretched schedule's rate
+            for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
+                group["lr"] = base * fn(sched.last_epoch)
+            sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
+        return True
