@@ -131,7 +131,7 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
 
     from aether.data.fastpath import CacheFinisher
     from aether.training.checkpoint_io import DirectCheckpointIO
-    from aether.training.callbacks import History, Throughput, progress_callbacks
+    from aether.training.callbacks import BestCheckpoint, History, Throughput, progress_callbacks
     from aether.training.distributed import lightning_strategy
 
     throughput = Throughput()
@@ -140,7 +140,7 @@ def build_trainer(rc: RunCfg, run_dir: Path, job: Job, run_name: str) -> Tuple[A
     # weights only, so half the size); `last.ckpt` holds the full state after every epoch, for
     # resume=. (ModelCheckpoint's own save_last rewrites `last` only when the monitored metric
     # improves, so a resume could restart from an older epoch.)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=rc.trainer.checkpoint.monitor,
+    checkpoint = BestCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=rc.trainer.checkpoint.monitor,
                                  mode=rc.trainer.checkpoint.mode, save_top_k=1, save_weights_only=True,
                                  auto_insert_metric_name=False, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,

@@ -39,6 +39,14 @@ def test_epochs_grow_to_fill_the_time_and_the_schedule_stretches(tmp_path: Path)
     peak = 1 + max(range(n - 1), key=lambda i: lrs[1 + i])
     assert 2 <= peak < n // 2 and lrs[1] < lrs[peak] and lrs[peak] > 0.9 * 0.01, lrs
     assert lrs[-1] < 1e-3 * lrs[peak], lrs
+    # best.ckpt: of the epochs with the best validation score, the last (the end of the schedule on a
+    # plateau, not the first epoch to reach it)
+    from aether.training.checkpoint_io import load_checkpoint_safely
+
+    accs = [row["val/acc"] for row in history]
+    last_best = max(i for i, a in enumerate(accs) if a == max(accs))
+    assert accs.count(max(accs)) > 1, accs  # generated colours: a plateau within a few epochs
+    assert load_checkpoint_safely(run / "checkpoints" / "best.ckpt")["epoch"] == history[last_best]["epoch"]
 
 
 def test_epochs_shrink_to_what_the_time_holds_and_the_decay_ends_in_it(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 log = logging.getLogger("aether")
 
@@ -54,6 +54,29 @@ class Throughput(L.Callback):
 
 
 METRIC_PREFIXES = ("train/", "val/")
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """best.ckpt: the best epoch by the monitored metric, a tie going to the later epoch.
+
+    Lightning's ModelCheckpoint keeps the first of equal scores. On a small validation split the
+    score moves in steps of one image and plateaus, so the first epoch to reach the plateau (often
+    still at a high learning rate) was kept over the end of the schedule: digits, 269 validation
+    images, auto's final one-cycle training, seed 3: epoch 10 of 35 kept (test 0.9814) while the
+    last epoch had the same validation score and tested 0.9963."""
+
+    @property
+    def state_key(self) -> str:
+        # the name Lightning files this callback's state under in last.ckpt: ModelCheckpoint's, so
+        # runs checkpointed before this class resume with their best score and path
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def check_monitor_top_k(self, trainer: L.Trainer, current: Optional[torch.Tensor] = None) -> bool:
+        if current is None or self.save_top_k != 1 or not self.best_k_models:
+            return super().check_monitor_top_k(trainer, current)
+        at_least = {"min": torch.le, "max": torch.ge}[self.mode]
+        decision = bool(at_least(current, self.best_k_models[self.kth_best_model_path]))
+        return trainer.strategy.reduce_boolean_decision(decision)  # every rank decides alike
 
 
 def epoch_metrics(callback_metrics: Dict[str, Any]) -> Dict[str, float]:

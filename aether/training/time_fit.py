@@ -23,6 +23,9 @@ log = logging.getLogger("aether")
 
 GROW_UNTIL = 0.5  # of the schedule's epochs: later, a longer horizon would raise the decaying LR again
 SLACK = 1.05  # on the measured epoch time: epochs of one run vary by a few percent
+# growing by less than this share of the epochs is noise (epoch times vary by a few percent): a
+# schedule re-fitted for one epoch more at every epoch end only jitters its LR
+GROW_STEP = 0.05
 
 
 class EpochsFitToTime(Callback):
@@ -62,7 +65,8 @@ class EpochsFitToTime(Callback):
         new = current
         if fits < current:
             new = max(done, fits)
-        elif fits > current and current < self.cap and done <= GROW_UNTIL * current:
+        elif fits >= current + max(1, round(GROW_STEP * current)) and current < self.cap \
+                and done <= GROW_UNTIL * current:
             new = min(self.cap, fits)
         new = int(trainer.strategy.broadcast(new, 0))  # one count on every rank (DDP), rank 0's clock
         if new == current:
