@@ -214,6 +214,8 @@ def test_last_checkpoint_is_the_last_epoch_even_without_improvement(tmp_path: Pa
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 2 and "optimizer_states" in last  # full state after the final epoch
-    assert best["epoch"] == 0 and "optimizer_states" not in best  # lr 1e-9: nothing improves; weights only
+    # lr 1e-9: every epoch validates alike, and of equal scores best.ckpt keeps the later epoch
+    # (BestCheckpoint); weights only, so a resume cannot start from it
+    assert best["epoch"] == 2 and "optimizer_states" not in best
     r = run_cli([f"resume={run}", "trainer.max_epochs=4"], tmp_path)
     assert r.returncode == 0 and "epoch 4/4" in r.stderr + r.stdout and "epoch 2/4" not in r.stderr + r.stdout
