@@ -131,16 +131,3 @@ def test_a_plan_that_names_code_is_refused_before_anything_trains(tmp_path: Path
     assert r.returncode == 2 and "aether: error:" in r.stderr and "_target_" in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and not (run / "auto").exists()
 
-
-def test_a_users_max_epochs_is_a_ceiling_for_the_final_training() -> None:
-    """The winner's final training grows past its planned epochs when the budget holds more, unless
-    the user set trainer.max_epochs: theirs is a ceiling (a short budget may still cut it)."""
-    from types import SimpleNamespace
-
-    from aether.sweeps import auto_search
-
-    row = {"planned_epochs": 10, "epochs": 3, "epoch_seconds": 1.0}
-    theirs, ours = SimpleNamespace(_explicit={"trainer.max_epochs"}), SimpleNamespace(_explicit=set())
-    assert auto_search._final_epochs(row, 1000.0, auto_search._growth(theirs)) == 10
-    assert auto_search._final_epochs(row, 1000.0, auto_search._growth(ours)) == 10 * auto_search.FINAL_EPOCHS_GROWTH
-    assert auto_search._final_epochs(row, 5.0, auto_search._growth(theirs)) == 4  # 5 s of 1.15 s epochs
