@@ -49,6 +49,9 @@ EPOCH_SLACK = 1.15  # a longer run's epochs ran up to 1.13x the search's (ocvdig
 # on small data still gains (digits from transferred weights: 15 epochs test 0.985, a plain loop's
 # 64 epochs 0.993); early stopping ends it when validation stops improving.
 FINAL_EPOCHS_GROWTH = 4
+# (rc._explicit cannot make a user's trainer.max_epochs a ceiling here: recipe=auto passes the
+# doctor's recommended epochs as command-line overrides too; a ceiling read from it stopped every
+# final training at the planned epochs, digits seed 0: 15 instead of 39)
 
 
 def _no_early_stop(raw: Dict[str, Any], rc: Any) -> None:
@@ -238,35 +241,27 @@ def _epoch_s(row: Dict[str, Any]) -> float:
     return EPOCH_SLACK * float(row.get("epoch_seconds") or float(row.get("train_minutes") or 0.0) * 60 / max(1, done))
 
 
-def _growth(rc: Any) -> int:
-    """How far a final training's epochs may grow past the planned ones. (rc._explicit cannot tell
-    a user's trainer.max_epochs from the doctor's: recipe=auto passes its recommendations as
-    command-line overrides too, so a ceiling read from it stopped every final training at the
-    doctor's epochs: digits seed 0, 15 epochs instead of 39.)"""
-    return FINAL_EPOCHS_GROWTH
-
-
-def _final_epochs(row: Dict[str, Any], seconds: float, growth: int = FINAL_EPOCHS_GROWTH) -> int:
+def _final_epochs(row: Dict[str, Any], seconds: float) -> int:
     """Epochs of its schedule a candidate trains in `seconds`: its planned epochs, growing up to
-    `growth` times when the time holds them."""
+    FINAL_EPOCHS_GROWTH times when the time holds them."""
     planned, per = int(row["planned_epochs"]), _epoch_s(row)
     if planned <= SEARCH_EPOCHS:  # its whole schedule ran in the search (a solved probe): nothing to grow
         return planned
-    return min(planned * growth, int(seconds // per)) if per > 0 else planned
+    return min(planned * FINAL_EPOCHS_GROWTH, int(seconds // per)) if per > 0 else planned
 
 
 def _challenger(board: List[Dict[str, Any]], winner: Dict[str, Any], mode: str,
-                allowed_s: float, growth: int = FINAL_EPOCHS_GROWTH) -> Optional[Dict[str, Any]]:
+                allowed_s: float) -> Optional[Dict[str, Any]]:
     """The runner-up that the short search may have underrated: cut short (its schedule is longer
     than the search's epochs), and affordable with the time the winner's final training leaves
     for at least twice the search's epochs. A few epochs favour what converges fast (a solved
     linear probe) over what converges further (a full fine-tune: digits from transferred
     weights, val 0.963 vs 0.959 after 3 epochs, test 0.955 vs 0.985 after 15)."""
-    winner_s = _final_epochs(winner, allowed_s, growth) * _epoch_s(winner)
+    winner_s = _final_epochs(winner, allowed_s) * _epoch_s(winner)
     rest = [r for r in board if r is not winner and r["val_metric"] is not None and math.isfinite(r["val_metric"])
             and r["status"] == "complete" and int(r["planned_epochs"] or 0) > int(r["epochs"] or 0)]
     best = _best(rest, mode)
-    if best is None or _final_epochs(best, allowed_s - winner_s, growth) < 2 * SEARCH_EPOCHS:
+    if best is None or _final_epochs(best, allowed_s - winner_s) < 2 * SEARCH_EPOCHS:
         return None
     return best
 
@@ -286,19 +281,18 @@ def _finish(rc: Any, raw: Dict[str, Any], run_dir: Path, base: Sequence[str], pl
 
     after_test = (0.5 + (ANALYSIS_EPOCHS if rc.analysis.enabled else 0.0)) * _epoch_s(winner)
     allowed_s = max(6.0, left_s - SETUP_MARGIN * budget_s - FINAL_RESERVE_S - after_test)
-    growth = _growth(rc)
-    challenger = _challenger(summary["leaderboard"], winner, summary["mode"], allowed_s, growth)
+    challenger = _challenger(summary["leaderboard"], winner, summary["mode"], allowed_s)
     if challenger is not None:
         winner, allowed_s = _final_round(rc, run_dir, base, plan, [winner, challenger], summary, allowed_s, run_name)
     cand = next(c for c in plan if c.name == winner["candidate"])
     done, planned = int(winner["epochs"] or 0), int(winner["planned_epochs"])
     epoch_s = _epoch_s(winner)
-    epochs = done if challenger is not None else _final_epochs(winner, allowed_s, growth)  # the final round trained it
+    epochs = done if challenger is not None else _final_epochs(winner, allowed_s)  # the final round trained it
     keep = winner["status"] == "early_stopped" or epochs <= done
     raw_w = _compose(base, cand, None if keep else allowed_s / 60)
     raw_w["trainer"]["max_epochs"] = done if keep else epochs
     if not keep:
-        _fit_to_time(raw_w, planned * growth)
+        _fit_to_time(raw_w, planned * FINAL_EPOCHS_GROWTH)
     _no_early_stop(raw_w, rc)
     raw_w["auto"] = {**(raw_w.get("auto") or {}), "winner": cand.name}
     choices = _choices(base, cand)
@@ -312,7 +306,7 @@ def _finish(rc: Any, raw: Dict[str, Any], run_dir: Path, base: Sequence[str], pl
 
     recipe = write_best(max(epochs, done))
     how = (f"kept as trained ({done} epochs)" if keep else
-           f"trained again in full: {epochs} epochs ({planned} planned, up to {growth}x) fit the "
+           f"trained again in full: {epochs} epochs ({planned} planned, up to {FINAL_EPOCHS_GROWTH}x) fit the "
            f"{allowed_s / 60:.1f} min left ({epoch_s:.1f} s an epoch; re-fitted at epoch ends to the epochs' "
            "own time)")
     log.info("auto: winner '%s' (%s %.4f) -> %s; %s", cand.name, winner["monitor"], winner["val_metric"], recipe, how)
@@ -356,7 +350,7 @@ def _final_round(rc: Any, run_dir: Path, base: Sequence[str], plan: List[Candida
     for row in finalists:
         cand = next(c for c in plan if c.name == row["candidate"])
         left = allowed_s - (time.monotonic() - start)
-        epochs = _final_epochs(row, left, _growth(rc))
+        epochs = _final_epochs(row, left)
         if row["status"] == "early_stopped" or epochs <= int(row["epochs"] or 0):
             rows.append({**row, "folder": str(run_dir / "auto" / cand.name)})  # already as far as it goes
             continue
@@ -365,7 +359,7 @@ def _final_round(rc: Any, run_dir: Path, base: Sequence[str], plan: List[Candida
         t = time.monotonic()
         raw_f = _compose(base, cand, left / 60)
         raw_f["trainer"]["max_epochs"] = epochs
-        _fit_to_time(raw_f, int(row["planned_epochs"]) * _growth(rc))
+        _fit_to_time(raw_f, int(row["planned_epochs"]) * FINAL_EPOCHS_GROWTH)
         _no_early_stop(raw_f, rc)
         rc_f = validate(raw_f)
         rc_f._explicit = set(rc._explicit) | keys_of(cand.overrides) | {"trainer.max_epochs"}

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any, Callable, List, Optional
 
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Timer
 
 log = logging.getLogger("aether")
 
@@ -56,7 +56,7 @@ class EpochsFitToTime(Callback):
         now = time.monotonic()
         self._times.append(now - self._start)
         self._start = now
-        timer = next((cb for cb in trainer.callbacks if type(cb).__name__ == "Timer"), None)
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
         left = timer.time_remaining("train") if timer is not None else None
         if left is None:
             return
