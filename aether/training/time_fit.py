@@ -26,6 +26,9 @@ SLACK = 1.05  # on the measured epoch time: epochs of one run vary by a few perc
 # growing by less than this share of the epochs is noise (epoch times vary by a few percent): a
 # schedule re-fitted for one epoch more at every epoch end only jitters its LR
 GROW_STEP = 0.05
+# ... and by at least this many epochs: with a step of one, a count that had just shrunk by one grew
+# back at the next epoch end (digits from transferred weights: 29 -> 30 -> 29 six times in one run)
+GROW_MIN = 2
 
 
 class EpochsFitToTime(Callback):
@@ -65,7 +68,7 @@ class EpochsFitToTime(Callback):
         new = current
         if fits < current:
             new = max(done, fits)
-        elif fits >= current + max(1, round(GROW_STEP * current)) and current < self.cap \
+        elif fits >= current + max(GROW_MIN, round(GROW_STEP * current)) and current < self.cap \
                 and done <= GROW_UNTIL * current:
             new = min(self.cap, fits)
         new = int(trainer.strategy.broadcast(new, 0))  # one count on every rank (DDP), rank 0's clock
